@@ -1,0 +1,240 @@
+"""What a run leaves behind: reports, tables and plots, each written atomically.
+
+Every file goes to a temporary name in the same folder and is renamed into place, so a crash or a
+full disk mid-write leaves the previous good file (or none), never half of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cnnrun import CnnrunError  # noqa: E402
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Calls write(tmp_path) and renames tmp_path to path; a failure leaves path untouched."""
+    path = Path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)  # keep the extension: savers check it
+        os.close(fd)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CnnrunError(
+            f"cannot write {path}: {e.strerror or e}; free some disk space or choose another output directory"
+        ) from None
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return atomic_write(path, write)
+
+
+def write_json(path: Path, data) -> Path:
+    return write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def write_csv(path: Path, header: list[str], rows) -> Path:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_text(path, buf.getvalue())
+
+
+def save_figure(fig, path: Path) -> Path:
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def safe_name(label: str) -> str:
+    """A class name usable in a file name ('T-shirt/top' -> 'T-shirt-top')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(label)).strip("-") or "class"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def write_history(path: Path, history: list[dict]) -> Path:
+    keys = ["epoch"] + sorted({k for row in history for k in row} - {"epoch"})
+    return write_csv(path, keys, ([row.get(k, "") for k in keys] for row in history))
+
+
+def plot_curves(path: Path, history: list[dict], title: str) -> Path:
+    """Accuracy and loss per epoch, train vs validation."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    epochs = [row["epoch"] for row in history]
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.plot(epochs, [row.get(metric) for row in history], "o-", label="train")
+        if any(row.get(f"val_{metric}") is not None for row in history):
+            ax.plot(epochs, [row.get(f"val_{metric}") for row in history], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """Counts, true classes as rows and predicted classes as columns."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return cm
+
+
+def write_confusion(out: Path, cm: np.ndarray, class_names: list[str]) -> None:
+    write_csv(out / "confusion_matrix.csv", ["true\\predicted"] + class_names,
+              ([name] + row.tolist() for name, row in zip(class_names, cm)))
+    n = len(class_names)
+    size = max(5.0, 0.55 * n + 2)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm, dtype=float), where=rows > 0)
+    for ax, data, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised (recall)", ".2f")):
+        im = ax.imshow(data, cmap="Blues")
+        ax.set_title(title)
+        ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+        ax.set_yticks(range(n), class_names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        if n <= 20:
+            hi = data.max() if data.size else 0
+            for i in range(n):
+                for j in range(n):
+                    ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=7,
+                            color="white" if data[i, j] > hi / 2 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    save_figure(fig, out / "confusion_matrix.png")
+
+
+def write_classification_report(out: Path, y_true, y_pred, class_names: list[str]) -> dict:
+    from sklearn.metrics import classification_report
+
+    labels = list(range(len(class_names)))
+    kwargs = dict(labels=labels, target_names=class_names, digits=4, zero_division=0)
+    write_text(out / "classification_report.txt", classification_report(y_true, y_pred, **kwargs))
+    report = classification_report(y_true, y_pred, output_dict=True, **kwargs)
+    write_json(out / "classification_report.json", report)
+    return report
+
+
+def _show(ax, image):
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255 if image.dtype == np.uint8 else 1)
+    else:
+        ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_predictions(path: Path, images, y_true, y_pred, class_names, count: int = 30) -> Path:
+    """A grid of test images with the predicted label under each: blue when right, red when wrong."""
+    count = min(count, len(images))
+    cols = min(6, count) or 1
+    rows = max(1, -(-count // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= count:
+            ax.axis("off")
+            continue
+        _show(ax, images[i])
+        right = y_pred[i] == y_true[i]
+        label = class_names[y_pred[i]] if right else f"{class_names[y_pred[i]]}\n(true: {class_names[y_true[i]]})"
+        ax.set_xlabel(label, color="tab:blue" if right else "tab:red", fontsize=8)
+    fig.suptitle("predictions on the test set (blue = right, red = wrong)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def write_misclassified(out: Path, images, y_true, y_pred, probs, class_names, limit: int, files=None) -> list[dict]:
+    """Up to `limit` wrongly classified test images as `{true}_to_{pred}_{index}.png` (or `_{file}` for
+    folder data sets, copied as they were) plus misclassified.csv listing all of them."""
+    from PIL import Image
+
+    folder = out / "misclassified"
+    wrong = np.flatnonzero(np.asarray(y_pred) != np.asarray(y_true))
+    rows = []
+    for rank, i in enumerate(wrong):
+        t, p = class_names[y_true[i]], class_names[y_pred[i]]
+        row = {"index": int(i), "true": t, "predicted": p, "confidence": round(float(probs[i, y_pred[i]]), 4),
+               "source": files[i] if files else ""}
+        if rank < limit:
+            folder.mkdir(exist_ok=True)
+            if files:
+                name = f"{safe_name(t)}_to_{safe_name(p)}_{Path(files[i]).name}"
+                data = Path(files[i]).read_bytes()
+                write_bytes(folder / name, data)
+            else:
+                name = f"{safe_name(t)}_to_{safe_name(p)}_{i}.png"
+                image = images[i][..., 0] if images[i].shape[-1] == 1 else images[i]
+                atomic_write(folder / name, lambda tmp, im=image: Image.fromarray(im).save(tmp, format="PNG"))
+            row["file"] = f"misclassified/{name}"
+        else:
+            row["file"] = ""
+        rows.append(row)
+    header = ["index", "true", "predicted", "confidence", "file", "source"]
+    write_csv(out / "misclassified.csv", header, ([r[k] for k in header] for r in rows))
+    return rows
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    return atomic_write(path, write)
+
+
+def plot_augment_preview(path: Path, originals, augmented) -> Path:
+    """Originals in the first row, augmented versions below."""
+    copies, n = augmented.shape[0], len(originals)
+    fig, axes = plt.subplots(copies + 1, n, figsize=(1.6 * n, 1.7 * (copies + 1)), squeeze=False)
+    for j in range(n):
+        _show(axes[0, j], originals[j])
+        for c in range(copies):
+            _show(axes[c + 1, j], np.clip(augmented[c, j], 0, 1))
+    axes[0, 0].set_ylabel("original")
+    for c in range(copies):
+        axes[c + 1, 0].set_ylabel(f"augmented {c + 1}")
+    fig.suptitle("training augmentation (applied on the device, training only)")
+    fig.tight_layout()
+    return save_figure(fig, path)

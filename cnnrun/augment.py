@@ -1,0 +1,265 @@
+"""Training-time augmentation as one backend-neutral, jit-able Keras layer.
+
+Keras 3's RandomTranslation / RandomRotation / RandomZoom / RandomShear declare `supports_jit = False`,
+which silently turns `jit_compile="auto"` off for the whole model (on JAX: no `jax.jit` at all). Here
+rotation, shift, shear and zoom are folded into one random affine matrix per image and applied with a
+single `keras.ops.image.affine_transform`, flip and random erasing are `keras.ops.where` masks, and the
+layer keeps `supports_jit = True`. It runs on the device inside the train step and is the identity at
+evaluation and prediction time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from cnnrun import CnnrunError
+
+# Keys each augment/*.yaml option may hold; anything else is refused before training.
+KNOWN = {
+    "flip": {"horizontal", "vertical"},
+    "shift": {"width", "height"},
+    "rotate": {"degrees"},
+    "shear": {"degrees"},
+    "zoom": {"amount"},
+    "erasing": {"p", "area", "aspect", "fill", "value_range"},
+}
+ERASE_TRIES = 64  # candidate patches per image; the first that fits is used (the article's rejection loop)
+
+
+@keras.saving.register_keras_serializable(package="cnnrun")
+class Augment(keras.layers.Layer):
+    """Random flip, affine transform (rotation, shift, shear, zoom) and erasing of [0, 1] images, NHWC.
+
+    Args:
+        flip_horizontal: mirror left-right with probability 0.5.
+        flip_vertical: mirror top-bottom with probability 0.5.
+        rotate: rotation range in degrees, uniform in [-rotate, rotate].
+        shift_width: horizontal shift range as a fraction of the width.
+        shift_height: vertical shift range as a fraction of the height.
+        shear: shear angle range in degrees (ImageDataGenerator's unit).
+        zoom: each axis scaled by a factor uniform in [1 - zoom, 1 + zoom].
+        erase_p: probability that an image gets a random patch erased (0 = off).
+        erase_area: (min, max) patch area as a fraction of the image.
+        erase_aspect: (min, max) patch height / width ratio.
+        erase_fill: "pixel" (noise per pixel) or "patch" (one random value per patch).
+        erase_value_range: (low, high) of the random fill values.
+        fill_mode: how the affine transform fills pixels from outside the image ("nearest", as
+            ImageDataGenerator, or "constant", "reflect", "wrap", "mirror").
+        seed: seed of the layer's own random stream.
+    """
+
+    def __init__(
+        self,
+        flip_horizontal=False,
+        flip_vertical=False,
+        rotate=0.0,
+        shift_width=0.0,
+        shift_height=0.0,
+        shear=0.0,
+        zoom=0.0,
+        erase_p=0.0,
+        erase_area=(0.02, 0.4),
+        erase_aspect=(0.3, 1 / 0.3),
+        erase_fill="pixel",
+        erase_value_range=(0.0, 1.0),
+        fill_mode="nearest",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.flip_horizontal = bool(flip_horizontal)
+        self.flip_vertical = bool(flip_vertical)
+        self.rotate = float(rotate)
+        self.shift_width = float(shift_width)
+        self.shift_height = float(shift_height)
+        self.shear = float(shear)
+        self.zoom = float(zoom)
+        self.erase_p = float(erase_p)
+        self.erase_area = tuple(float(v) for v in erase_area)
+        self.erase_aspect = tuple(float(v) for v in erase_aspect)
+        self.erase_fill = erase_fill
+        self.erase_value_range = tuple(float(v) for v in erase_value_range)
+        self.fill_mode = fill_mode
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_jit = True
+
+    @property
+    def has_affine(self) -> bool:
+        return any((self.rotate, self.shift_width, self.shift_height, self.shear, self.zoom))
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        dtype = images.dtype
+        x = ops.cast(images, "float32")
+        batch = ops.shape(x)[0]
+        if self.flip_horizontal:
+            x = self._maybe(x, ops.flip(x, axis=2), batch)
+        if self.flip_vertical:
+            x = self._maybe(x, ops.flip(x, axis=1), batch)
+        if self.has_affine:
+            x = ops.image.affine_transform(
+                x, self._affine_matrices(x), interpolation="bilinear", fill_mode=self.fill_mode
+            )
+        if self.erase_p > 0:
+            x = self._erase(x)
+        return ops.cast(x, dtype)
+
+    def _uniform(self, shape, low, high):
+        return keras.random.uniform(shape, minval=low, maxval=high, seed=self.seed_generator)
+
+    def _maybe(self, x, changed, batch):
+        """`changed` for a random half of the batch, `x` for the rest."""
+        take = self._uniform((batch, 1, 1, 1), 0.0, 1.0) < 0.5
+        return ops.where(take, changed, x)
+
+    def _affine_matrices(self, x):
+        """One (batch, 8) projective transform mapping output to input pixels, about the image centre.
+
+        M = rotation . shear . zoom, as ImageDataGenerator composes them, plus a shift in pixels.
+        """
+        batch, height, width = ops.shape(x)[0], x.shape[1], x.shape[2]
+        zeros = ops.zeros((batch,))
+        theta = self._uniform((batch,), -1.0, 1.0) * math.radians(self.rotate) if self.rotate else zeros
+        shear = self._uniform((batch,), -1.0, 1.0) * math.radians(self.shear) if self.shear else zeros
+        if self.zoom:
+            zx = self._uniform((batch,), 1.0 - self.zoom, 1.0 + self.zoom)
+            zy = self._uniform((batch,), 1.0 - self.zoom, 1.0 + self.zoom)
+        else:
+            zx = zy = ops.ones((batch,))
+        tx = self._uniform((batch,), -1.0, 1.0) * (self.shift_width * width) if self.shift_width else zeros
+        ty = self._uniform((batch,), -1.0, 1.0) * (self.shift_height * height) if self.shift_height else zeros
+        cos, sin = ops.cos(theta), ops.sin(theta)
+        # rotation [[c, -s], [s, c]] . shear [[1, -sin(sh)], [0, cos(sh)]] . zoom diag(zx, zy)
+        m00 = cos * zx
+        m01 = (-cos * ops.sin(shear) - sin * ops.cos(shear)) * zy
+        m10 = sin * zx
+        m11 = (-sin * ops.sin(shear) + cos * ops.cos(shear)) * zy
+        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+        a2 = cx - m00 * cx - m01 * cy + tx
+        b2 = cy - m10 * cx - m11 * cy + ty
+        return ops.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
+
+    def _erase(self, x):
+        """Random erasing with the article's rejection loop, done for ERASE_TRIES candidates at once."""
+        batch, height, width, channels = ops.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
+        shape = (batch, ERASE_TRIES)
+        area = self._uniform(shape, *self.erase_area) * (height * width)
+        aspect = self._uniform(shape, *self.erase_aspect)
+        w = ops.floor(ops.sqrt(area / aspect))
+        h = ops.floor(ops.sqrt(area * aspect))
+        left = ops.floor(self._uniform(shape, 0.0, float(width)))
+        top = ops.floor(self._uniform(shape, 0.0, float(height)))
+        fits = (left + w <= width) & (top + h <= height)
+        first = ops.argmax(ops.cast(fits, "int32"), axis=1)  # first candidate that fits, as the loop would take
+        pick = ops.one_hot(first, ERASE_TRIES)
+
+        def chosen(v):
+            return ops.sum(v * pick, axis=1)[:, None, None, None]
+
+        apply = (self._uniform((batch, 1, 1, 1), 0.0, 1.0) < self.erase_p) & (chosen(ops.cast(fits, "float32")) > 0)
+        rows = ops.arange(height, dtype="float32")[None, :, None, None]
+        cols = ops.arange(width, dtype="float32")[None, None, :, None]
+        t, l_ = chosen(top), chosen(left)
+        inside = (rows >= t) & (rows < t + chosen(h)) & (cols >= l_) & (cols < l_ + chosen(w))
+        low, high = self.erase_value_range
+        if self.erase_fill == "pixel":
+            fill = self._uniform((batch, height, width, channels), low, high)
+        else:
+            fill = self._uniform((batch, 1, 1, 1), low, high)
+        return ops.where(inside & apply, fill, x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            flip_horizontal=self.flip_horizontal,
+            flip_vertical=self.flip_vertical,
+            rotate=self.rotate,
+            shift_width=self.shift_width,
+            shift_height=self.shift_height,
+            shear=self.shear,
+            zoom=self.zoom,
+            erase_p=self.erase_p,
+            erase_area=self.erase_area,
+            erase_aspect=self.erase_aspect,
+            erase_fill=self.erase_fill,
+            erase_value_range=self.erase_value_range,
+            fill_mode=self.fill_mode,
+            seed=self.seed,
+        )
+        return config
+
+
+def _pair(value, key):
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise CnnrunError(f"augment.{key}={value} must be a [min, max] pair of numbers") from None
+    if lo > hi:
+        raise CnnrunError(f"augment.{key}={[lo, hi]} has min > max; swap them")
+    return lo, hi
+
+
+def build_augment(cfg, seed: int) -> Augment | None:
+    """The Augment layer for the `augment` config node, or None when it asks for nothing."""
+    cfg = dict(cfg or {})
+    for option, params in cfg.items():
+        if option not in KNOWN:
+            raise CnnrunError(f"augment.{option} is unknown; the augment options are {sorted(KNOWN)}")
+        unknown = set(params or {}) - KNOWN[option]
+        if unknown:
+            raise CnnrunError(f"augment.{option} takes no {sorted(unknown)}; its keys are {sorted(KNOWN[option])}")
+    if not cfg:
+        return None
+    get = lambda option, key, default: (cfg.get(option) or {}).get(key, default)  # noqa: E731
+    kwargs = dict(
+        flip_horizontal=get("flip", "horizontal", False),
+        flip_vertical=get("flip", "vertical", False),
+        rotate=get("rotate", "degrees", 0.0),
+        shift_width=get("shift", "width", 0.0),
+        shift_height=get("shift", "height", 0.0),
+        shear=get("shear", "degrees", 0.0),
+        zoom=get("zoom", "amount", 0.0),
+    )
+    for key in ("rotate", "shift_width", "shift_height", "shear", "zoom"):
+        if float(kwargs[key]) < 0:
+            raise CnnrunError(f"augment {key}={kwargs[key]} is negative; give the size of a symmetric range, e.g. 0.1")
+    if not 0 <= float(kwargs["zoom"]) < 1:
+        raise CnnrunError(f"augment.zoom.amount={kwargs['zoom']} must lie in [0, 1)")
+    if "erasing" in cfg:
+        e = cfg["erasing"] or {}
+        p = float(e.get("p", 0.5))
+        if not 0 <= p <= 1:
+            raise CnnrunError(f"augment.erasing.p={p} must be a probability in [0, 1]")
+        area = _pair(e.get("area", (0.02, 0.4)), "erasing.area")
+        if not (0 < area[0] and area[1] <= 1):
+            raise CnnrunError(f"augment.erasing.area={list(area)} must lie in (0, 1]")
+        aspect = _pair(e.get("aspect", (0.3, 1 / 0.3)), "erasing.aspect")
+        if aspect[0] <= 0:
+            raise CnnrunError(f"augment.erasing.aspect={list(aspect)} must be positive")
+        fill = e.get("fill", "pixel")
+        if fill not in ("pixel", "patch"):
+            raise CnnrunError(f"augment.erasing.fill={fill} is unknown; expected pixel or patch")
+        kwargs.update(
+            erase_p=p,
+            erase_area=area,
+            erase_aspect=aspect,
+            erase_fill=fill,
+            erase_value_range=_pair(e.get("value_range", (0.0, 1.0)), "erasing.value_range"),
+        )
+    layer = Augment(seed=seed, name="augment", **kwargs)
+    return layer if (layer.flip_horizontal or layer.flip_vertical or layer.has_affine or layer.erase_p) else None
+
+
+def preview(layer: Augment, images: np.ndarray, copies: int = 3) -> np.ndarray:
+    """`copies` augmented versions of each image (uint8 in, float [0, 1] out), shape (copies, N, H, W, C)."""
+    x = ops.convert_to_tensor(images.astype("float32") / 255.0)
+    return np.stack([ops.convert_to_numpy(layer(x, training=True)) for _ in range(copies)])

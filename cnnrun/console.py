@@ -1,0 +1,106 @@
+"""What the user sees while a run trains: a rich progress bar per epoch and a results table at the end."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import keras
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=False, highlight=False)
+
+
+def _fmt(logs: dict, keys=("loss", "accuracy", "val_loss", "val_accuracy")) -> str:
+    return "  ".join(f"{k} {float(logs[k]):.4f}" for k in keys if k in logs and logs[k] is not None)
+
+
+class RichProgress(keras.callbacks.Callback):
+    """One progress bar per epoch (verbose=1) or one line per epoch (verbose=2).
+
+    Batch logs are read at most ~8 times a second: reading them forces the device to finish the step,
+    so touching every batch would cost speed on an accelerator.
+    """
+
+    def __init__(self, epochs: int, steps: int, verbose: int = 1, refresh: float = 0.125):
+        super().__init__()
+        self.epochs, self.steps, self.verbose, self.refresh = epochs, steps, verbose, refresh
+        self.progress = None
+        self.task = None
+        self._last = 0.0
+        self._epoch_start = 0.0
+
+    def on_train_begin(self, logs=None):
+        if self.verbose == 1:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[metrics]}"),
+                console=console,
+                refresh_per_second=8,
+                disable=not console.is_terminal,  # logs and CI get the per-epoch lines only
+            )
+            self.progress.start()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+        if self.progress is not None:
+            self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=self.steps, metrics="")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.progress is None:
+            return
+        now = time.perf_counter()
+        if now - self._last >= self.refresh or batch + 1 == self.steps:
+            self._last = now
+            self.progress.update(self.task, completed=batch + 1, metrics=_fmt(logs or {}))
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._epoch_start
+        line = f"epoch {epoch + 1}/{self.epochs}  {seconds:.1f}s  {_fmt(logs or {})}"
+        if self.progress is not None and not self.progress.disable:
+            self.progress.update(self.task, completed=self.steps, metrics=f"{seconds:.1f}s  " + _fmt(logs or {}))
+        elif self.verbose:
+            console.print(line)
+
+    def on_train_end(self, logs=None):
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def results_table(metrics: dict, run_dir) -> None:
+    """The end-of-run summary: the numbers that matter and where everything was written."""
+    table = Table(title=f"cnnrun · {metrics.get('dataset')} · {metrics.get('model')}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+
+    def pct(v):
+        return "—" if v is None else f"{100 * v:.2f} %"
+
+    rows = [
+        ("status", metrics.get("status")),
+        ("test accuracy", pct(metrics.get("test_accuracy"))),
+        ("article's accuracy", pct(metrics.get("reference_accuracy")) if metrics.get("reference_accuracy") else None),
+        ("test loss", f"{metrics['test_loss']:.4f}" if metrics.get("test_loss") is not None else "—"),
+        ("best val accuracy", pct(metrics.get("best_val_accuracy"))),
+        ("epochs", metrics.get("epochs")),
+        ("train seconds", f"{metrics.get('train_seconds', 0):.1f}"),
+        ("images / second", f"{metrics.get('images_per_second', 0):,.0f}"),
+        ("parameters", f"{metrics.get('params', 0):,}"),
+        ("backend · device", f"{metrics.get('backend')} · {metrics.get('device')}"),
+    ]
+    for key, value in rows:
+        if value is not None:
+            table.add_row(key, str(value))
+    console.print(table)
+    console.print(f"run directory: [bold]{run_dir}[/bold]")
+
+
+def error(message: str) -> None:
+    """One line on stderr, no traceback: for mistakes the user can fix."""
+    print(f"cnnrun: error: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,328 @@
+"""Datasets: find the files, read and check them, split them.
+
+Every loader hands back uint8 images (N, H, W, C) and int32 labels; scaling to [0, 1] happens on the
+device, in the model's first layer, so host memory and transfers stay 4x smaller than float32.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cnnrun import CnnrunError
+
+# The four files of the original MNIST / Fashion-MNIST releases (optionally gzipped).
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+# Where Keras' own downloaders keep each data set under ~/.keras/datasets, and its .npz name.
+KERAS_CACHE = {"fashion": "fashion-mnist", "mnist": "mnist"}
+NPZ_NAMES = {"fashion": ["fashion-mnist.npz", "fashion_mnist.npz"], "mnist": ["mnist.npz"]}
+SYSTEM_DIRS = {"fashion": ["/usr/share/datasets/fashion-mnist"], "mnist": ["/usr/share/datasets/mnist"]}
+PRETTY = {"fashion": "Fashion-MNIST", "mnist": "MNIST"}
+
+
+@dataclass
+class Dataset:
+    """Images (uint8, NHWC) and integer labels, split into train / validation / test."""
+
+    name: str
+    class_names: list[str]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str = ""
+    test_files: list[str] | None = None  # original files of the test images (folder datasets)
+    notes: list[str] = field(default_factory=list)  # warnings worth showing the user
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Reads one IDX file of unsigned bytes (optionally .gz), checking its header against its size."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; a cut .gz ends in EOFError
+        raise CnnrunError(
+            f"cannot read {path}: {e or type(e).__name__} (truncated or not an IDX file); "
+            "download it again or point dataset.path at a good copy"
+        ) from None
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise CnnrunError(f"{path} is not an IDX file of unsigned bytes; expected the original MNIST-format files")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise CnnrunError(f"{path} is truncated inside its header; download it again")
+    dims = struct.unpack(">" + "I" * ndim, raw[4:header])
+    expected = int(np.prod(dims))
+    if len(raw) - header != expected:
+        raise CnnrunError(
+            f"{path} holds {len(raw) - header} bytes of data but its header promises {expected} "
+            f"(shape {dims}): the file is truncated or corrupt; download it again"
+        )
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Reads a Keras-style .npz with x_train, y_train, x_test, y_test."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in IDX_FILES if k not in f.files]
+            if missing:
+                raise CnnrunError(
+                    f"{path} lacks the arrays {missing} (has {f.files}); "
+                    "expected x_train, y_train, x_test, y_test as in Keras' mnist.npz"
+                )
+            return {k: f[k] for k in IDX_FILES}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise CnnrunError(f"cannot read {path}: {e} (truncated or not an .npz); download it again") from None
+
+
+def _idx_set(folder: Path) -> dict[str, Path] | None:
+    """The four IDX files in `folder` (plain or .gz), or None when any is missing."""
+    found = {}
+    for key, stem in IDX_FILES.items():
+        for candidate in (folder / f"{stem}.gz", folder / stem):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+    return found if len(found) == len(IDX_FILES) else None
+
+
+def _source_in(folder: Path, name: str) -> Path | dict[str, Path] | None:
+    """An IDX set or a known .npz inside `folder`, if there is one."""
+    if not folder.is_dir():
+        return None
+    idx = _idx_set(folder)
+    if idx:
+        return idx
+    for npz in NPZ_NAMES[name]:
+        if (folder / npz).is_file():
+            return folder / npz
+    return None
+
+
+def keras_cache_dir() -> Path:
+    """Keras' dataset cache (honours $KERAS_HOME like Keras itself)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "datasets"
+
+
+def search_places(name: str) -> list[Path]:
+    """Where an MNIST-style data set is looked for when dataset.path is not given, in order."""
+    places = []
+    if os.environ.get("CNNRUN_DATA"):
+        env = Path(os.environ["CNNRUN_DATA"]).expanduser()
+        places += [env / KERAS_CACHE[name], env]
+    cache = keras_cache_dir()
+    places += [cache / KERAS_CACHE[name], cache]
+    places += [Path(p) for p in SYSTEM_DIRS[name]]
+    return places
+
+
+def _read_source(src: Path | dict[str, Path]) -> tuple[dict[str, np.ndarray], str]:
+    if isinstance(src, dict):
+        return {k: read_idx(p) for k, p in src.items()}, str(src["x_train"].parent)
+    return read_npz(src), str(src)
+
+
+def load_mnist_like(name: str, path: str | None) -> tuple[dict[str, np.ndarray], str]:
+    """Finds and reads Fashion-MNIST or MNIST: dataset.path, $CNNRUN_DATA, Keras' cache, system dirs, download."""
+    pretty = PRETTY[name]
+    if path:
+        p = Path(path).expanduser()
+        if p.is_file():
+            if p.suffix != ".npz":
+                raise CnnrunError(
+                    f"dataset.path={path} is a file but not an .npz; give the folder holding the four IDX files instead"
+                )
+            return _read_source(p)
+        if not p.is_dir():
+            raise CnnrunError(f"dataset.path={path} does not exist; give a folder with the {pretty} IDX files or an .npz")
+        src = _source_in(p, name)
+        if src is None:
+            missing = [s for s in IDX_FILES.values() if not (p / s).exists() and not (p / f"{s}.gz").exists()]
+            raise CnnrunError(
+                f"dataset.path={path} lacks {', '.join(m + '[.gz]' for m in missing)} (and has no "
+                f"{' or '.join(NPZ_NAMES[name])}); put the four {pretty} IDX files there or fix the path"
+            )
+        return _read_source(src)
+
+    places = search_places(name)
+    for folder in places:
+        src = _source_in(folder, name)
+        if src is not None:
+            return _read_source(src)
+
+    # Last resort, for users with a network: Keras' own downloader.
+    import keras
+
+    module = keras.datasets.fashion_mnist if name == "fashion" else keras.datasets.mnist
+    try:
+        (x_train, y_train), (x_test, y_test) = module.load_data()
+    except Exception as e:  # noqa: BLE001 - any download failure ends in the same advice
+        hint = "apt-get install dataset-fashion-mnist, or " if name == "fashion" else ""
+        raise CnnrunError(
+            f"{pretty} not found in {', '.join(str(p) for p in places)} and the download failed "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); get it with {hint}"
+            f"the four IDX files in a folder passed as dataset.path=DIR (or $CNNRUN_DATA=DIR)"
+        ) from None
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    return arrays, f"keras.datasets ({keras_cache_dir()})"
+
+
+def load_digits_arrays(image_size: int, test_split: float, split_seed: int) -> dict[str, np.ndarray]:
+    """scikit-learn's 8x8 digits, upscaled to image_size and split into train / test."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if int(image_size) < 8:
+        raise CnnrunError(f"dataset.image_size={image_size} is below the digits' own 8 pixels; use 8 or more (28 fits every model)")
+    if not 0 < float(test_split) < 1:
+        raise CnnrunError(f"dataset.test_split={test_split} must lie in (0, 1), e.g. 0.2")
+    digits = load_digits()
+    small = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    big = np.stack(
+        [np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.BILINEAR)) for im in small]
+    )
+    labels = digits.target.astype(np.int32)
+    tr, te = train_test_split(
+        np.arange(len(labels)), test_size=float(test_split), stratify=labels, random_state=int(split_seed)
+    )
+    return {"x_train": big[tr], "y_train": labels[tr], "x_test": big[te], "y_test": labels[te]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks and splits
+
+
+def to_uint8_images(x: np.ndarray, what: str) -> np.ndarray:
+    """Checks shape and values, returns (N, H, W, C) uint8."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise CnnrunError(f"{what} has shape {x.shape}; expected (N, H, W) or (N, H, W, 1|3) images")
+    if x.shape[0] == 0:
+        raise CnnrunError(f"{what} holds no images; check the data files")
+    if x.dtype == np.uint8:
+        return x
+    if not np.issubdtype(x.dtype, np.number):
+        raise CnnrunError(f"{what} has dtype {x.dtype}; expected numeric pixels")
+    bad = ~np.isfinite(x) if np.issubdtype(x.dtype, np.floating) else None
+    if bad is not None and bad.any():
+        first = int(np.argwhere(bad.reshape(len(x), -1).any(axis=1))[0][0])
+        raise CnnrunError(f"{what} holds NaN or inf pixels ({int(bad.sum())} of them, first in image {first}); clean the data")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 255:
+        raise CnnrunError(f"{what} has pixel values in [{lo:g}, {hi:g}]; expected [0, 255] (or [0, 1] floats)")
+    scale = 255.0 if hi <= 1.0 and np.issubdtype(x.dtype, np.floating) else 1.0
+    return np.round(x * scale).astype(np.uint8)
+
+
+def check_labels(y: np.ndarray, n_images: int, num_classes: int, what: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise CnnrunError(f"{what} has shape {y.shape}; expected one integer label per image")
+    if len(y) != n_images:
+        raise CnnrunError(f"{what}: {len(y)} labels for {n_images} images; the label and image files do not match")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.isfinite(y)) or not np.all(np.equal(np.mod(y, 1), 0)):
+            raise CnnrunError(f"{what} holds non-integer labels; expected class indices 0..{num_classes - 1}")
+    bad = (y < 0) | (y >= num_classes)
+    if bad.any():
+        raise CnnrunError(
+            f"{what} has label {y[bad][0]} (in {int(bad.sum())} images) outside 0..{num_classes - 1}; "
+            f"fix the labels or dataset.class_names ({num_classes} names)"
+        )
+    return y.astype(np.int32)
+
+
+def subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int, files=None):
+    """At most `limit` images, chosen by a seeded draw (order kept), so small runs still see every class."""
+    if limit is None or limit >= len(x):
+        return x, y, files
+    keep = np.sort(np.random.default_rng(seed).choice(len(x), size=int(limit), replace=False))
+    return x[keep], y[keep], ([files[i] for i in keep] if files is not None else None)
+
+
+def split_validation(x, y, val_split: float, seed: int):
+    """Stratified, seeded hold-out of `val_split` of the training set."""
+    if not val_split:
+        return x, y, x[:0], y[:0]
+    from sklearn.model_selection import train_test_split
+
+    try:
+        tr, va = train_test_split(np.arange(len(y)), test_size=float(val_split), stratify=y, random_state=int(seed))
+    except ValueError as e:
+        raise CnnrunError(
+            f"trainer.val_split={val_split} cannot hold out a stratified validation set from {len(y)} images "
+            f"in {len(np.unique(y))} classes ({e}); raise val_split, use more data, or set trainer.val_split=0"
+        ) from None
+    return x[tr], y[tr], x[va], y[va]
+
+
+def load_dataset(cfg, seed: int = 0, val_split: float = 0.0) -> Dataset:
+    """Reads the data set named by cfg.name, checks it, applies limit, validation split and mirroring."""
+    name = cfg.name
+    class_names = [str(c) for c in cfg.get("class_names") or []]
+    test_files = None
+    notes: list[str] = []
+    if name in ("fashion", "mnist"):
+        arrays, source = load_mnist_like(name, cfg.get("path"))
+    elif name == "digits":
+        arrays = load_digits_arrays(int(cfg.image_size), cfg.test_split, cfg.split_seed)
+        source = "sklearn.datasets.load_digits"
+    elif name == "folder":
+        from cnnrun.folder import load_folder
+
+        arrays, source, class_names, test_files, notes = load_folder(cfg)
+    else:
+        raise CnnrunError(f"dataset.name={name} is unknown; expected fashion, mnist, digits or folder")
+
+    x_train = to_uint8_images(arrays["x_train"], f"{name} training images")
+    x_test = to_uint8_images(arrays["x_test"], f"{name} test images")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise CnnrunError(f"{name}: training images are {x_train.shape[1:]} but test images {x_test.shape[1:]}; they must match")
+    if not class_names:
+        class_names = [str(i) for i in range(int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1)]
+    y_train = check_labels(arrays["y_train"], len(x_train), len(class_names), f"{name} training labels")
+    y_test = check_labels(arrays["y_test"], len(x_test), len(class_names), f"{name} test labels")
+
+    limit = cfg.get("limit")
+    if limit is not None and int(limit) < 1:
+        raise CnnrunError(f"dataset.limit={limit} must be a positive number of images, or null for all")
+    x_train, y_train, _ = subsample(x_train, y_train, limit, seed)
+    x_test, y_test, test_files = subsample(x_test, y_test, limit, seed + 1, test_files)
+    x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_split, seed)
+    if cfg.get("mirror"):  # article 001: the training set plus its left-right mirror image
+        x_train = np.concatenate([x_train, x_train[:, :, ::-1, :]])
+        y_train = np.concatenate([y_train, y_train])
+    return Dataset(name, class_names, x_train, y_train, x_val, y_val, x_test, y_test, source, test_files, notes)

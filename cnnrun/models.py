@@ -1,0 +1,150 @@
+"""Model builders: the articles' layer stacks as small functional Keras 3 builders.
+
+Each builder takes images already scaled to [0, 1] (shape `input_shape`) and returns a `keras.Model`
+ending in a softmax over `num_classes`. Variants are arguments, not copies. The softmax layer is
+float32 even under mixed precision, so losses stay stable.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+from keras import layers
+
+from cnnrun import CnnrunError
+
+
+def _conv(x, filters, name, **kwargs):
+    return layers.Conv2D(filters, 3, activation="relu", name=name, **kwargs)(x)
+
+
+def _classifier(x, num_classes):
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+
+
+def dense(input_shape, num_classes, units=128):
+    """Flatten -> Dense(units) -> softmax (TensorFlow's basic classification tutorial; article 003: 64 units)."""
+    inputs = keras.Input(input_shape, name="image")
+    x = layers.Flatten(name="flatten")(inputs)
+    x = layers.Dense(units, activation="relu", name="fc1")(x)
+    return keras.Model(inputs, _classifier(x, num_classes), name="dense")
+
+
+def mnist_cnn(input_shape, num_classes, dropout=True):
+    """Keras' mnist_cnn example: Conv 32 -> Conv 64 -> MaxPool -> Dropout .25 -> Dense 128 -> Dropout .5."""
+    return cnn3(input_shape, num_classes, dropout=dropout, third_conv=False, name="mnist_cnn")
+
+
+def cnn3(
+    input_shape,
+    num_classes,
+    pad=0,
+    extra_conv=False,
+    dropout=True,
+    extra_dense=False,
+    third_conv=True,
+    name="cnn3",
+):
+    """Article 001's three-convolution net (Conv 32 -> 64 -> 128 -> MaxPool -> Dense 128) and its variants.
+
+    Args:
+        pad: pixels of ZeroPadding2D before the first convolution (2 = the "padded 3-conv").
+        extra_conv: add a fourth convolution with 256 filters.
+        dropout: keep Dropout(0.25) after pooling and Dropout(0.5) before the classifier.
+        extra_dense: add a second Dense 128 layer.
+        third_conv: the 128-filter convolution; False gives Keras' mnist_cnn.
+    """
+    inputs = keras.Input(input_shape, name="image")
+    x = layers.ZeroPadding2D(int(pad), name="pad")(inputs) if pad else inputs
+    x = _conv(x, 32, "conv1")
+    x = _conv(x, 64, "conv2")
+    if third_conv:
+        x = _conv(x, 128, "conv3")
+    if extra_conv:
+        x = _conv(x, 256, "conv4")
+    x = layers.MaxPooling2D(2, name="pool")(x)
+    if dropout:
+        x = layers.Dropout(0.25, name="drop_conv")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(128, activation="relu", name="fc1")(x)
+    if extra_dense:
+        x = layers.Dense(128, activation="relu", name="fc2")(x)
+    if dropout:
+        x = layers.Dropout(0.5, name="drop_fc")(x)
+    return keras.Model(inputs, _classifier(x, num_classes), name=name)
+
+
+def cnn4(input_shape, num_classes, dropout=True):
+    """Article 000's four-convolution net with BatchNorm after every layer and a Dense 512 -> 128 head."""
+
+    def drop(x, rate, name):
+        return layers.Dropout(rate, name=name)(x) if dropout else x
+
+    inputs = keras.Input(input_shape, name="image")
+    x = _conv(inputs, 32, "conv1")
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = _conv(x, 32, "conv2")
+    x = layers.BatchNormalization(name="bn2")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = drop(x, 0.25, "drop1")
+    x = _conv(x, 64, "conv3")
+    x = layers.BatchNormalization(name="bn3")(x)
+    x = drop(x, 0.25, "drop2")
+    x = _conv(x, 128, "conv4")
+    x = layers.BatchNormalization(name="bn4")(x)
+    x = layers.MaxPooling2D(2, name="pool2")(x)
+    x = drop(x, 0.25, "drop3")
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(512, activation="relu", name="fc1")(x)
+    x = layers.BatchNormalization(name="bn5")(x)
+    x = drop(x, 0.5, "drop4")
+    x = layers.Dense(128, activation="relu", name="fc2")(x)
+    x = layers.BatchNormalization(name="bn6")(x)
+    x = drop(x, 0.5, "drop5")
+    return keras.Model(inputs, _classifier(x, num_classes), name="cnn4")
+
+
+def tf_cnn(input_shape, num_classes):
+    """TensorFlow's CNN tutorial (article 003): Conv 32 -> pool -> Conv 64 -> pool -> Conv 64 -> Dense 64."""
+    inputs = keras.Input(input_shape, name="image")
+    x = _conv(inputs, 32, "conv1")
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = _conv(x, 64, "conv2")
+    x = layers.MaxPooling2D(2, name="pool2")(x)
+    x = _conv(x, 64, "conv3")
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(64, activation="relu", name="fc1")(x)
+    return keras.Model(inputs, _classifier(x, num_classes), name="tf_cnn")
+
+
+BUILDERS = {"dense": dense, "mnist_cnn": mnist_cnn, "cnn3": cnn3, "cnn4": cnn4, "tf_cnn": tf_cnn}
+
+
+def register(name):
+    """Adds a builder to BUILDERS (used by model families that live in their own module)."""
+
+    def wrap(fn):
+        BUILDERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def check_model_config(cfg) -> None:
+    """Refuses an unknown model name or an argument its builder does not take — before any data is read."""
+    params = {k: v for k, v in cfg.items() if k != "name"}
+    builder = BUILDERS.get(cfg.name)
+    if builder is None:
+        raise CnnrunError(f"model.name={cfg.name} is unknown; expected one of {sorted(BUILDERS)}")
+    accepted = set(inspect.signature(builder).parameters) - {"input_shape", "num_classes"}
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise CnnrunError(f"model {cfg.name} takes no {unknown}; its options are {sorted(accepted)}")
+
+
+def build_model(cfg, input_shape, num_classes) -> keras.Model:
+    """Builds the model named by cfg.name with the rest of cfg as keyword arguments."""
+    check_model_config(cfg)
+    params = {k: v for k, v in cfg.items() if k != "name"}
+    return BUILDERS[cfg.name](tuple(input_shape), int(num_classes), **params)

@@ -1,0 +1,157 @@
+"""Tables over many runs: the summary every multirun ends with, and `cnnrun compare`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+from rich.table import Table
+
+from cnnrun import artifacts
+from cnnrun.console import console
+
+METRIC_COLUMNS = ["test_acc", "article", "diff", "best_val", "train_s", "img_per_s", "params", "status", "error"]
+
+
+def find_runs(path: Path) -> list[Path]:
+    """Run directories (those holding metrics.json) at or below `path`."""
+    path = Path(path)
+    if (path / "metrics.json").is_file():
+        return [path]
+    return sorted((p.parent for p in path.rglob("metrics.json")), key=lambda p: str(p))
+
+
+def read_run(run_dir: Path) -> dict:
+    """metrics.json plus the overrides Hydra recorded for the run."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError) as e:
+        metrics = {"status": "unreadable", "error": str(e)}
+    overrides = {}
+    file = run_dir / ".hydra" / "overrides.yaml"
+    if file.is_file():
+        for item in yaml.safe_load(file.read_text()) or []:
+            key, _, value = str(item).partition("=")
+            overrides[key.lstrip("+~")] = value
+    return {"run": run_dir, "overrides": overrides, "metrics": metrics}
+
+
+def _pct(v):
+    return "" if v is None else f"{100 * v:.2f}"
+
+
+def table_rows(runs: list[dict], base: Path | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: the overrides that vary between runs, then the metrics; best test accuracy first."""
+    keys = sorted({k for r in runs for k in r["overrides"]})
+    varying = [k for k in keys if len({r["overrides"].get(k) for r in runs}) > 1] or keys
+    runs = sorted(runs, key=lambda r: -(r["metrics"].get("test_accuracy") or -1))
+    rows = []
+    for r in runs:
+        m = r["metrics"]
+        acc, ref = m.get("test_accuracy"), m.get("reference_accuracy")
+        name = str(r["run"].relative_to(base)) if base and r["run"].is_relative_to(base) else str(r["run"])
+        rows.append(
+            [name]
+            + [r["overrides"].get(k, "") for k in varying]
+            + [
+                _pct(acc),
+                _pct(ref),
+                f"{100 * (acc - ref):+.2f}" if acc is not None and ref else "",
+                _pct(m.get("best_val_accuracy")),
+                f"{m['train_seconds']:.1f}" if m.get("train_seconds") is not None else "",
+                f"{m['images_per_second']:.0f}" if m.get("images_per_second") else "",
+                str(m.get("params", "")),
+                str(m.get("status", "")),
+                str(m.get("error", "") or ""),
+            ]
+        )
+    return ["run"] + varying + METRIC_COLUMNS, rows
+
+
+def seed_groups(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Mean ± std of test accuracy over runs that differ only in trainer.seed."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        key = tuple(sorted((k, v) for k, v in r["overrides"].items() if k != "trainer.seed"))
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for key, members in groups.items():
+        accs = [m["metrics"]["test_accuracy"] for m in members if m["metrics"].get("test_accuracy") is not None]
+        if len(members) < 2 or not accs:
+            continue
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        ref = members[0]["metrics"].get("reference_accuracy")
+        rows.append([" ".join(f"{k}={v}" for k, v in key) or "(defaults)", str(len(accs)),
+                     f"{100 * statistics.mean(accs):.2f} ± {100 * sd:.2f}", _pct(ref)])
+    rows.sort(key=lambda r: -float(r[2].split()[0]))
+    return ["config", "seeds", "test_acc (mean ± std)", "article"], rows
+
+
+def markdown(header, rows) -> str:
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(title, header, rows) -> None:
+    table = Table(title=title)
+    for h in header:
+        table.add_column(h, justify="right" if h in METRIC_COLUMNS[:7] or h == "seeds" else "left",
+                         overflow="fold", max_width=48 if h == "error" else None)
+    for row in rows:
+        style = None if row[header.index("status")] == "ok" else "red"
+        table.add_row(*row, style=style)
+    console.print(table)
+
+
+def summarize(paths: list[Path], out: Path, stem: str, title: str) -> list[list[str]]:
+    """Writes {stem}.csv and {stem}.md into `out` and prints the table(s)."""
+    runs = [read_run(run) for p in paths for run in find_runs(p)]
+    if not runs:
+        console.print(f"no runs (metrics.json) found under {', '.join(map(str, paths))}")
+        return []
+    base = paths[0] if len(paths) == 1 else None
+    header, rows = table_rows(runs, base)
+    s_header, s_rows = seed_groups(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    artifacts.write_csv(out / f"{stem}.csv", header, rows)
+    md = f"# {title}\n\n" + markdown(header, rows)
+    if s_rows:
+        md += "\n## Across seeds\n\n" + markdown(s_header, s_rows)
+    artifacts.write_text(out / f"{stem}.md", md)
+    print_table(title, header, rows)
+    if s_rows:
+        table = Table(title="across seeds")
+        for h in s_header:
+            table.add_column(h)
+        for row in s_rows:
+            table.add_row(*row)
+        console.print(table)
+    console.print(f"written: {out / (stem + '.csv')}, {out / (stem + '.md')}")
+    return rows
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after every multirun, summary.csv / summary.md in the sweep directory and a table."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if sweep_dir.is_dir():
+            summarize([sweep_dir], sweep_dir, "summary", f"sweep {sweep_dir}")
+
+
+def compare_main(args: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="cnnrun compare", description="One table for runs and sweep directories.")
+    parser.add_argument("paths", nargs="+", type=Path, help="run directories or sweep directories")
+    parser.add_argument("--out", type=Path, default=Path("."), help="where comparison.csv/.md go (default: here)")
+    ns = parser.parse_args(args)
+    missing = [str(p) for p in ns.paths if not p.exists()]
+    if missing:
+        parser.error(f"no such run or sweep directory: {', '.join(missing)}")
+    if not summarize(ns.paths, ns.out, "comparison", "comparison"):
+        raise SystemExit(1)

@@ -1,0 +1,237 @@
+"""One experiment, top to bottom: check → seed → data → augment → model → fit → evaluate → artifacts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+from omegaconf import DictConfig
+
+from cnnrun import CnnrunError, artifacts, backend
+from cnnrun.augment import build_augment, preview
+from cnnrun.console import RichProgress
+from cnnrun.data import Dataset, load_dataset
+from cnnrun.models import build_model, check_model_config
+
+log = logging.getLogger("cnnrun")
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuses bad values with one line naming the key, the value and the fix — before any data is read."""
+    t = cfg.trainer
+
+    def positive_int(key, value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CnnrunError(f"trainer.{key}={value!r} must be a whole number >= 1, e.g. trainer.{key}=5")
+
+    positive_int("epochs", t.epochs)
+    positive_int("batch_size", t.batch_size)
+    positive_int("eval_batch_size", t.eval_batch_size)
+    if isinstance(t.seed, bool) or not isinstance(t.seed, int):
+        raise CnnrunError(f"trainer.seed={t.seed!r} must be a whole number, e.g. trainer.seed=0")
+    if isinstance(t.val_split, bool) or not isinstance(t.val_split, (int, float)) or not 0 <= t.val_split < 1:
+        raise CnnrunError(f"trainer.val_split={t.val_split!r} must lie in [0, 1), e.g. 0.2 to hold out 20 %, or 0 for none")
+    if t.verbose not in (0, 1, 2):
+        raise CnnrunError(f"trainer.verbose={t.verbose!r} must be 0 (quiet), 1 (progress bars) or 2 (a line per epoch)")
+    if t.precision not in PRECISIONS:
+        raise CnnrunError(f"trainer.precision={t.precision!r} is unknown; expected one of {', '.join(PRECISIONS)}")
+    if t.jit not in ("auto", True, False):
+        raise CnnrunError(f"trainer.jit={t.jit!r} must be auto, true or false")
+    if t.threads != "auto" and (isinstance(t.threads, bool) or not isinstance(t.threads, int) or t.threads < 1):
+        raise CnnrunError(f"trainer.threads={t.threads!r} must be auto or a whole number >= 1")
+    o = cfg.optimizer
+    if o.name not in ("adam", "sgd"):
+        raise CnnrunError(f"optimizer.name={o.name!r} is unknown; expected adam or sgd")
+    if isinstance(o.lr, bool) or not isinstance(o.lr, (int, float)) or not o.lr > 0:
+        raise CnnrunError(f"optimizer.lr={o.lr!r} must be a positive number, e.g. optimizer.lr=0.001")
+    check_model_config(cfg.model)
+    build_augment(cfg.augment, 0)  # validates the augment node
+
+
+def build_optimizer(cfg) -> keras.optimizers.Optimizer:
+    if cfg.name == "adam":
+        return keras.optimizers.Adam(cfg.lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon)
+    return keras.optimizers.SGD(cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+def assemble(cfg_model, data: Dataset, augment) -> tuple[keras.Model, keras.Model]:
+    """(classifier, trainer): both take raw uint8 pixels and share every weight.
+
+    The classifier (scale → network) is what gets saved and predicts; the trainer model adds the
+    augmentation between scaling and network, so it runs on the device and only in training.
+    """
+    network = build_model(cfg_model, data.input_shape, data.num_classes)
+    pixels = keras.Input(data.input_shape, dtype="uint8", name="pixels")
+    scaled = keras.layers.Rescaling(1.0 / 255, name="scale")(pixels)
+    classifier = keras.Model(pixels, network(scaled), name=network.name)
+    if augment is None:
+        return classifier, classifier
+    return classifier, keras.Model(pixels, network(augment(scaled)), name=f"{network.name}_augmented")
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Per-epoch records for history.csv; stops training when the loss turns NaN or inf."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[dict] = []
+        self.nan_epoch = None
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and self.nan_epoch is None and not np.isfinite(float(loss)):
+            self.nan_epoch = len(self.rows) + 1
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._start, 3)}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.rows.append(row)
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Runs one experiment described by `cfg`, writing every artifact into `run_dir`. Returns metrics."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t = cfg.trainer
+    check_config(cfg)
+    metrics = {
+        "status": "running",
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "seed": t.seed,
+        "backend": backend.name(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "reference_accuracy": cfg.get("reference", {}).get("accuracy"),
+    }
+    artifacts.write_json(run_dir / "metrics.json", metrics)  # a run that dies early never looks finished
+
+    # Seed everything, then fix the numeric policy: both must precede any layer creation.
+    keras.backend.clear_session()  # a sweep's jobs share one process: start each from a clean slate
+    backend.configure(t.threads, t.deterministic)
+    keras.utils.set_random_seed(t.seed)
+    keras.config.set_dtype_policy(t.precision)
+    try:
+        log.info("data: %s", cfg.dataset.name)
+        data = load_dataset(cfg.dataset, seed=t.seed, val_split=t.val_split)
+        log.info(
+            "data: %d train / %d validation / %d test images %s from %s",
+            len(data.x_train), len(data.x_val), len(data.x_test), data.input_shape, data.source,
+        )
+        for note in data.notes:
+            log.warning(note)
+
+        augment = build_augment(cfg.augment, seed=t.seed)
+        if augment is not None:
+            sample = data.x_train[:8]
+            artifacts.plot_augment_preview(run_dir / "augment_preview.png", sample, preview(augment, sample))
+
+        classifier, trainer = assemble(cfg.model, data, augment)
+        trainer.compile(
+            optimizer=build_optimizer(cfg.optimizer),
+            loss="sparse_categorical_crossentropy",  # = categorical cross-entropy on integer labels
+            metrics=["accuracy"],
+            jit_compile=t.jit,
+        )
+        summary = []
+        classifier.summary(print_fn=lambda line, *a, **k: summary.append(line), expand_nested=True)
+        artifacts.write_text(run_dir / "summary.txt", "\n".join(summary) + "\n")
+        metrics.update(params=int(classifier.count_params()), device=backend.device(), jit=bool(trainer.jit_compile))
+        log.info("model: %s, %s parameters, jit_compile=%s", cfg.model.name, f"{metrics['params']:,}", trainer.jit_compile)
+
+        # Fit.
+        has_val = len(data.x_val) > 0
+        steps = -(-len(data.x_train) // t.batch_size)
+        epoch_log = EpochLog()
+        start = time.perf_counter()
+        trainer.fit(
+            data.x_train,
+            data.y_train,
+            batch_size=t.batch_size,
+            epochs=t.epochs,
+            validation_data=(data.x_val, data.y_val) if has_val else None,
+            validation_batch_size=t.eval_batch_size,
+            shuffle=True,
+            verbose=0,
+            callbacks=[epoch_log, RichProgress(t.epochs, steps, t.verbose)],
+        )
+        fit_seconds = time.perf_counter() - start
+        history = epoch_log.rows
+        metrics.update(
+            epochs=len(history),
+            train_seconds=round(fit_seconds, 3),
+            images_per_second=round(len(data.x_train) * len(history) / fit_seconds, 1) if history else 0.0,
+            train_images=len(data.x_train),
+            val_images=len(data.x_val),
+            test_images=len(data.x_test),
+            final_train_accuracy=history[-1].get("accuracy") if history else None,
+        )
+        if has_val and history:
+            val = [row["val_accuracy"] for row in history]
+            metrics.update(best_val_accuracy=max(val), best_epoch=int(np.argmax(val)) + 1, last_val_accuracy=val[-1])
+        else:
+            metrics.update(best_val_accuracy=None, best_epoch=None, last_val_accuracy=None)
+        artifacts.write_history(run_dir / "history.csv", history)
+        if history:
+            artifacts.plot_curves(run_dir / "curves.png", history, f"{cfg.dataset.name} · {cfg.model.name}")
+
+        # Evaluate on the test set, once, with the classifier (no augmentation).
+        probs = classifier.predict(data.x_test, batch_size=t.eval_batch_size, verbose=0).astype("float64")
+        y_pred = probs.argmax(axis=1)
+        y_true = data.y_test
+        p_true = np.clip(probs[np.arange(len(y_true)), y_true], 1e-7, 1.0)
+        metrics.update(test_accuracy=float(np.mean(y_pred == y_true)), test_loss=float(-np.mean(np.log(p_true))))
+
+        # Artifacts.
+        out = cfg.output
+        names = data.class_names
+        report = artifacts.write_classification_report(run_dir, y_true, y_pred, names)
+        artifacts.write_confusion(run_dir, artifacts.confusion_matrix(y_true, y_pred, len(names)), names)
+        wrong = artifacts.write_misclassified(
+            run_dir, data.x_test, y_true, y_pred, probs, names, out.misclassified_max, data.test_files
+        )
+        artifacts.plot_predictions(run_dir / "predictions.png", data.x_test, y_true, y_pred, names, out.predictions_grid)
+        if out.save_model:
+            artifacts.atomic_write(run_dir / "model.keras", classifier.save)
+        weakest = min(names, key=lambda n: report[n]["f1-score"])
+        metrics.update(misclassified=len(wrong), weakest_class=weakest)
+        if epoch_log.nan_epoch is not None:
+            metrics.update(status="nan", error=f"loss became NaN or inf in epoch {epoch_log.nan_epoch}; lower optimizer.lr")
+        else:
+            metrics["status"] = "ok"
+    finally:
+        keras.config.set_dtype_policy("float32")  # the next job in this process starts from the default
+        metrics["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if metrics["status"] != "running":
+            artifacts.write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+
+def mark_failed(run_dir: Path, error: str) -> None:
+    """Records a run that died as `status: failed` with its error, so it never looks finished."""
+    import json
+
+    path = Path(run_dir) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        metrics = {}
+    if metrics.get("status") in (None, "running"):
+        metrics.update(status="failed", error=error.splitlines()[0] if error else "failed")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            artifacts.write_json(path, metrics)
+        except (OSError, CnnrunError):
+            pass  # an unwritable run directory was already the error being reported
