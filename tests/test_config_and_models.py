@@ -1,0 +1,93 @@
+"""Every config option composes, and every model is the article's exact stack (checked by parameter count)."""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from cnnrun import CnnrunError
+from cnnrun.models import build_model
+from cnnrun.train import check_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+# Parameters on 28x28x1 inputs with 10 classes, worked out by hand from the articles' layer stacks.
+EXPECTED_PARAMS = {
+    "dense": 784 * 128 + 128 + 128 * 10 + 10,
+    "mnist_cnn": 320 + 18_496 + (12 * 12 * 64) * 128 + 128 + 1_290,
+    "cnn3": 320 + 18_496 + 73_856 + (11 * 11 * 128) * 128 + 128 + 1_290,
+    "cnn3pad": 320 + 18_496 + 73_856 + (13 * 13 * 128) * 128 + 128 + 1_290,
+    "tf_cnn": 320 + 18_496 + 36_928 + 576 * 64 + 64 + 650,  # TensorFlow's tutorial prints 93,322
+    "cnn4": 320 + 128 + 9_248 + 128 + 18_496 + 256 + 73_856 + 512 + 2048 * 512 + 512 + 2_048 + 65_664 + 512 + 1_290,
+}
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", ["dataset", "model", "optimizer", "augment", "trainer"])
+def test_every_group_option_composes(cfg_factory, group):
+    for option in options(group):
+        cfg = cfg_factory(f"{group}={option}", tiny=False)
+        assert OmegaConf.select(cfg, group) is not None or group == "augment"
+
+
+def test_defaults_are_fashion_and_cnn4(cfg_factory):
+    cfg = cfg_factory(tiny=False)
+    assert (cfg.dataset.name, cfg.model.name, cfg.optimizer.name) == ("fashion", "cnn4", "adam")
+    assert cfg.trainer.epochs >= 1 and cfg.trainer.val_split == 0.0 and cfg.dataset.limit is None
+
+
+def test_several_augment_options_merge(cfg_factory):
+    cfg = cfg_factory("augment=[flip,shift,erasing]")
+    assert set(cfg.augment) == {"flip", "shift", "erasing"}
+
+
+@pytest.mark.parametrize("model", sorted(EXPECTED_PARAMS))
+def test_model_stack_matches_article(cfg_factory, model):
+    cfg = cfg_factory(f"model={model}")
+    net = build_model(cfg.model, (28, 28, 1), 10)
+    assert net.count_params() == EXPECTED_PARAMS[model]
+    out = net(np.zeros((2, 28, 28, 1), "float32"))
+    assert tuple(out.shape) == (2, 10)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.sum(out, axis=1)), 1.0, rtol=1e-5)
+
+
+def test_cnn3_variants_change_the_stack(cfg_factory):
+    base = build_model(cfg_factory("model=cnn3").model, (28, 28, 1), 10)
+    names = lambda m: [layer.name for layer in m.layers]  # noqa: E731
+    variants = {
+        "model.extra_conv=true": lambda m: "conv4" in names(m) and m.get_layer("conv4").filters == 256,
+        "model.dropout=false": lambda m: not any(isinstance(layer, keras.layers.Dropout) for layer in m.layers),
+        "model.extra_dense=true": lambda m: "fc2" in names(m),
+        "model.pad=2": lambda m: "pad" in names(m) and m.get_layer("pad").padding == ((2, 2), (2, 2)),
+    }
+    for override, holds in variants.items():
+        net = build_model(cfg_factory("model=cnn3", override).model, (28, 28, 1), 10)
+        assert holds(net), override
+        assert not holds(base), override
+
+
+@pytest.mark.parametrize(
+    "override, culprit",
+    [
+        ("trainer.val_split=1.5", "trainer.val_split=1.5"),
+        ("trainer.val_split=-0.1", "trainer.val_split=-0.1"),
+        ("trainer.epochs=0", "trainer.epochs=0"),
+        ("trainer.epochs=abc", "trainer.epochs='abc'"),
+        ("trainer.batch_size=2.5", "trainer.batch_size=2.5"),
+        ("optimizer.lr=-1", "optimizer.lr=-1"),
+        ("trainer.precision=fp8", "trainer.precision='fp8'"),
+        ("+model.width=3", "width"),
+        ("augment=erasing augment.erasing.p=2", "augment.erasing.p=2"),
+    ],
+)
+def test_bad_values_get_one_line_naming_the_culprit(cfg_factory, override, culprit):
+    cfg = cfg_factory(*override.split())
+    with pytest.raises(CnnrunError) as err:
+        check_config(cfg)
+    message = str(err.value)
+    assert culprit in message and "\n" not in message

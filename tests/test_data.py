@@ -1,0 +1,156 @@
+"""Loaders on small IDX / NPZ files the tests write, the search order, and the checks on bad data."""
+
+import numpy as np
+import pytest
+from conftest import make_mnist_like, write_idx
+from omegaconf import OmegaConf
+
+import cnnrun.data as data
+from cnnrun import CnnrunError
+
+
+@pytest.fixture
+def no_default_places(tmp_path, monkeypatch):
+    """Nothing in $CNNRUN_DATA, Keras' cache or the system folders, and no network."""
+    monkeypatch.delenv("CNNRUN_DATA", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    monkeypatch.setitem(data.SYSTEM_DIRS, "fashion", [str(tmp_path / "system")])
+    monkeypatch.setitem(data.SYSTEM_DIRS, "mnist", [str(tmp_path / "system")])
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    import keras
+
+    monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", offline)
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    return tmp_path
+
+
+def cfg(**kw):
+    base = {"name": "fashion", "path": None, "limit": None, "mirror": False,
+            "class_names": [str(i) for i in range(10)]}
+    return OmegaConf.create({**base, **kw})
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_files_read_back_exactly(tmp_path, gz):
+    written = make_mnist_like(tmp_path / "f", gz=gz)
+    ds = data.load_dataset(cfg(path=str(tmp_path / "f")))
+    np.testing.assert_array_equal(ds.x_train[..., 0], written["train"][0])
+    np.testing.assert_array_equal(ds.y_test, written["t10k"][1])
+    assert ds.x_train.dtype == np.uint8 and ds.input_shape == (28, 28, 1) and ds.num_classes == 10
+
+
+def test_npz_in_keras_format(tmp_path):
+    written = make_mnist_like(tmp_path / "f")
+    np.savez(tmp_path / "mnist.npz", x_train=written["train"][0], y_train=written["train"][1],
+             x_test=written["t10k"][0], y_test=written["t10k"][1])
+    ds = data.load_dataset(cfg(name="mnist", path=str(tmp_path / "mnist.npz")))
+    assert len(ds.x_train) == 120 and len(ds.x_test) == 40
+
+
+def test_truncated_gz_names_the_file(tmp_path):
+    make_mnist_like(tmp_path / "f")
+    x = np.zeros((50, 28, 28), np.uint8)
+    bad = write_idx(tmp_path / "f" / "train-images-idx3-ubyte", x, truncate=100)
+    with pytest.raises(CnnrunError, match="truncated") as err:
+        data.load_dataset(cfg(path=str(tmp_path / "f")))
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cut_gzip_stream_is_reported(tmp_path):
+    make_mnist_like(tmp_path / "f")
+    path = tmp_path / "f" / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(CnnrunError, match="t10k-images"):
+        data.load_dataset(cfg(path=str(tmp_path / "f")))
+
+
+def test_missing_files_are_listed(tmp_path):
+    make_mnist_like(tmp_path / "f")
+    (tmp_path / "f" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(CnnrunError, match=r"dataset.path=.*lacks t10k-labels-idx1-ubyte"):
+        data.load_dataset(cfg(path=str(tmp_path / "f")))
+
+
+def test_labels_not_matching_images(tmp_path):
+    make_mnist_like(tmp_path / "f")
+    write_idx(tmp_path / "f" / "train-labels-idx1-ubyte", np.zeros(119, np.uint8))
+    with pytest.raises(CnnrunError, match="119 labels for 120 images"):
+        data.load_dataset(cfg(path=str(tmp_path / "f")))
+
+
+def test_label_out_of_range(tmp_path):
+    make_mnist_like(tmp_path / "f")
+    write_idx(tmp_path / "f" / "t10k-labels-idx1-ubyte", np.full(40, 12, np.uint8))
+    with pytest.raises(CnnrunError, match="label 12"):
+        data.load_dataset(cfg(path=str(tmp_path / "f")))
+
+
+def test_nan_images_are_refused():
+    x = np.zeros((4, 28, 28), np.float32)
+    x[2, 3, 3] = np.nan
+    with pytest.raises(CnnrunError, match="NaN or inf pixels.*image 2"):
+        data.to_uint8_images(x, "test images")
+
+
+def test_search_order_cnnrun_data_then_keras_cache(no_default_places, monkeypatch):
+    tmp = no_default_places
+    cache = make_mnist_like(tmp / "keras-home" / "datasets" / "fashion-mnist", seed=1)
+    ds = data.load_dataset(cfg())
+    np.testing.assert_array_equal(ds.y_train, cache["train"][1])
+    env = make_mnist_like(tmp / "env", seed=2)
+    monkeypatch.setenv("CNNRUN_DATA", str(tmp / "env"))
+    ds = data.load_dataset(cfg())
+    np.testing.assert_array_equal(ds.y_train, env["train"][1])  # $CNNRUN_DATA wins over the cache
+
+
+def test_offline_and_nowhere_found_lists_places_and_fixes(no_default_places):
+    with pytest.raises(CnnrunError) as err:
+        data.load_dataset(cfg())
+    message = str(err.value)
+    assert "keras-home" in message and "system" in message and "network unreachable" in message
+    assert "dataset-fashion-mnist" in message and "dataset.path" in message and "\n" not in message
+
+
+def test_keras_download_is_the_last_resort(no_default_places, monkeypatch):
+    import keras
+
+    x = np.full((20, 28, 28), 7, np.uint8)
+    y = np.arange(20) % 10
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", lambda: ((x, y), (x[:10], y[:10])))
+    ds = data.load_dataset(cfg(name="mnist"))
+    assert len(ds.x_train) == 20 and len(ds.x_test) == 10 and "keras.datasets" in ds.source
+
+
+def test_digits_are_upscaled_and_split():
+    ds = data.load_dataset(OmegaConf.create({"name": "digits", "image_size": 28, "test_split": 0.2,
+                                             "split_seed": 0, "limit": None, "mirror": False,
+                                             "class_names": [str(i) for i in range(10)]}))
+    assert ds.input_shape == (28, 28, 1) and len(ds.x_train) + len(ds.x_test) == 1797
+    assert ds.x_train.max() > 200  # scaled to the full 0-255 range
+
+
+def test_val_split_is_stratified_and_seeded(tmp_path):
+    make_mnist_like(tmp_path / "f", n_train=200)
+    a = data.load_dataset(cfg(path=str(tmp_path / "f")), seed=3, val_split=0.2)
+    b = data.load_dataset(cfg(path=str(tmp_path / "f")), seed=3, val_split=0.2)
+    assert len(a.x_val) == 40 and len(a.x_train) == 160
+    assert np.bincount(a.y_val, minlength=10).tolist() == [4] * 10  # every class, equally
+    np.testing.assert_array_equal(a.y_val, b.y_val)
+
+
+def test_val_split_leaving_a_class_empty_is_refused(tmp_path):
+    make_mnist_like(tmp_path / "f", n_train=200)
+    with pytest.raises(CnnrunError, match="trainer.val_split=0.01"):
+        data.load_dataset(cfg(path=str(tmp_path / "f")), val_split=0.01)
+
+
+def test_limit_and_mirror(tmp_path):
+    make_mnist_like(tmp_path / "f", n_train=100, n_test=50)
+    ds = data.load_dataset(cfg(path=str(tmp_path / "f"), limit=30, mirror=True))
+    assert len(ds.x_test) == 30 and len(ds.x_train) == 60
+    np.testing.assert_array_equal(ds.x_train[30:], ds.x_train[:30, :, ::-1])
+    with pytest.raises(CnnrunError, match="dataset.limit=0"):
+        data.load_dataset(cfg(path=str(tmp_path / "f"), limit=0))

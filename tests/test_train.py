@@ -1,0 +1,133 @@
+"""One real (tiny) run, then every artifact checked for content, not just existence."""
+
+import csv
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import FASHION_DIR, read_metrics
+from PIL import Image
+
+from cnnrun.data import load_dataset
+from cnnrun.train import train
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from conftest import make_config
+
+    cfg = make_config("model=mnist_cnn", "trainer.epochs=2", "trainer.val_split=0.2", "output.misclassified_max=5")
+    run_dir = tmp_path_factory.mktemp("run")
+    metrics = train(cfg, run_dir)
+    return cfg, run_dir, metrics
+
+
+def test_metrics_json(finished_run):
+    cfg, run_dir, metrics = finished_run
+    saved = read_metrics(run_dir)
+    assert saved == json.loads(json.dumps(metrics))
+    assert saved["status"] == "ok" and saved["epochs"] == 2 and saved["seed"] == 0
+    for key in ("test_accuracy", "test_loss", "best_val_accuracy", "last_val_accuracy", "train_seconds",
+                "images_per_second", "params", "backend"):
+        assert saved[key] is not None, key
+    assert saved["backend"] == keras.backend.backend()
+    assert saved["test_accuracy"] > 0.5  # two epochs on digits: well above chance (0.1)
+    assert saved["images_per_second"] == pytest.approx(saved["train_images"] * 2 / saved["train_seconds"], rel=0.01)
+
+
+def test_history_and_curves(finished_run):
+    _, run_dir, metrics = finished_run
+    rows = list(csv.DictReader(open(run_dir / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "seconds", "lr"} <= set(rows[0])
+    assert max(float(r["val_accuracy"]) for r in rows) == pytest.approx(metrics["best_val_accuracy"])
+    assert Image.open(run_dir / "curves.png").size[0] > 300
+
+
+def reload_predictions(run_dir, cfg):
+    """The saved model's predictions on the run's own test set, recomputed from scratch."""
+    model = keras.models.load_model(run_dir / "model.keras")
+    ds = load_dataset(cfg.dataset, seed=cfg.trainer.seed, val_split=cfg.trainer.val_split)
+    return model, ds, model.predict(ds.x_test, verbose=0)
+
+
+def test_model_reloads_and_agrees_with_the_reports(finished_run):
+    cfg, run_dir, metrics = finished_run
+    model, ds, probs = reload_predictions(run_dir, cfg)
+    y_pred = probs.argmax(1)
+    assert np.mean(y_pred == ds.y_test) == pytest.approx(metrics["test_accuracy"])
+
+    cm = np.array([[int(v) for v in row[1:]] for row in list(csv.reader(open(run_dir / "confusion_matrix.csv")))[1:]])
+    header = next(csv.reader(open(run_dir / "confusion_matrix.csv")))
+    assert header[1:] == ds.class_names
+    assert cm.sum() == len(ds.x_test) == metrics["test_images"]
+    assert np.trace(cm) / cm.sum() == pytest.approx(metrics["test_accuracy"])
+    for t, p in zip(ds.y_test, y_pred):
+        cm[t, p] -= 1
+    assert not cm.any()  # every cell is exactly the reloaded model's count
+
+    report = json.loads((run_dir / "classification_report.json").read_text())
+    for k, name in enumerate(ds.class_names):
+        true_k, pred_k = ds.y_test == k, y_pred == k
+        recall = (true_k & pred_k).sum() / true_k.sum()
+        assert report[name]["recall"] == pytest.approx(recall)
+        assert report[name]["support"] == true_k.sum()
+    assert report["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert "precision" in (run_dir / "classification_report.txt").read_text()
+
+
+def test_misclassified_images_really_are_misclassified(finished_run):
+    cfg, run_dir, metrics = finished_run
+    model, ds, probs = reload_predictions(run_dir, cfg)
+    files = sorted((run_dir / "misclassified").glob("*.png"))
+    wrong = int((probs.argmax(1) != ds.y_test).sum())
+    assert len(files) == min(5, wrong) and metrics["misclassified"] == wrong
+    for f in files:
+        true_name, _, rest = f.stem.partition("_to_")
+        pred_name, _, index = rest.rpartition("_")
+        pixels = np.asarray(Image.open(f))[None, ..., None]
+        np.testing.assert_array_equal(pixels[0], ds.x_test[int(index)])  # the very test image
+        predicted = ds.class_names[int(model.predict(pixels, verbose=0).argmax())]
+        assert predicted == pred_name != true_name == ds.class_names[ds.y_test[int(index)]]
+    rows = list(csv.DictReader(open(run_dir / "misclassified.csv")))
+    assert len(rows) == wrong
+
+
+def test_summary_and_prediction_grid(finished_run):
+    _, run_dir, metrics = finished_run
+    summary = (run_dir / "summary.txt").read_text()
+    assert "conv1" in summary and f"{metrics['params']:,}" in summary
+    assert Image.open(run_dir / "predictions.png").size[1] > 300
+
+
+def test_same_seed_same_metrics(cfg_factory, tmp_path):
+    cfg = cfg_factory("model=tf_cnn", "trainer.val_split=0.1")
+    a, b = train(cfg, tmp_path / "a"), train(cfg, tmp_path / "b")
+    for key in ("test_accuracy", "test_loss", "best_val_accuracy"):
+        assert a[key] == b[key], key
+    assert (tmp_path / "a/history.csv").read_text().split("\n")[1].split(",")[:3] == \
+        (tmp_path / "b/history.csv").read_text().split("\n")[1].split(",")[:3]
+    c = train(cfg_factory("model=tf_cnn", "trainer.val_split=0.1", "trainer.seed=1"), tmp_path / "c")
+    assert c["test_loss"] != a["test_loss"]
+
+
+def test_nan_loss_stops_with_status_nan(cfg_factory, tmp_path):
+    cfg = cfg_factory("model=dense", "optimizer=sgd", "optimizer.lr=1e30", "trainer.epochs=3")
+    metrics = train(cfg, tmp_path)
+    assert metrics["status"] == "nan" and "epoch 1" in metrics["error"]
+    assert read_metrics(tmp_path)["status"] == "nan"
+    assert (tmp_path / "confusion_matrix.csv").exists()
+
+
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist(cfg_factory, tmp_path):
+    cfg = cfg_factory("dataset=fashion", "model=mnist_cnn", "dataset.limit=3000", "trainer.batch_size=32")
+    metrics = train(cfg, tmp_path)
+    assert metrics["test_images"] == 3000 and metrics["train_images"] == 3000
+    assert metrics["test_accuracy"] > 0.65  # one epoch on 3 000 real images; chance is 0.10
+    header = next(iter(open(tmp_path / "confusion_matrix.csv"))).strip().split(",")
+    assert header[1:] == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                          "Bag", "Ankle boot"]
+    assert any(Path(tmp_path / "misclassified").glob("T-shirt-top_to_*.png")) or metrics["misclassified"] < 100
