@@ -2,9 +2,9 @@
 
 Keras 3's RandomTranslation / RandomRotation / RandomZoom / RandomShear declare `supports_jit = False`,
 which silently turns `jit_compile="auto"` off for the whole model (on JAX: no `jax.jit` at all). Here
-rotation, shift, shear and zoom are folded into one random affine matrix per image and applied with a
-single `keras.ops.image.affine_transform`, flip and random erasing are `keras.ops.where` masks, and the
-layer keeps `supports_jit = True`. It runs on the device inside the train step and is the identity at
+rotation, shift, shear and zoom are folded into one random affine matrix per image and applied by one
+bilinear warp written with `keras.ops` gathers (TensorFlow's own projective-transform kernel has no XLA
+version), flip and random erasing are `keras.ops.where` masks, and the layer keeps `supports_jit = True`. It runs on the device inside the train step and is the identity at
 evaluation and prediction time.
 """
 
@@ -47,8 +47,8 @@ class Augment(keras.layers.Layer):
         erase_aspect: (min, max) patch height / width ratio.
         erase_fill: "pixel" (noise per pixel) or "patch" (one random value per patch).
         erase_value_range: (low, high) of the random fill values.
-        fill_mode: how the affine transform fills pixels from outside the image ("nearest", as
-            ImageDataGenerator, or "constant", "reflect", "wrap", "mirror").
+        fill_mode: how the affine transform fills pixels from outside the image: "nearest" (the edge
+            pixel, as ImageDataGenerator does) or "constant" (zeros).
         seed: seed of the layer's own random stream.
     """
 
@@ -103,9 +103,7 @@ class Augment(keras.layers.Layer):
         if self.flip_vertical:
             x = self._maybe(x, ops.flip(x, axis=1), batch)
         if self.has_affine:
-            x = ops.image.affine_transform(
-                x, self._affine_matrices(x), interpolation="bilinear", fill_mode=self.fill_mode
-            )
+            x = warp(x, self._affine_matrices(x), self.fill_mode)
         if self.erase_p > 0:
             x = self._erase(x)
         return ops.cast(x, dtype)
@@ -196,6 +194,38 @@ class Augment(keras.layers.Layer):
             seed=self.seed,
         )
         return config
+
+
+def warp(images, transforms, fill_mode="nearest"):
+    """Bilinear resampling of NHWC `images` by per-image (batch, 8) projective transforms.
+
+    Row i of `transforms` is [a0, a1, a2, b0, b1, b2, 0, 0]: output pixel (x, y) reads input point
+    (a0 x + a1 y + a2, b0 x + b1 y + b2), as in tf.raw_ops.ImageProjectiveTransformV3. Written with
+    flat gathers so that it compiles under XLA on every backend.
+    """
+    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+    ys, xs = ops.meshgrid(ops.arange(height, dtype="float32"), ops.arange(width, dtype="float32"), indexing="ij")
+    t = [transforms[:, i][:, None, None] for i in range(6)]
+    sx = t[0] * xs + t[1] * ys + t[2]  # (batch, H, W) source coordinates
+    sy = t[3] * xs + t[4] * ys + t[5]
+    inside = (sx > -1) & (sx < width) & (sy > -1) & (sy < height)
+    sx = ops.clip(sx, 0.0, width - 1.0)  # clipping the point = repeating the edge pixel ("nearest")
+    sy = ops.clip(sy, 0.0, height - 1.0)
+    x0, y0 = ops.floor(sx), ops.floor(sy)
+    wx, wy = (sx - x0)[..., None], (sy - y0)[..., None]
+    x1, y1 = ops.minimum(x0 + 1, width - 1.0), ops.minimum(y0 + 1, height - 1.0)
+    flat = ops.reshape(images, (-1, height * width, channels))
+
+    def at(yy, xx):
+        index = ops.cast(ops.reshape(yy * width + xx, (-1, height * width, 1)), "int32")
+        return ops.reshape(ops.take_along_axis(flat, ops.repeat(index, channels, axis=2), axis=1), ops.shape(images))
+
+    top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
+    bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
+    out = top * (1 - wy) + bottom * wy
+    if fill_mode == "constant":
+        out = ops.where(inside[..., None], out, 0.0)
+    return out
 
 
 def _pair(value, key):

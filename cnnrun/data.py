@@ -307,8 +307,10 @@ def load_dataset(cfg, seed: int = 0, val_split: float = 0.0) -> Dataset:
     else:
         raise CnnrunError(f"dataset.name={name} is unknown; expected fashion, mnist, digits or folder")
 
-    x_train = to_uint8_images(arrays["x_train"], f"{name} training images")
-    x_test = to_uint8_images(arrays["x_test"], f"{name} test images")
+    x_train, x_test = arrays["x_train"], arrays["x_test"]
+    if isinstance(x_train, np.ndarray):  # folder datasets streamed from disk are checked file by file
+        x_train = to_uint8_images(x_train, f"{name} training images")
+        x_test = to_uint8_images(x_test, f"{name} test images")
     if x_train.shape[1:] != x_test.shape[1:]:
         raise CnnrunError(f"{name}: training images are {x_train.shape[1:]} but test images {x_test.shape[1:]}; they must match")
     if not class_names:
@@ -322,7 +324,16 @@ def load_dataset(cfg, seed: int = 0, val_split: float = 0.0) -> Dataset:
     x_train, y_train, _ = subsample(x_train, y_train, limit, seed)
     x_test, y_test, test_files = subsample(x_test, y_test, limit, seed + 1, test_files)
     x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_split, seed)
+    if cfg.get("balance", "none") != "none":
+        from cnnrun.folder import balance
+
+        before = np.bincount(y_train, minlength=len(class_names)).tolist()
+        x_train, y_train = balance(x_train, y_train, cfg.balance, seed)
+        notes.append(f"balance={cfg.balance}: training images per class {before} -> "
+                     f"{np.bincount(y_train, minlength=len(class_names)).tolist()}")
     if cfg.get("mirror"):  # article 001: the training set plus its left-right mirror image
+        if not isinstance(x_train, np.ndarray):
+            raise CnnrunError("dataset.mirror=true needs the images in memory; use augment=flip for a streamed folder")
         x_train = np.concatenate([x_train, x_train[:, :, ::-1, :]])
         y_train = np.concatenate([y_train, y_train])
     return Dataset(name, class_names, x_train, y_train, x_val, y_val, x_test, y_test, source, test_files, notes)

@@ -75,6 +75,26 @@ def assemble(cfg_model, data: Dataset, augment) -> tuple[keras.Model, keras.Mode
     return classifier, keras.Model(pixels, network(augment(scaled)), name=f"{network.name}_augmented")
 
 
+def feed(x, y, batch_size, shuffle=False, seed=0) -> tuple:
+    """fit()'s data arguments: arrays as they are (Keras slices them fastest), on-disk images as a
+    PyDataset that decodes batches in worker threads."""
+    if isinstance(x, np.ndarray):
+        return (x, y)
+    from cnnrun.folder import Batches
+
+    return (Batches(x, y, batch_size, shuffle=shuffle, seed=seed),)
+
+
+def _one(args: tuple):
+    return args if len(args) == 2 else args[0]
+
+
+def predict(model: keras.Model, x, batch_size: int) -> np.ndarray:
+    """Class probabilities (float64) for arrays or on-disk images."""
+    return model.predict(*feed(x, None, batch_size)[:1], batch_size=batch_size if isinstance(x, np.ndarray) else None,
+                         verbose=0).astype("float64")
+
+
 class EpochLog(keras.callbacks.Callback):
     """Per-epoch records for history.csv; stops training when the loss turns NaN or inf."""
 
@@ -134,7 +154,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
         augment = build_augment(cfg.augment, seed=t.seed)
         if augment is not None:
-            sample = data.x_train[:8]
+            sample = np.asarray(data.x_train[:8])
             artifacts.plot_augment_preview(run_dir / "augment_preview.png", sample, preview(augment, sample))
 
         classifier, trainer = assemble(cfg.model, data, augment)
@@ -156,12 +176,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         epoch_log = EpochLog()
         start = time.perf_counter()
         trainer.fit(
-            data.x_train,
-            data.y_train,
-            batch_size=t.batch_size,
+            *feed(data.x_train, data.y_train, t.batch_size, shuffle=True, seed=t.seed),
+            batch_size=t.batch_size if isinstance(data.x_train, np.ndarray) else None,
             epochs=t.epochs,
-            validation_data=(data.x_val, data.y_val) if has_val else None,
-            validation_batch_size=t.eval_batch_size,
+            validation_data=_one(feed(data.x_val, data.y_val, t.eval_batch_size)) if has_val else None,
+            validation_batch_size=t.eval_batch_size if isinstance(data.x_val, np.ndarray) else None,
             shuffle=True,
             verbose=0,
             callbacks=[epoch_log, RichProgress(t.epochs, steps, t.verbose)],
@@ -187,7 +206,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             artifacts.plot_curves(run_dir / "curves.png", history, f"{cfg.dataset.name} · {cfg.model.name}")
 
         # Evaluate on the test set, once, with the classifier (no augmentation).
-        probs = classifier.predict(data.x_test, batch_size=t.eval_batch_size, verbose=0).astype("float64")
+        probs = predict(classifier, data.x_test, t.eval_batch_size)
         y_pred = probs.argmax(axis=1)
         y_true = data.y_test
         p_true = np.clip(probs[np.arange(len(y_true)), y_true], 1e-7, 1.0)

@@ -1,0 +1,231 @@
+"""Folder-of-photos datasets: DIR/<class>/*.jpg, or DIR/train/<class> + DIR/test/<class>.
+
+Small folders are decoded once into memory; large ones stay on disk as `FileImages`, a lazy array
+that decodes only the images a batch asks for, and are fed to Keras through `Batches` (a
+`keras.utils.PyDataset` with worker threads).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import keras
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cnnrun import CnnrunError
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+log = logging.getLogger("cnnrun")
+
+
+def image_size(value) -> tuple[int, int]:
+    """(height, width) from an int or a [height, width] pair."""
+    try:
+        h, w = (int(value), int(value)) if isinstance(value, (int, float, str)) else (int(value[0]), int(value[1]))
+    except (TypeError, ValueError, IndexError):
+        raise CnnrunError(f"dataset.image_size={value} must be a number of pixels or [height, width]") from None
+    if h < 8 or w < 8:
+        raise CnnrunError(f"dataset.image_size={value} is too small; use at least 8 (128 as in article 004)")
+    return h, w
+
+
+def decode(path: str, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image file as uint8 (H, W, C), resized to `size`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # huge photos are fine: we shrink them
+        with Image.open(path) as im:
+            im.draft("RGB" if channels == 3 else "L", (size[1], size[0]))  # JPEG: decode at reduced size
+            im = im.convert("RGB" if channels == 3 else "L").resize((size[1], size[0]), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    return arr[..., None] if channels == 1 else arr
+
+
+class FileImages:
+    """A lazy (N, H, W, C) uint8 array over image files: an int index decodes one image, a slice or an
+    index array gives a lazy subset, and np.asarray() decodes everything it holds."""
+
+    def __init__(self, files: list[str], size: tuple[int, int], channels: int):
+        self.files, self.size, self.channels = list(files), size, channels
+
+    def __len__(self):
+        return len(self.files)
+
+    @property
+    def shape(self):
+        return (len(self.files), *self.size, self.channels)
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)):
+            return decode(self.files[index], self.size, self.channels)
+        picked = self.files[index] if isinstance(index, slice) else [self.files[i] for i in np.asarray(index)]
+        return FileImages(picked, self.size, self.channels)
+
+    def __array__(self, dtype=None, copy=None):
+        return load_all(self.files, self.size, self.channels)
+
+
+def load_all(files, size, channels) -> np.ndarray:
+    out = np.empty((len(files), *size, channels), dtype=np.uint8)
+    with ThreadPoolExecutor(max_workers=4) as pool:  # PIL releases the GIL while decoding and resizing
+        for i, arr in enumerate(pool.map(lambda f: decode(f, size, channels), files)):
+            out[i] = arr
+    return out
+
+
+class Batches(keras.utils.PyDataset):
+    """Batches of (images, labels) from any indexable images (array or FileImages), shuffled per epoch."""
+
+    def __init__(self, x, y=None, batch_size=32, shuffle=False, seed=0, workers=2):
+        super().__init__(workers=workers, use_multiprocessing=False)
+        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
+
+    def __len__(self):
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, i):
+        idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
+        images = np.asarray(self.x[idx])
+        return (images,) if self.y is None else (images, self.y[idx])
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.order = self.rng.permutation(len(self.x))
+
+
+def _class_folders(root: Path) -> dict[str, list[Path]]:
+    classes = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        classes[d.name] = sorted(f for f in d.rglob("*") if f.suffix.lower() in EXTENSIONS and f.is_file())
+    return classes
+
+
+def _check_files(files: list[Path], policy: str, notes: list[str]) -> list[Path]:
+    """Drops (policy 'warn') or refuses (policy 'error') files PIL cannot read as images."""
+    bad = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            bad.append((f, type(e).__name__))
+    if bad and policy == "error":
+        listed = ", ".join(f"{f} ({why})" for f, why in bad[:5])
+        raise CnnrunError(
+            f"{len(bad)} unreadable image file(s): {listed}{' ...' if len(bad) > 5 else ''}; "
+            "remove them or set dataset.bad_files=warn to skip them"
+        )
+    if bad:
+        notes.append(f"skipped {len(bad)} unreadable image file(s): " + ", ".join(str(f) for f, _ in bad[:5])
+                     + (" ..." if len(bad) > 5 else ""))
+    bad_set = {f for f, _ in bad}
+    return [f for f in files if f not in bad_set]
+
+
+def _scan(root: Path, policy: str, notes: list[str], where: str) -> dict[str, list[Path]]:
+    classes = _class_folders(root)
+    if len(classes) < 2:
+        raise CnnrunError(
+            f"{where} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); "
+            "a classifier needs at least two, one sub-folder of images per class"
+        )
+    for name, files in classes.items():
+        classes[name] = _check_files(files, policy, notes)
+        if not classes[name]:
+            raise CnnrunError(
+                f"class folder {root / name} holds no readable images ({', '.join(sorted(EXTENSIONS))}); "
+                "add images or remove the folder"
+            )
+    return classes
+
+
+def load_folder(cfg):
+    """Reads a folder dataset. Returns (arrays, source, class_names, test_files, notes)."""
+    if not cfg.get("path"):
+        raise CnnrunError("dataset=folder needs dataset.path=DIR, a folder with one sub-folder of images per class")
+    root = Path(str(cfg.path)).expanduser()
+    if not root.is_dir():
+        raise CnnrunError(f"dataset.path={cfg.path} is not a folder; give DIR with DIR/<class>/*.jpg")
+    size = image_size(cfg.image_size)
+    color = cfg.get("color", "rgb")
+    if color not in ("rgb", "grayscale"):
+        raise CnnrunError(f"dataset.color={color} is unknown; expected rgb or grayscale")
+    channels = 3 if color == "rgb" else 1
+    policy = cfg.get("bad_files", "warn")
+    if policy not in ("warn", "error"):
+        raise CnnrunError(f"dataset.bad_files={policy} is unknown; expected warn (skip them) or error")
+    notes: list[str] = []
+
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train = _scan(root / "train", policy, notes, f"{root / 'train'}")
+        test = _scan(root / "test", policy, notes, f"{root / 'test'}")
+        unseen = sorted(set(test) - set(train))
+        if unseen:
+            raise CnnrunError(
+                f"test classes {unseen} in {root / 'test'} have no training folder in {root / 'train'}; "
+                "add training images for them or remove them from test/"
+            )
+        class_names = sorted(train)
+        pairs = lambda d: [(str(f), class_names.index(c)) for c in class_names for f in d.get(c, [])]  # noqa: E731
+        train_pairs, test_pairs = pairs(train), pairs(test)
+    else:
+        from sklearn.model_selection import train_test_split
+
+        classes = _scan(root, policy, notes, str(root))
+        class_names = sorted(classes)
+        every = [(str(f), k) for k, c in enumerate(class_names) for f in classes[c]]
+        split = float(cfg.get("test_split", 0.33))
+        if not 0 < split < 1:
+            raise CnnrunError(f"dataset.test_split={split} must lie in (0, 1), e.g. 0.33 as in article 002")
+        labels = [k for _, k in every]
+        try:
+            train_idx, test_idx = train_test_split(
+                np.arange(len(every)), test_size=split, stratify=labels, random_state=int(cfg.get("split_seed", 3))
+            )
+        except ValueError as e:
+            raise CnnrunError(f"cannot split {len(every)} images into train/test with dataset.test_split={split} "
+                              f"({e}); add images or change the split") from None
+        train_pairs = [every[i] for i in sorted(train_idx)]
+        test_pairs = [every[i] for i in sorted(test_idx)]
+
+    n = len(train_pairs) + len(test_pairs)
+    megabytes = n * size[0] * size[1] * channels / 2**20
+    cache = cfg.get("cache", "auto")
+    in_memory = cache is True or (cache == "auto" and megabytes <= float(cfg.get("cache_max_mb", 2048)))
+    arrays = {}
+    for split_name, split_pairs in (("train", train_pairs), ("test", test_pairs)):
+        files = [f for f, _ in split_pairs]
+        images = FileImages(files, size, channels)
+        arrays[f"x_{split_name}"] = np.asarray(images) if in_memory else images
+        arrays[f"y_{split_name}"] = np.array([k for _, k in split_pairs], dtype=np.int32)
+    how = "decoded into memory" if in_memory else "streamed from disk"
+    source = f"{root} ({n} images, {megabytes:.0f} MB at {size[0]}x{size[1]}x{channels}, {how})"
+    return arrays, source, class_names, [f for f, _ in test_pairs], notes
+
+
+def balance(x, y, how: str, seed: int):
+    """Article 004's class balancing of the training set: 'oversample' tops small classes up with
+    copies to the largest class's count, 'undersample' cuts large ones down to the smallest's."""
+    if how in (None, "none"):
+        return x, y
+    if how not in ("oversample", "undersample"):
+        raise CnnrunError(f"dataset.balance={how} is unknown; expected none, oversample or undersample")
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(y)
+    present = np.flatnonzero(counts)
+    target = counts[present].max() if how == "oversample" else counts[present].min()
+    keep = []
+    for k in present:
+        members = np.flatnonzero(y == k)
+        if len(members) >= target:
+            keep.append(rng.choice(members, target, replace=False) if how == "undersample" else members)
+        else:
+            keep.append(np.concatenate([members, rng.choice(members, target - len(members), replace=True)]))
+    keep = np.sort(np.concatenate(keep))
+    return x[keep], y[keep]

@@ -1,0 +1,85 @@
+"""The command line as users run it: real processes, real exit codes, real directories."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import TINY, read_metrics, run_cli
+
+
+def test_top_level_help_lists_commands():
+    out = run_cli("--help")
+    assert out.returncode == 0 and all(c in out.stdout for c in ("train", "compare", "predict"))
+
+
+def test_train_help_lists_config_groups():
+    out = run_cli("train", "--help")
+    assert out.returncode == 0
+    for group in ("dataset: digits, fashion, folder, mnist", "model:", "cnn3pad", "optimizer: adam, sgd", "augment:"):
+        assert group in out.stdout, group
+
+
+def test_two_runs_started_together_get_their_own_directories(tmp_path):
+    args = [sys.executable, "-m", "cnnrun", "train", *TINY, "model=dense"]
+    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:]
+    runs = sorted(p.parent for p in (tmp_path / "outputs").rglob("metrics.json"))
+    assert len(runs) == 2 and runs[0] != runs[1]
+    for run in runs:
+        assert read_metrics(run)["status"] == "ok"
+        assert (run / ".hydra" / "config.yaml").is_file()
+    assert "test accuracy" in outs[0][0] and "run directory" in outs[0][0]
+
+
+def test_bad_value_is_one_line_before_training(tmp_path):
+    out = run_cli("train", *TINY, "trainer.val_split=1.5", f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 2
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("cnnrun: error: trainer.val_split=1.5") and "Traceback" not in out.stderr
+    assert read_metrics(tmp_path)["status"] == "failed"
+    assert not (tmp_path / "history.csv").exists()
+
+
+def test_unknown_group_option_lists_the_choices():
+    out = run_cli("train", "model=resnet9000")
+    assert out.returncode != 0
+    assert "resnet9000" in out.stderr and "cnn4" in out.stderr and "mnist_cnn" in out.stderr
+
+
+def test_unknown_key_is_refused():
+    out = run_cli("train", "trainer.epoch=3")
+    assert out.returncode != 0 and "trainer.epoch" in out.stderr
+
+
+def test_sweep_summary_holds_every_job_and_survives_a_failure(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = run_cli("train", "-m", *TINY, "model=dense,tf_cnn", "trainer.val_split=0.1,1.5", f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert len(rows) == 4
+    assert sorted((r["model"], r["trainer.val_split"]) for r in rows) == [
+        ("dense", "0.1"), ("dense", "1.5"), ("tf_cnn", "0.1"), ("tf_cnn", "1.5")]
+    ok = [r for r in rows if r["status"] == "ok"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(ok) == 2 and len(failed) == 2 and all("val_split" in r["error"] for r in failed)
+    for r in ok:
+        assert abs(float(r["test_acc"]) / 100 - read_metrics(sweep / r["run"])["test_accuracy"]) < 1e-4
+    assert float(ok[0]["test_acc"]) >= float(ok[1]["test_acc"])  # best first
+    assert "| model |" in (sweep / "summary.md").read_text() and "tf_cnn" in out.stdout
+
+
+def test_compare_two_runs_and_seeds(tmp_path):
+    for seed in (0, 1):
+        assert run_cli("train", *TINY, "model=dense", f"trainer.seed={seed}",
+                       f"hydra.run.dir={tmp_path / f's{seed}'}").returncode == 0
+    out = run_cli("compare", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(open(tmp_path / "comparison.csv")))
+    assert {r["trainer.seed"] for r in rows} == {"0", "1"}
+    md = (tmp_path / "comparison.md").read_text()
+    assert "Across seeds" in md and "±" in md
+    missing = run_cli("compare", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "nope" in missing.stderr

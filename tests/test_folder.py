@@ -1,0 +1,113 @@
+"""Folder datasets built from real PNG / JPEG files in tmp_path."""
+
+import numpy as np
+import pytest
+from conftest import read_metrics
+from PIL import Image
+
+from cnnrun import CnnrunError
+from cnnrun.data import load_dataset
+from cnnrun.folder import FileImages
+from cnnrun.train import train
+
+
+def make_photos(root, counts=None, size=40, fmt="png", seed=0):
+    """Class 'red' has a red disc, class 'blue' a blue square, on noise: easy to learn, real files."""
+    rng = np.random.default_rng(seed)
+    counts = counts or {"red": 12, "blue": 12}
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+            yy, xx = np.mgrid[:size, :size]
+            c = rng.integers(12, size - 12, 2)
+            if name == "red":
+                img[(yy - c[0]) ** 2 + (xx - c[1]) ** 2 < 64] = [230, 30, 30]
+            else:
+                img[c[0] - 8:c[0] + 8, c[1] - 8:c[1] + 8] = [30, 30, 230]
+            Image.fromarray(img).save(root / name / f"{name}{i:02d}.{fmt}")
+    return root
+
+
+@pytest.fixture
+def photos(tmp_path):
+    return make_photos(tmp_path / "photos")
+
+
+def folder(cfg_factory, path, *more):
+    return cfg_factory("dataset=folder", f"dataset.path={path}", "dataset.image_size=32", *more)
+
+
+def test_split_is_stratified_and_sized(cfg_factory, photos):
+    ds = load_dataset(folder(cfg_factory, photos).dataset)
+    assert ds.class_names == ["blue", "red"] and ds.input_shape == (32, 32, 3)
+    assert len(ds.x_test) == 8 and np.bincount(ds.y_test).tolist() == [4, 4]  # 33 % of 24, per class
+    assert all(f.endswith(".png") for f in ds.test_files)
+    red = ds.x_train[ds.y_train == 1]
+    assert red[..., 0].max() > 200 and red[..., 2].max() < 120
+
+
+def test_train_test_folders_and_grayscale(cfg_factory, tmp_path):
+    make_photos(tmp_path / "d" / "train", fmt="jpg")
+    make_photos(tmp_path / "d" / "test", counts={"red": 3, "blue": 2}, fmt="jpg", seed=1)
+    ds = load_dataset(folder(cfg_factory, tmp_path / "d", "dataset.color=grayscale").dataset)
+    assert len(ds.x_train) == 24 and len(ds.x_test) == 5 and ds.input_shape == (32, 32, 1)
+
+
+def test_end_to_end_copies_misclassified_with_original_names(cfg_factory, photos, tmp_path):
+    cfg = folder(cfg_factory, photos, "model=tf_cnn", "trainer.batch_size=8", "dataset.limit=null")
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["status"] == "ok" and metrics["test_images"] == 8
+    for f in (tmp_path / "run" / "misclassified").glob("*"):
+        true, _, rest = f.name.partition("_to_")
+        pred, _, original = rest.partition("_")
+        assert true != pred and (photos / true / original).read_bytes() == f.read_bytes()
+
+
+def test_streamed_from_disk_gives_the_same_run(cfg_factory, photos, tmp_path):
+    base = ["model=dense", "trainer.batch_size=8", "dataset.limit=null"]
+    cached = train(folder(cfg_factory, photos, *base, "dataset.cache=true"), tmp_path / "a")
+    streamed_cfg = folder(cfg_factory, photos, *base, "dataset.cache=false")
+    assert isinstance(load_dataset(streamed_cfg.dataset).x_train, FileImages)
+    streamed = train(streamed_cfg, tmp_path / "b")
+    assert streamed["status"] == "ok" and streamed["test_images"] == cached["test_images"]
+    assert "streamed from disk" in load_dataset(streamed_cfg.dataset).source
+
+
+def test_balance(cfg_factory, tmp_path):
+    make_photos(tmp_path / "p", counts={"red": 20, "blue": 8})
+    over = load_dataset(folder(cfg_factory, tmp_path / "p", "dataset.balance=oversample").dataset)
+    under = load_dataset(folder(cfg_factory, tmp_path / "p", "dataset.balance=undersample").dataset)
+    assert np.bincount(over.y_train).tolist() == [13, 13]
+    assert np.bincount(under.y_train).tolist() == [5, 5]
+
+
+def test_bad_files_skipped_with_warning_or_refused(cfg_factory, photos):
+    (photos / "red" / "not_an_image.png").write_text("hello")
+    Image.new("RGB", (1, 1)).save(photos / "blue" / "tiny.png")  # 1x1 is odd but readable
+    ds = load_dataset(folder(cfg_factory, photos).dataset)
+    assert any("not_an_image.png" in note for note in ds.notes)
+    assert len(ds.x_train) + len(ds.x_test) == 25
+    with pytest.raises(CnnrunError, match="not_an_image.png.*dataset.bad_files=warn"):
+        load_dataset(folder(cfg_factory, photos, "dataset.bad_files=error").dataset)
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda p: None, "not a folder"),
+        (lambda p: make_photos(p, counts={"red": 5}), "at least two"),
+        (lambda p: (make_photos(p), (p / "green").mkdir()), "green holds no readable images"),
+        (lambda p: (make_photos(p / "train"), make_photos(p / "test", counts={"red": 2, "pink": 2})), "pink"),
+    ],
+)
+def test_bad_folders_get_clear_errors(cfg_factory, tmp_path, setup, message):
+    setup(tmp_path / "x")
+    with pytest.raises(CnnrunError, match=message) as err:
+        load_dataset(folder(cfg_factory, tmp_path / "x").dataset)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_path(cfg_factory):
+    with pytest.raises(CnnrunError, match="dataset.path=DIR"):
+        load_dataset(cfg_factory("dataset=folder", "dataset.path=").dataset)
