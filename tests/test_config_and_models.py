@@ -91,3 +91,20 @@ def test_bad_values_get_one_line_naming_the_culprit(cfg_factory, override, culpr
         check_config(cfg)
     message = str(err.value)
     assert culprit in message and "\n" not in message
+
+
+@pytest.mark.parametrize("preset", options("experiment"))
+def test_every_experiment_preset_composes_and_checks(cfg_factory, preset):
+    cfg = cfg_factory(f"experiment={preset}", tiny=False)
+    check_config(cfg)
+    assert cfg.reference.source and (cfg.reference.accuracy is None or 0.5 < cfg.reference.accuracy < 1)
+    assert preset.split("_")[0].startswith("article")
+
+
+def test_article001_presets_match_the_article(cfg_factory):
+    cfg = cfg_factory("experiment=article001_cnn3pad_mirror", tiny=False)
+    assert (cfg.model.name, cfg.model.pad, cfg.dataset.mirror, cfg.trainer.epochs, cfg.trainer.batch_size) == \
+        ("cnn3", 2, True, 5, 32)
+    assert cfg.reference.accuracy == 0.9336
+    tiny = cfg_factory("experiment=article001_cnn3pad_mirror", "dataset=digits")  # the command line still wins
+    assert tiny.dataset.name == "digits" and tiny.reference.accuracy == 0.9336
