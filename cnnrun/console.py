@@ -20,9 +20,11 @@ def _fmt(logs: dict, keys=("loss", "accuracy", "val_loss", "val_accuracy")) -> s
 class RichProgress(keras.callbacks.Callback):
     """One progress bar per epoch (verbose=1) or one line per epoch (verbose=2).
 
-    Batch logs are read at most ~8 times a second: reading them forces the device to finish the step,
-    so touching every batch would cost speed on an accelerator.
+    Batch logs are read at most ~8 times a second, and `async_safe` lets Keras run the batch hook in
+    its callback thread instead of holding up the training loop (rich's Progress is thread-safe).
     """
+
+    async_safe = True
 
     def __init__(self, epochs: int, steps: int, verbose: int = 1, refresh: float = 0.125):
         super().__init__()

@@ -96,7 +96,13 @@ def predict(model: keras.Model, x, batch_size: int) -> np.ndarray:
 
 
 class EpochLog(keras.callbacks.Callback):
-    """Per-epoch records for history.csv; stops training when the loss turns NaN or inf."""
+    """Per-epoch records for history.csv; stops training when the loss turns NaN or inf.
+
+    `async_safe`: the per-batch NaN check runs in Keras' callback thread, off the training loop (a
+    synchronous batch hook would make Keras convert the logs after every step).
+    """
+
+    async_safe = True
 
     def __init__(self):
         super().__init__()
@@ -224,7 +230,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         if out.save_model:
             artifacts.atomic_write(run_dir / "model.keras", classifier.save)
         weakest = min(names, key=lambda n: report[n]["f1-score"])
-        metrics.update(misclassified=len(wrong), weakest_class=weakest)
+        metrics.update(misclassified=len(wrong), weakest_class=weakest, class_names=names)
         if epoch_log.nan_epoch is not None:
             metrics.update(status="nan", error=f"loss became NaN or inf in epoch {epoch_log.nan_epoch}; lower optimizer.lr")
         else:
