@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train test test-jax test-full bench demo-folder reproduce clean
+.PHONY: help setup data train test test-jax test-full bench demo-folder clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -43,3 +43,8 @@ bench: setup ## benchmarks: cnnrun vs plain Keras throughput, augmentation cost
 
 clean: ## remove the virtual environment and caches (keeps outputs/)
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+demo-folder: setup ## offline demo: a two-class photo folder from photos inside scikit-learn, then train on it
+	$(PY) -m cnnrun.demo outputs/demo-photos
+	$(VENV)/bin/cnnrun train dataset=folder dataset.path=outputs/demo-photos dataset.image_size=64 \
+	  model=mnist_cnn augment=flip trainer.epochs=5 trainer.batch_size=16 $(ARGS)
