@@ -20,11 +20,9 @@ def _fmt(logs: dict, keys=("loss", "accuracy", "val_loss", "val_accuracy")) -> s
 class RichProgress(keras.callbacks.Callback):
     """One progress bar per epoch (verbose=1) or one line per epoch (verbose=2).
 
-    Batch logs are read at most ~8 times a second, and `async_safe` lets Keras run the batch hook in
-    its callback thread instead of holding up the training loop (rich's Progress is thread-safe).
+    Without a visible bar (no terminal, verbose 0/2) there is no batch hook at all, so on JAX Keras
+    keeps its asynchronous training loop. With one, the bar is redrawn at most ~8 times a second.
     """
-
-    async_safe = True
 
     def __init__(self, epochs: int, steps: int, verbose: int = 1, refresh: float = 0.125):
         super().__init__()
@@ -33,6 +31,8 @@ class RichProgress(keras.callbacks.Callback):
         self.task = None
         self._last = 0.0
         self._epoch_start = 0.0
+        if verbose != 1 or not console.is_terminal:
+            self.on_train_batch_end = super().on_train_batch_end  # Keras sees the default: no batch hook
 
     def on_train_begin(self, logs=None):
         if self.verbose == 1:

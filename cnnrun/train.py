@@ -98,17 +98,18 @@ def predict(model: keras.Model, x, batch_size: int) -> np.ndarray:
 class EpochLog(keras.callbacks.Callback):
     """Per-epoch records for history.csv; stops training when the loss turns NaN or inf.
 
-    `async_safe`: the per-batch NaN check runs in Keras' callback thread, off the training loop (a
-    synchronous batch hook would make Keras convert the logs after every step).
+    On TensorFlow the NaN check runs after every batch (Keras converts the batch logs there anyway).
+    On JAX, Keras keeps the training loop asynchronous only while no callback has a batch hook, so
+    the hook is dropped there and the check runs at the end of each epoch.
     """
-
-    async_safe = True
 
     def __init__(self):
         super().__init__()
         self.rows: list[dict] = []
         self.nan_epoch = None
         self._start = 0.0
+        if backend.name() == "jax":
+            self.on_train_batch_end = super().on_train_batch_end  # Keras sees the default: no batch hook
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -120,6 +121,10 @@ class EpochLog(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and self.nan_epoch is None and not np.isfinite(float(loss)):
+            self.nan_epoch = epoch + 1
+            self.model.stop_training = True
         row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._start, 3)}
         row.update({k: float(v) for k, v in (logs or {}).items()})
         row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
