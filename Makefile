@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train test test-jax test-full bench demo-folder clean
+.PHONY: help setup data train test test-jax test-full bench reproduce demo-folder clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -40,6 +40,10 @@ test-full: setup ## every test, slow ones included
 bench: setup ## benchmarks: cnnrun vs plain Keras throughput, augmentation cost
 	$(PY) bench/throughput.py
 	$(PY) bench/augment.py
+	$(PY) bench/threads.py
+
+reproduce: setup data ## every article preset (3 seeds) -> docs/RESULTS.md; resumable; ARGS="--seeds 1 --only 'article001_*'"
+	$(PY) -m cnnrun.reproduce $(ARGS)
 
 clean: ## remove the virtual environment and caches (keeps outputs/)
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -13,6 +13,21 @@ def name() -> str:
     return keras.backend.backend()
 
 
+def set_threads(intra: int, inter: int) -> bool:
+    """Sizes TensorFlow's CPU thread pools (0 = TensorFlow's default, one per core). False when too late:
+    the pools are fixed once TensorFlow has run anything in this process (e.g. a sweep's second job)."""
+    if name() != "tensorflow":
+        return False  # JAX sizes its CPU thread pool itself when it starts; it has no supported knob
+    import tensorflow as tf  # noqa: PLC0415 - the marked place
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(intra))
+        tf.config.threading.set_inter_op_parallelism_threads(int(inter))
+    except RuntimeError:
+        return False
+    return True
+
+
 def configure(threads="auto", deterministic: bool = False) -> None:
     """Sets CPU thread pools and kernel determinism; must run before the backend does any work."""
     backend = name()

@@ -35,7 +35,7 @@ class RichProgress(keras.callbacks.Callback):
             self.on_train_batch_end = super().on_train_batch_end  # Keras sees the default: no batch hook
 
     def on_train_begin(self, logs=None):
-        if self.verbose == 1:
+        if self.verbose == 1 and self.progress is None:  # once, though fit() runs once per epoch
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -70,9 +70,11 @@ class RichProgress(keras.callbacks.Callback):
         elif self.verbose:
             console.print(line)
 
-    def on_train_end(self, logs=None):
+    def close(self) -> None:
+        """Stops the live display (after the last epoch; fit() ends once per epoch, so not on_train_end)."""
         if self.progress is not None:
             self.progress.stop()
+            self.progress = None
 
 
 def results_table(metrics: dict, run_dir) -> None:

@@ -78,19 +78,25 @@ def load_all(files, size, channels) -> np.ndarray:
 
 
 class Batches(keras.utils.PyDataset):
-    """Batches of (images, labels) from any indexable images (array or FileImages), shuffled per epoch."""
+    """Batches of (images, labels) from any indexable images (array or FileImages), in a given order.
 
-    def __init__(self, x, y=None, batch_size=32, shuffle=False, seed=0, workers=2):
+    `order` is the epoch's permutation (training draws one per epoch from its seed); None keeps the
+    images in turn. `shuffle=True` reshuffles after every epoch from `seed` instead.
+    """
+
+    def __init__(self, x, y=None, batch_size=32, order=None, shuffle=False, seed=0, workers=2):
         super().__init__(workers=workers, use_multiprocessing=False)
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
         self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
+        if order is None:
+            order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
+        self.order = np.asarray(order)
 
     def __len__(self):
         return math.ceil(len(self.x) / self.batch_size)
 
     def __getitem__(self, i):
-        idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
+        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
         images = np.asarray(self.x[idx])
         return (images,) if self.y is None else (images, self.y[idx])
 

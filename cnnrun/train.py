@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,7 +13,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from cnnrun import CnnrunError, artifacts, backend
+from cnnrun import CnnrunError, artifacts, backend, resume
 from cnnrun.augment import build_augment, preview
 from cnnrun.console import RichProgress
 from cnnrun.data import Dataset, load_dataset
@@ -45,6 +47,10 @@ def check_config(cfg: DictConfig) -> None:
         raise CnnrunError(f"trainer.jit={t.jit!r} must be auto, true or false")
     if t.threads != "auto" and (isinstance(t.threads, bool) or not isinstance(t.threads, int) or t.threads < 1):
         raise CnnrunError(f"trainer.threads={t.threads!r} must be auto or a whole number >= 1")
+    if t.resume not in ("auto", True, False):
+        raise CnnrunError(f"trainer.resume={t.resume!r} must be auto (continue a checkpoint if there is one), true or false")
+    if not isinstance(t.checkpoint, bool):
+        raise CnnrunError(f"trainer.checkpoint={t.checkpoint!r} must be true or false")
     o = cfg.optimizer
     if o.name not in ("adam", "sgd"):
         raise CnnrunError(f"optimizer.name={o.name!r} is unknown; expected adam or sgd")
@@ -75,14 +81,14 @@ def assemble(cfg_model, data: Dataset, augment) -> tuple[keras.Model, keras.Mode
     return classifier, keras.Model(pixels, network(augment(scaled)), name=f"{network.name}_augmented")
 
 
-def feed(x, y, batch_size, shuffle=False, seed=0) -> tuple:
-    """fit()'s data arguments: arrays as they are (Keras slices them fastest), on-disk images as a
-    PyDataset that decodes batches in worker threads."""
+def feed(x, y, batch_size, order=None) -> tuple:
+    """fit()'s data arguments, in `order` if given: arrays as they are (Keras slices them fastest),
+    on-disk images as a PyDataset that decodes batches in worker threads."""
     if isinstance(x, np.ndarray):
-        return (x, y)
+        return (x, y) if order is None else (x[order], y[order])
     from cnnrun.folder import Batches
 
-    return (Batches(x, y, batch_size, shuffle=shuffle, seed=seed),)
+    return (Batches(x, y, batch_size, order=order),)
 
 
 def _one(args: tuple):
@@ -131,12 +137,46 @@ class EpochLog(keras.callbacks.Callback):
         self.rows.append(row)
 
 
+def _previous_run(run_dir: Path, cfg: DictConfig, config_hash: str) -> tuple[dict | None, dict | None]:
+    """(finished metrics, checkpoint) this run directory already holds for this same config, per trainer.resume."""
+    t = cfg.trainer
+    if t.resume is False:
+        return None, None
+    try:
+        old = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        old = {}
+    if old.get("status") == "ok" and old.get("config_hash") == config_hash and old.get("epochs_planned") == t.epochs:
+        return old, None
+    checkpoint = resume.load(run_dir)
+    if checkpoint is not None and checkpoint["meta"]["config_hash"] != config_hash:
+        if t.resume is True:
+            raise CnnrunError(
+                f"{run_dir / resume.CHECKPOINT} was made with a different config; resume with the run's own config "
+                f"(cnnrun resume {run_dir}) or set trainer.resume=false to start over"
+            )
+        log.warning("%s belongs to a different config; starting over", run_dir / resume.CHECKPOINT)
+        checkpoint = None
+    if checkpoint is None and t.resume is True:
+        raise CnnrunError(f"trainer.resume=true but {run_dir} has no {resume.CHECKPOINT} to continue from; "
+                          "drop trainer.resume to start a new run")
+    if checkpoint is not None and checkpoint["meta"]["epoch"] > t.epochs:
+        raise CnnrunError(f"the checkpoint in {run_dir} is at epoch {checkpoint['meta']['epoch']}, past "
+                          f"trainer.epochs={t.epochs}; raise trainer.epochs or set trainer.resume=false")
+    return None, checkpoint
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Runs one experiment described by `cfg`, writing every artifact into `run_dir`. Returns metrics."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.trainer
     check_config(cfg)
+    config_hash = resume.fingerprint(cfg)
+    finished, checkpoint = _previous_run(run_dir, cfg, config_hash)
+    if finished is not None:
+        log.info("%s already holds a finished run of this config; nothing to do (trainer.resume=false reruns it)", run_dir)
+        return {**finished, "skipped": True}
     metrics = {
         "status": "running",
         "dataset": cfg.dataset.name,
@@ -145,6 +185,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         "backend": backend.name(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "reference_accuracy": cfg.get("reference", {}).get("accuracy"),
+        "config_hash": config_hash,
+        "epochs_planned": t.epochs,
     }
     artifacts.write_json(run_dir / "metrics.json", metrics)  # a run that dies early never looks finished
 
@@ -181,27 +223,56 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         metrics.update(params=int(classifier.count_params()), device=backend.device(), jit=bool(trainer.jit_compile))
         log.info("model: %s, %s parameters, jit_compile=%s", cfg.model.name, f"{metrics['params']:,}", trainer.jit_compile)
 
-        # Fit.
+        # Fit, one epoch per fit() call. Each epoch's shuffle comes from (seed, epoch) and a checkpoint
+        # after each epoch holds weights, optimizer and RNG state, so an interrupted run resumes exactly.
+        epoch_log = EpochLog()
+        first_epoch, prior_seconds = 0, 0.0
+        if checkpoint is not None:
+            resume.restore(trainer, checkpoint)
+            first_epoch, prior_seconds = checkpoint["meta"]["epoch"], checkpoint["meta"].get("train_seconds", 0.0)
+            epoch_log.rows = list(checkpoint["meta"]["history"])
+            metrics["resumed_from_epoch"] = first_epoch
+            log.info("resuming %s after epoch %d of %d", run_dir, first_epoch, t.epochs)
         has_val = len(data.x_val) > 0
         steps = -(-len(data.x_train) // t.batch_size)
-        epoch_log = EpochLog()
+        progress = RichProgress(t.epochs, steps, t.verbose)
+        batch_size = t.batch_size if isinstance(data.x_train, np.ndarray) else None
+        validation = _one(feed(data.x_val, data.y_val, t.eval_batch_size)) if has_val else None
         start = time.perf_counter()
-        trainer.fit(
-            *feed(data.x_train, data.y_train, t.batch_size, shuffle=True, seed=t.seed),
-            batch_size=t.batch_size if isinstance(data.x_train, np.ndarray) else None,
-            epochs=t.epochs,
-            validation_data=_one(feed(data.x_val, data.y_val, t.eval_batch_size)) if has_val else None,
-            validation_batch_size=t.eval_batch_size if isinstance(data.x_val, np.ndarray) else None,
-            shuffle=True,
-            verbose=0,
-            callbacks=[epoch_log, RichProgress(t.epochs, steps, t.verbose)],
-        )
+        with resume.StopOnSignal(trainer, say=log.warning) as stop:
+            try:
+                for epoch in range(first_epoch, t.epochs):
+                    if stop.signum is not None:
+                        break
+                    order = resume.epoch_order(len(data.x_train), t.seed, epoch)
+                    trainer.fit(
+                        *feed(data.x_train, data.y_train, t.batch_size, order),
+                        batch_size=batch_size,
+                        initial_epoch=epoch,
+                        epochs=epoch + 1,
+                        validation_data=validation,
+                        validation_batch_size=t.eval_batch_size if isinstance(data.x_val, np.ndarray) else None,
+                        shuffle=False,  # already in this epoch's order
+                        verbose=0,
+                        callbacks=[epoch_log, progress],
+                    )
+                    if stop.signum is not None:
+                        del epoch_log.rows[epoch:]  # the epoch it broke off is not a result
+                        break
+                    if epoch_log.nan_epoch is not None:
+                        break
+                    if t.checkpoint and epoch + 1 < t.epochs:
+                        seconds = prior_seconds + time.perf_counter() - start
+                        resume.save(run_dir, trainer, epoch + 1, epoch_log.rows, config_hash, seconds)
+            finally:
+                progress.close()
         fit_seconds = time.perf_counter() - start
         history = epoch_log.rows
+        new_epochs = len(history) - first_epoch
         metrics.update(
             epochs=len(history),
-            train_seconds=round(fit_seconds, 3),
-            images_per_second=round(len(data.x_train) * len(history) / fit_seconds, 1) if history else 0.0,
+            train_seconds=round(prior_seconds + fit_seconds, 3),
+            images_per_second=round(len(data.x_train) * new_epochs / fit_seconds, 1) if new_epochs > 0 else 0.0,
             train_images=len(data.x_train),
             val_images=len(data.x_val),
             test_images=len(data.x_test),
@@ -215,6 +286,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         artifacts.write_history(run_dir / "history.csv", history)
         if history:
             artifacts.plot_curves(run_dir / "curves.png", history, f"{cfg.dataset.name} · {cfg.model.name}")
+        if stop.signum is not None:
+            name = signal.Signals(stop.signum).name
+            metrics.update(status="interrupted", exit_code=stop.exit_code,
+                           error=f"{name} after {len(history)} of {t.epochs} epochs; continue with: cnnrun resume {run_dir}")
+            return metrics
 
         # Evaluate on the test set, once, with the classifier (no augmentation).
         probs = predict(classifier, data.x_test, t.eval_batch_size)
@@ -240,6 +316,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             metrics.update(status="nan", error=f"loss became NaN or inf in epoch {epoch_log.nan_epoch}; lower optimizer.lr")
         else:
             metrics["status"] = "ok"
+            (run_dir / resume.CHECKPOINT).unlink(missing_ok=True)  # model.keras is the result; the checkpoint is spent
     finally:
         keras.config.set_dtype_policy("float32")  # the next job in this process starts from the default
         metrics["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -248,18 +325,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     return metrics
 
 
-
-def mark_failed(run_dir: Path, error: str) -> None:
-    """Records a run that died as `status: failed` with its error, so it never looks finished."""
-    import json
-
+def mark_failed(run_dir: Path, error: str, status: str = "failed") -> None:
+    """Records a run that died as `status: failed` (or `interrupted`) with its error, so it never looks finished."""
     path = Path(run_dir) / "metrics.json"
     try:
         metrics = json.loads(path.read_text()) if path.exists() else {}
     except (OSError, ValueError):
         metrics = {}
     if metrics.get("status") in (None, "running"):
-        metrics.update(status="failed", error=error.splitlines()[0] if error else "failed")
+        metrics.update(status=status, error=error.splitlines()[0] if error else status)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             artifacts.write_json(path, metrics)
