@@ -309,14 +309,14 @@ def load_dataset(cfg, seed: int = 0, val_split: float = 0.0) -> Dataset:
 
     x_train, x_test = arrays["x_train"], arrays["x_test"]
     if isinstance(x_train, np.ndarray):  # folder datasets streamed from disk are checked file by file
-        x_train = to_uint8_images(x_train, f"{name} training images")
-        x_test = to_uint8_images(x_test, f"{name} test images")
+        x_train = to_uint8_images(x_train, f"{name} training images ({source})")
+        x_test = to_uint8_images(x_test, f"{name} test images ({source})")
     if x_train.shape[1:] != x_test.shape[1:]:
         raise CnnrunError(f"{name}: training images are {x_train.shape[1:]} but test images {x_test.shape[1:]}; they must match")
     if not class_names:
         class_names = [str(i) for i in range(int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1)]
-    y_train = check_labels(arrays["y_train"], len(x_train), len(class_names), f"{name} training labels")
-    y_test = check_labels(arrays["y_test"], len(x_test), len(class_names), f"{name} test labels")
+    y_train = check_labels(arrays["y_train"], len(x_train), len(class_names), f"{name} training labels ({source})")
+    y_test = check_labels(arrays["y_test"], len(x_test), len(class_names), f"{name} test labels ({source})")
 
     limit = cfg.get("limit")
     if limit is not None and int(limit) < 1:

@@ -112,29 +112,39 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
     return classes
 
 
-def _check_files(files: list[Path], policy: str, notes: list[str]) -> list[Path]:
-    """Drops (policy 'warn') or refuses (policy 'error') files PIL cannot read as images."""
+def _check_files(files: list[Path], policy: str, notes: list[str], limits: tuple[int, int]) -> list[Path]:
+    """Drops (policy 'warn') or refuses (policy 'error') files PIL cannot read, and images too small
+    to hold a picture or too large to decode safely (their size comes from the header, nothing is decoded)."""
+    min_side, max_pixels = limits
     bad = []
     for f in files:
         try:
-            with Image.open(f) as im:
-                im.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit below
+                with Image.open(f) as im:
+                    w, h = im.size
+                    im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             bad.append((f, type(e).__name__))
+            continue
+        if min(w, h) < min_side:
+            bad.append((f, f"{w}x{h} px, a side under dataset.min_side={min_side}"))
+        elif w * h > max_pixels:
+            bad.append((f, f"{w}x{h} px, over dataset.max_pixels={max_pixels}"))
     if bad and policy == "error":
         listed = ", ".join(f"{f} ({why})" for f, why in bad[:5])
         raise CnnrunError(
-            f"{len(bad)} unreadable image file(s): {listed}{' ...' if len(bad) > 5 else ''}; "
+            f"{len(bad)} unusable image file(s): {listed}{' ...' if len(bad) > 5 else ''}; "
             "remove them or set dataset.bad_files=warn to skip them"
         )
     if bad:
-        notes.append(f"skipped {len(bad)} unreadable image file(s): " + ", ".join(str(f) for f, _ in bad[:5])
+        notes.append(f"skipped {len(bad)} unusable image file(s): " + ", ".join(f"{f} ({why})" for f, why in bad[:5])
                      + (" ..." if len(bad) > 5 else ""))
     bad_set = {f for f, _ in bad}
     return [f for f in files if f not in bad_set]
 
 
-def _scan(root: Path, policy: str, notes: list[str], where: str) -> dict[str, list[Path]]:
+def _scan(root: Path, policy: str, notes: list[str], where: str, limits: tuple[int, int]) -> dict[str, list[Path]]:
     classes = _class_folders(root)
     if len(classes) < 2:
         raise CnnrunError(
@@ -142,7 +152,7 @@ def _scan(root: Path, policy: str, notes: list[str], where: str) -> dict[str, li
             "a classifier needs at least two, one sub-folder of images per class"
         )
     for name, files in classes.items():
-        classes[name] = _check_files(files, policy, notes)
+        classes[name] = _check_files(files, policy, notes, limits)
         if not classes[name]:
             raise CnnrunError(
                 f"class folder {root / name} holds no readable images ({', '.join(sorted(EXTENSIONS))}); "
@@ -166,11 +176,15 @@ def load_folder(cfg):
     policy = cfg.get("bad_files", "warn")
     if policy not in ("warn", "error"):
         raise CnnrunError(f"dataset.bad_files={policy} is unknown; expected warn (skip them) or error")
+    limits = (cfg.get("min_side", 8), cfg.get("max_pixels", 50_000_000))
+    for key, value in zip(("min_side", "max_pixels"), limits):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CnnrunError(f"dataset.{key}={value!r} must be a whole number >= 1")
     notes: list[str] = []
 
     if (root / "train").is_dir() and (root / "test").is_dir():
-        train = _scan(root / "train", policy, notes, f"{root / 'train'}")
-        test = _scan(root / "test", policy, notes, f"{root / 'test'}")
+        train = _scan(root / "train", policy, notes, f"{root / 'train'}", limits)
+        test = _scan(root / "test", policy, notes, f"{root / 'test'}", limits)
         unseen = sorted(set(test) - set(train))
         if unseen:
             raise CnnrunError(
@@ -183,7 +197,7 @@ def load_folder(cfg):
     else:
         from sklearn.model_selection import train_test_split
 
-        classes = _scan(root, policy, notes, str(root))
+        classes = _scan(root, policy, notes, str(root), limits)
         class_names = sorted(classes)
         every = [(str(f), k) for k, c in enumerate(class_names) for f in classes[c]]
         split = float(cfg.get("test_split", 0.33))

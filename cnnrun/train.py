@@ -204,6 +204,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         )
         for note in data.notes:
             log.warning(note)
+        if len(data.x_train) < t.batch_size:
+            log.warning("only %d training images, fewer than trainer.batch_size=%d: every epoch is one step; "
+                        "lower trainer.batch_size for more updates", len(data.x_train), t.batch_size)
 
         augment = build_augment(cfg.augment, seed=t.seed)
         if augment is not None:

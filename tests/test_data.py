@@ -95,6 +95,25 @@ def test_nan_images_are_refused():
         data.to_uint8_images(x, "test images")
 
 
+@pytest.mark.parametrize(
+    "x_train, message",
+    [
+        (np.zeros((0, 28, 28), np.uint8), "holds no images"),
+        (np.zeros((12, 784), np.uint8), r"has shape \(12, 784\); expected \(N, H, W\)"),
+        (np.full((12, 28, 28), np.inf, np.float32), "NaN or inf pixels"),
+        (np.full((12, 28, 28), 300.0, np.float32), r"pixel values in \[300, 300\]"),
+    ],
+    ids=["empty", "wrong-shape", "inf", "out-of-range"],
+)
+def test_broken_npz_names_the_file_and_the_fault(tmp_path, x_train, message):
+    path = tmp_path / "broken.npz"
+    y = np.arange(len(x_train)) % 10
+    np.savez(path, x_train=x_train, y_train=y, x_test=np.zeros((4, 28, 28), np.uint8), y_test=np.arange(4))
+    with pytest.raises(CnnrunError, match=message) as err:
+        data.load_dataset(cfg(path=str(path)))
+    assert "broken.npz" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_search_order_cnnrun_data_then_keras_cache(no_default_places, monkeypatch):
     tmp = no_default_places
     cache = make_mnist_like(tmp / "keras-home" / "datasets" / "fashion-mnist", seed=1)

@@ -84,12 +84,19 @@ def test_balance(cfg_factory, tmp_path):
 
 def test_bad_files_skipped_with_warning_or_refused(cfg_factory, photos):
     (photos / "red" / "not_an_image.png").write_text("hello")
-    Image.new("RGB", (1, 1)).save(photos / "blue" / "tiny.png")  # 1x1 is odd but readable
+    Image.new("RGB", (1, 1)).save(photos / "blue" / "tiny.png")
+    Image.new("L", (10000, 10000)).save(photos / "blue" / "huge.png")  # 100 Mpx: PIL itself only warns
     ds = load_dataset(folder(cfg_factory, photos).dataset)
-    assert any("not_an_image.png" in note for note in ds.notes)
-    assert len(ds.x_train) + len(ds.x_test) == 25
-    with pytest.raises(CnnrunError, match="not_an_image.png.*dataset.bad_files=warn"):
+    notes = " ".join(ds.notes)
+    assert "not_an_image.png (UnidentifiedImageError)" in notes
+    assert "tiny.png (1x1 px, a side under dataset.min_side=8)" in notes
+    assert "huge.png (10000x10000 px, over dataset.max_pixels=50000000)" in notes
+    assert len(ds.x_train) + len(ds.x_test) == 24  # the good ones are all there
+    with pytest.raises(CnnrunError, match="unusable image file.*huge.png.*tiny.png.*dataset.bad_files=warn"):
         load_dataset(folder(cfg_factory, photos, "dataset.bad_files=error").dataset)
+    # Raising the limits lets them in, on purpose.
+    ds = load_dataset(folder(cfg_factory, photos, "dataset.min_side=1", "dataset.max_pixels=200000000").dataset)
+    assert len(ds.x_train) + len(ds.x_test) == 26
 
 
 @pytest.mark.parametrize(

@@ -131,3 +131,12 @@ def test_real_fashion_mnist(cfg_factory, tmp_path):
     assert header[1:] == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                           "Bag", "Ankle boot"]
     assert any(Path(tmp_path / "misclassified").glob("T-shirt-top_to_*.png")) or metrics["misclassified"] < 100
+
+
+def test_dataset_smaller_than_one_batch_warns_and_still_trains(cfg_factory, tmp_path, caplog):
+    cfg = cfg_factory("dataset.limit=30", "trainer.batch_size=64", "model=dense", "trainer.epochs=2")
+    with caplog.at_level("WARNING", logger="cnnrun"):
+        m = train(cfg, tmp_path)
+    assert m["status"] == "ok" and m["train_images"] == 30
+    warning = [r.getMessage() for r in caplog.records if "fewer than trainer.batch_size=64" in r.getMessage()]
+    assert warning and "only 30 training images" in warning[0]
