@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import secrets
 import sys
@@ -48,12 +49,20 @@ def run_job(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from cnnrun import CnnrunError, console
-    from cnnrun.train import mark_failed, train
-
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    gpu = None
+    if multirun and multiprocessing.parent_process() is not None:  # a parallel launcher's worker
+        from cnnrun.launch import claim_gpu
+
+        gpu = claim_gpu(Path(hc.sweep.dir) / ".gpus")  # before anything imports the backend
+
+    from cnnrun import CnnrunError, console
+    from cnnrun.train import mark_failed, train
+
+    if gpu is not None:
+        log.info("job %s: GPU %s", hc.job.num, gpu)
     try:
         metrics = train(cfg, run_dir)
     except CnnrunError as e:

@@ -19,6 +19,22 @@ def _conv(x, filters, name, **kwargs):
     return layers.Conv2D(filters, 3, activation="relu", name=name, **kwargs)(x)
 
 
+def dropout_rates(dropout, conv=0.25, head=0.5) -> tuple[float, float]:
+    """(after-convolution, head) dropout rates. True = the articles' 0.25 / 0.5, False = none,
+    a number r in [0, 1) = r in the head and r / 2 after the convolutions (the articles' ratio)."""
+    if dropout is True:
+        return conv, head
+    if dropout is False or dropout is None:
+        return 0.0, 0.0
+    if isinstance(dropout, (int, float)) and 0 <= dropout < 1:
+        return dropout / 2, float(dropout)
+    raise CnnrunError(f"model.dropout={dropout!r} must be true (the article's rates), false, or a rate in [0, 1) like 0.4")
+
+
+def _drop(x, rate, name):
+    return layers.Dropout(rate, name=name)(x) if rate > 0 else x
+
+
 def _classifier(x, num_classes):
     return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
 
@@ -51,7 +67,8 @@ def cnn3(
     Args:
         pad: pixels of ZeroPadding2D before the first convolution (2 = the "padded 3-conv").
         extra_conv: add a fourth convolution with 256 filters.
-        dropout: keep Dropout(0.25) after pooling and Dropout(0.5) before the classifier.
+        dropout: True keeps Dropout(0.25) after pooling and Dropout(0.5) before the classifier;
+            False drops both; a rate r puts r before the classifier and r / 2 after pooling.
         extra_dense: add a second Dense 128 layer.
         third_conv: the 128-filter convolution; False gives Keras' mnist_cnn.
     """
@@ -63,23 +80,26 @@ def cnn3(
         x = _conv(x, 128, "conv3")
     if extra_conv:
         x = _conv(x, 256, "conv4")
+    conv_rate, head_rate = dropout_rates(dropout)
     x = layers.MaxPooling2D(2, name="pool")(x)
-    if dropout:
-        x = layers.Dropout(0.25, name="drop_conv")(x)
+    x = _drop(x, conv_rate, "drop_conv")
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(128, activation="relu", name="fc1")(x)
     if extra_dense:
         x = layers.Dense(128, activation="relu", name="fc2")(x)
-    if dropout:
-        x = layers.Dropout(0.5, name="drop_fc")(x)
+    x = _drop(x, head_rate, "drop_fc")
     return keras.Model(inputs, _classifier(x, num_classes), name=name)
 
 
 def cnn4(input_shape, num_classes, dropout=True):
-    """Article 000's four-convolution net with BatchNorm after every layer and a Dense 512 -> 128 head."""
+    """Article 000's four-convolution net with BatchNorm after every layer and a Dense 512 -> 128 head.
+
+    `dropout` as in cnn3: True = 0.25 after the convolution blocks and 0.5 in the head.
+    """
+    conv_rate, head_rate = dropout_rates(dropout)
 
     def drop(x, rate, name):
-        return layers.Dropout(rate, name=name)(x) if dropout else x
+        return _drop(x, conv_rate if rate < 0.5 else head_rate, name)
 
     inputs = keras.Input(input_shape, name="image")
     x = _conv(inputs, 32, "conv1")
@@ -142,6 +162,8 @@ def check_model_config(cfg) -> None:
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise CnnrunError(f"model {cfg.name} takes no {unknown}; its options are {sorted(accepted)}")
+    if "dropout" in params:
+        dropout_rates(params["dropout"])
 
 
 def build_model(cfg, input_shape, num_classes) -> keras.Model:
