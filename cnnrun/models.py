@@ -153,6 +153,7 @@ def register(name):
 
 def check_model_config(cfg) -> None:
     """Refuses an unknown model name or an argument its builder does not take — before any data is read."""
+    import cnnrun.resnet  # noqa: F401 - registers resnet
     import cnnrun.vgg  # noqa: F401 - registers vgg16
     params = {k: v for k, v in cfg.items() if k != "name"}
     builder = BUILDERS.get(cfg.name)

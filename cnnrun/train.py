@@ -51,19 +51,72 @@ def check_config(cfg: DictConfig) -> None:
         raise CnnrunError(f"trainer.resume={t.resume!r} must be auto (continue a checkpoint if there is one), true or false")
     if not isinstance(t.checkpoint, bool):
         raise CnnrunError(f"trainer.checkpoint={t.checkpoint!r} must be true or false")
+    if isinstance(t.label_smoothing, bool) or not isinstance(t.label_smoothing, (int, float)) \
+            or not 0 <= t.label_smoothing < 1:
+        raise CnnrunError(f"trainer.label_smoothing={t.label_smoothing!r} must lie in [0, 1), e.g. 0.1")
+    if t.tta not in ("none", "flip"):
+        raise CnnrunError(f"trainer.tta={t.tta!r} is unknown; expected none or flip")
     o = cfg.optimizer
     if o.name not in ("adam", "sgd"):
         raise CnnrunError(f"optimizer.name={o.name!r} is unknown; expected adam or sgd")
+    if o.get("schedule", "constant") not in ("constant", "cosine", "onecycle"):
+        raise CnnrunError(f"optimizer.schedule={o.schedule!r} is unknown; expected constant, cosine or onecycle")
+    warmup = o.get("warmup", 0.0)
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup < 1:
+        raise CnnrunError(f"optimizer.warmup={warmup!r} must be a fraction of the run in [0, 1), e.g. 0.1")
+    decay = o.get("weight_decay")
+    if decay is not None and (isinstance(decay, bool) or not isinstance(decay, (int, float)) or decay < 0):
+        raise CnnrunError(f"optimizer.weight_decay={decay!r} must be null or a number >= 0, e.g. 5.0e-4")
     if isinstance(o.lr, bool) or not isinstance(o.lr, (int, float)) or not o.lr > 0:
         raise CnnrunError(f"optimizer.lr={o.lr!r} must be a positive number, e.g. optimizer.lr=0.001")
     check_model_config(cfg.model)
     build_augment(cfg.augment, 0)  # validates the augment node
 
 
-def build_optimizer(cfg) -> keras.optimizers.Optimizer:
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from ~0 to `peak` over `warmup_steps`, then linear decay to 0 at `total_steps`."""
+
+    def __init__(self, peak, total_steps, warmup_steps):
+        self.peak, self.total, self.warmup = float(peak), int(total_steps), max(1, int(warmup_steps))
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        up = step / self.warmup
+        down = (self.total - step) / max(1, self.total - self.warmup)
+        return self.peak * keras.ops.clip(keras.ops.minimum(up, down), 0.0, 1.0)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total, "warmup_steps": self.warmup}
+
+
+def build_optimizer(cfg, total_steps: int = 1) -> keras.optimizers.Optimizer:
+    """The optimizer with its learning-rate schedule over `total_steps` gradient steps."""
+    schedule = cfg.get("schedule", "constant")
+    warmup = int(float(cfg.get("warmup", 0.0)) * total_steps)
+    if schedule == "constant":
+        lr = cfg.lr
+    elif schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else cfg.lr, max(1, total_steps - warmup), warmup_target=cfg.lr if warmup else None,
+            warmup_steps=warmup)
+    else:  # onecycle
+        lr = OneCycle(cfg.lr, total_steps, warmup or int(0.3 * total_steps))
+    decay = cfg.get("weight_decay")
     if cfg.name == "adam":
-        return keras.optimizers.Adam(cfg.lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon)
-    return keras.optimizers.SGD(cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return keras.optimizers.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon, weight_decay=decay)
+    return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=decay)
+
+
+def build_loss(label_smoothing: float, num_classes: int):
+    """Cross-entropy on integer labels; with smoothing, on softened one-hot targets."""
+    if not label_smoothing:
+        return "sparse_categorical_crossentropy"
+
+    def smoothed_crossentropy(y_true, y_pred):
+        labels = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), num_classes)
+        return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=label_smoothing)
+
+    return smoothed_crossentropy
 
 
 def assemble(cfg_model, data: Dataset, augment) -> tuple[keras.Model, keras.Model]:
@@ -214,9 +267,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             artifacts.plot_augment_preview(run_dir / "augment_preview.png", sample, preview(augment, sample))
 
         classifier, trainer = assemble(cfg.model, data, augment)
+        steps = -(-len(data.x_train) // t.batch_size)
         trainer.compile(
-            optimizer=build_optimizer(cfg.optimizer),
-            loss="sparse_categorical_crossentropy",  # = categorical cross-entropy on integer labels
+            optimizer=build_optimizer(cfg.optimizer, total_steps=steps * t.epochs),
+            loss=build_loss(t.label_smoothing, data.num_classes),  # cross-entropy on integer labels
             metrics=["accuracy"],
             jit_compile=t.jit,
         )
@@ -237,7 +291,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             metrics["resumed_from_epoch"] = first_epoch
             log.info("resuming %s after epoch %d of %d", run_dir, first_epoch, t.epochs)
         has_val = len(data.x_val) > 0
-        steps = -(-len(data.x_train) // t.batch_size)
         progress = RichProgress(t.epochs, steps, t.verbose)
         batch_size = t.batch_size if isinstance(data.x_train, np.ndarray) else None
         validation = _one(feed(data.x_val, data.y_val, t.eval_batch_size)) if has_val else None
@@ -297,6 +350,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
         # Evaluate on the test set, once, with the classifier (no augmentation).
         probs = predict(classifier, data.x_test, t.eval_batch_size)
+        if t.tta == "flip":  # average with the mirror image: what the model sees either way round
+            if not isinstance(data.x_test, np.ndarray):
+                raise CnnrunError("trainer.tta=flip needs the test images in memory; set dataset.cache=true or tta=none")
+            probs = (probs + predict(classifier, data.x_test[:, :, ::-1], t.eval_batch_size)) / 2
         y_pred = probs.argmax(axis=1)
         y_true = data.y_test
         p_true = np.clip(probs[np.arange(len(y_true)), y_true], 1e-7, 1.0)
