@@ -13,6 +13,7 @@ import keras
 from keras import layers
 
 from cnnrun import CnnrunError
+from cnnrun.backend import BatchNorm
 
 
 def _conv(x, filters, name, **kwargs):
@@ -103,24 +104,24 @@ def cnn4(input_shape, num_classes, dropout=True):
 
     inputs = keras.Input(input_shape, name="image")
     x = _conv(inputs, 32, "conv1")
-    x = layers.BatchNormalization(name="bn1")(x)
+    x = BatchNorm(name="bn1")(x)
     x = _conv(x, 32, "conv2")
-    x = layers.BatchNormalization(name="bn2")(x)
+    x = BatchNorm(name="bn2")(x)
     x = layers.MaxPooling2D(2, name="pool1")(x)
     x = drop(x, 0.25, "drop1")
     x = _conv(x, 64, "conv3")
-    x = layers.BatchNormalization(name="bn3")(x)
+    x = BatchNorm(name="bn3")(x)
     x = drop(x, 0.25, "drop2")
     x = _conv(x, 128, "conv4")
-    x = layers.BatchNormalization(name="bn4")(x)
+    x = BatchNorm(name="bn4")(x)
     x = layers.MaxPooling2D(2, name="pool2")(x)
     x = drop(x, 0.25, "drop3")
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(512, activation="relu", name="fc1")(x)
-    x = layers.BatchNormalization(name="bn5")(x)
+    x = BatchNorm(name="bn5")(x)
     x = drop(x, 0.5, "drop4")
     x = layers.Dense(128, activation="relu", name="fc2")(x)
-    x = layers.BatchNormalization(name="bn6")(x)
+    x = BatchNorm(name="bn6")(x)
     x = drop(x, 0.5, "drop5")
     return keras.Model(inputs, _classifier(x, num_classes), name="cnn4")
 

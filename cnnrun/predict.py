@@ -28,6 +28,9 @@ def predict_files(run_dir: Path, files: list[Path], top: int = 1):
     """(rows, unreadable): rows are (file, [(class, probability)] * top) for each readable image."""
     import keras
 
+    import cnnrun.backend  # noqa: F401 - registers cnnrun's layers (BatchNorm) for loading
+    import cnnrun.vgg  # noqa: F401 - and VGGPreprocess
+
     model_file = run_dir / "model.keras"
     if not model_file.is_file():
         raise CnnrunError(f"{run_dir} has no model.keras; give the directory of a finished run (output.save_model=true)")

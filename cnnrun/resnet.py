@@ -12,11 +12,12 @@ import keras
 from keras import layers
 
 from cnnrun import CnnrunError
+from cnnrun.backend import BatchNorm
 from cnnrun.models import _classifier, register
 
 
 def _bn(x, name):
-    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)(x)
+    return BatchNorm(momentum=0.9, epsilon=1.001e-5, name=name)(x)  # 1.001e-5: the fused kernel's minimum
 
 
 def _block(x, filters, stride, name, l2):
