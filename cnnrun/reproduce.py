@@ -111,7 +111,8 @@ def table(names: list[str], seeds: dict[str, list[int]], refs: dict, out: Path) 
         ref = refs[name]
         if not done:
             failed = next((m for _, m in runs if m and m.get("status") not in (None, "running")), None)
-            why = f"not run here: {failed.get('error', failed['status'])}" if failed else "not run yet"
+            error = str(failed.get("error", failed["status"])).replace("|", "/") if failed else ""
+            why = f"not run here: {error[:150]}{'…' if len(error) > 150 else ''}" if failed else "not run yet"
             lines.append(f"| {name} | {'' if ref is None else f'{100 * ref:.2f}'} | {why} | | | | | | | {cmd} |")
             continue
         accs = [m["test_accuracy"] for _, m in done]
