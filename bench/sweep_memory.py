@@ -7,6 +7,7 @@ Reported: resident memory (RSS) at the end of job 1, 5 and 10, and the growth fr
 
     python bench/sweep_memory.py                  # cnn4, 3000 Fashion-MNIST images, 1 epoch per job
     python bench/sweep_memory.py --jobs 10 --model cnn3 --images 6000
+    python bench/sweep_memory.py --fresh          # also each job in a fresh process (trainer.fresh_process=true)
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ for job in range(jobs):
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (a fresh-process job is a child)."""
+    total = _own_rss_mb(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return total + sum(rss_mb(int(c)) for c in children)
+
+
+def _own_rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -76,6 +87,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=10)
     ap.add_argument("--model", default="cnn4")
     ap.add_argument("--images", type=int, default=3000)
+    ap.add_argument("--fresh", action="store_true", help="also measure trainer.fresh_process=true")
     args = ap.parse_args()
     seeds = ",".join(str(i) for i in range(args.jobs))
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,11 +96,23 @@ def main() -> None:
              f"dataset.limit={args.images}", "trainer.epochs=1", "trainer.verbose=0", f"hydra.sweep.dir={tmp}/sweep"],
             lambda out: out.count("test accuracy"),
         )
+    fresh = None
+    if args.fresh:
+        with tempfile.TemporaryDirectory() as tmp:
+            fresh = watch(
+                [sys.executable, "-m", "cnnrun", "train", "-m", f"trainer.seed={seeds}", f"model={args.model}",
+                 f"dataset.limit={args.images}", "trainer.epochs=1", "trainer.verbose=0", "trainer.fresh_process=true",
+                 f"hydra.sweep.dir={tmp}/sweep"],
+                lambda out: out.count("test accuracy"),
+            )
     plain = watch([sys.executable, "-c", PLAIN, str(args.jobs), args.model, str(args.images)],
                   lambda out: out.count("JOB-DONE"))
     print(f"\n{args.jobs} jobs · {args.model} · {args.images} Fashion-MNIST images · 1 epoch each · {os.cpu_count()} CPUs")
     print("\n| process | RSS after job 1 (MB) | after job 5 | after job 10 | growth job 1 → 10 |\n|---|---|---|---|---|")
-    for name, peaks in (("plain Keras loop (no clear_session)", plain), ("cnnrun train -m (basic launcher)", ours)):
+    rows = [("plain Keras loop (no clear_session)", plain), ("cnnrun train -m (basic launcher)", ours)]
+    if fresh:
+        rows.append(("cnnrun train -m trainer.fresh_process=true", fresh))
+    for name, peaks in rows:
         mid = peaks[min(4, len(peaks) - 1)]
         print(f"| {name} | {peaks[0]:.0f} | {mid:.0f} | {peaks[-1]:.0f} | {peaks[-1] - peaks[0]:+.0f} MB |")
     print(f"\ncnnrun peak / plain peak: {ours[-1] / plain[-1]:.2f}")

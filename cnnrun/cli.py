@@ -63,8 +63,14 @@ def run_job(cfg) -> float | None:
 
     if gpu is not None:
         log.info("job %s: GPU %s", hc.job.num, gpu)
+    fresh = multirun and cfg.trainer.get("fresh_process", False)
     try:
-        metrics = train(cfg, run_dir)
+        if fresh:
+            from cnnrun.launch import train_in_fresh_process
+
+            metrics = train_in_fresh_process(cfg, run_dir)
+        else:
+            metrics = train(cfg, run_dir)
     except CnnrunError as e:
         mark_failed(run_dir, str(e))
         console.error(str(e))

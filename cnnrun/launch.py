@@ -55,3 +55,61 @@ def claim_gpu(lock_dir: Path, gpus: list[str] | None = None) -> str | None:
         _claimed["gpu"] = None
     os.environ["CUDA_VISIBLE_DEVICES"] = chosen
     return chosen
+
+
+def _child(cfg_yaml: str, run_dir: str) -> None:
+    """Entry point of a fresh process: one training run, its outcome left in metrics.json and the exit code."""
+    import logging  # noqa: PLC0415
+
+    from omegaconf import OmegaConf  # noqa: PLC0415
+
+    from cnnrun import CnnrunError  # noqa: PLC0415
+    from cnnrun.train import mark_failed, train  # noqa: PLC0415
+
+    fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    handlers = [logging.StreamHandler(), logging.FileHandler(Path(run_dir) / "train.log")]
+    for h in handlers:
+        h.setFormatter(fmt)
+        logging.getLogger().addHandler(h)
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        train(OmegaConf.create(cfg_yaml), run_dir)
+    except CnnrunError as e:
+        mark_failed(Path(run_dir), str(e))
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as e:
+        mark_failed(Path(run_dir), f"{type(e).__name__}: {e}")
+        raise
+
+
+def train_in_fresh_process(cfg, run_dir: Path) -> dict:
+    """Runs train(cfg, run_dir) in a new process and returns its metrics (trainer.fresh_process=true).
+
+    Costs a backend start-up per job (seconds), and in exchange every job starts from the same memory:
+    whatever the backend keeps after a run (TensorFlow keeps each job's graphs) dies with the process.
+    """
+    import json  # noqa: PLC0415
+    import multiprocessing  # noqa: PLC0415
+
+    from omegaconf import OmegaConf  # noqa: PLC0415
+
+    from cnnrun import CnnrunError  # noqa: PLC0415
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=_child, args=(OmegaConf.to_yaml(cfg, resolve=True), str(run_dir)), name="cnnrun-job")
+    child.start()
+    try:
+        child.join()
+    except KeyboardInterrupt:  # the child got the Ctrl-C too: it stops after its batch and saves
+        child.join()
+    try:
+        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        metrics = {"status": "failed", "error": f"the job's process exited with {child.exitcode} before writing metrics"}
+    if child.exitcode == 2:
+        raise CnnrunError(metrics.get("error", "the job failed"))
+    if child.exitcode not in (0, 130, 143) and metrics.get("status") in ("failed", "running"):
+        raise RuntimeError(metrics.get("error", f"the job's process exited with {child.exitcode}"))
+    return metrics

@@ -22,7 +22,7 @@ from cnnrun import CnnrunError, artifacts
 
 CHECKPOINT = "checkpoint.npz"
 # Keys that change how a run is shown or how long it goes on, not what it computes.
-NEUTRAL = ("trainer.resume", "trainer.verbose", "trainer.epochs", "output")
+NEUTRAL = ("trainer.resume", "trainer.verbose", "trainer.epochs", "trainer.fresh_process", "output")
 
 
 def fingerprint(cfg: DictConfig) -> str:

@@ -49,6 +49,8 @@ def check_config(cfg: DictConfig) -> None:
         raise CnnrunError(f"trainer.threads={t.threads!r} must be auto or a whole number >= 1")
     if t.resume not in ("auto", True, False):
         raise CnnrunError(f"trainer.resume={t.resume!r} must be auto (continue a checkpoint if there is one), true or false")
+    if not isinstance(t.get("fresh_process", False), bool):
+        raise CnnrunError(f"trainer.fresh_process={t.fresh_process!r} must be true or false")
     if not isinstance(t.checkpoint, bool):
         raise CnnrunError(f"trainer.checkpoint={t.checkpoint!r} must be true or false")
     if isinstance(t.label_smoothing, bool) or not isinstance(t.label_smoothing, (int, float)) \

@@ -129,3 +129,18 @@ def test_each_parallel_worker_gets_its_own_gpu(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     assert launch.visible_gpus() == ["0", "1"]
     assert json.dumps(launch.visible_gpus())  # plain strings
+
+
+def test_fresh_process_jobs_give_the_same_results(tmp_path):
+    """trainer.fresh_process=true: each job in a new process, same numbers as in one process."""
+    sweeps = {}
+    for fresh in ("false", "true"):
+        sweeps[fresh] = tmp_path / fresh
+        out = run_cli("train", "-m", *TINY, "model=dense", "trainer.seed=1,2", f"trainer.fresh_process={fresh}",
+                      "trainer.val_split=0.1,1.5", f"hydra.sweep.dir={sweeps[fresh]}")
+        assert out.returncode == 0, out.stderr[-3000:]
+    rows = {k: sorted((r["trainer.seed"], r["trainer.val_split"], r["status"], r["test_acc"]) for r in summary(v))
+            for k, v in sweeps.items()}
+    assert rows["true"] == rows["false"] and [r[2] for r in rows["true"]].count("failed") == 2
+    assert "val_split" in read_metrics(sweeps["true"] / "1")["error"]  # a failing job is still one clear error
+    assert "data:" in (sweeps["true"] / "0" / "train.log").read_text()  # the job's own log reaches its file
