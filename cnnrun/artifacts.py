@@ -238,3 +238,19 @@ def plot_augment_preview(path: Path, originals, augmented) -> Path:
     fig.suptitle("training augmentation (applied on the device, training only)")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def mark_failed(run_dir: Path, error: str, status: str = "failed") -> None:
+    """Records a run that died as `status: failed` (or `interrupted`) with its error, so it never looks finished."""
+    path = Path(run_dir) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        metrics = {}
+    if metrics.get("status") in (None, "running"):
+        metrics.update(status=status, error=error.splitlines()[0] if error else status)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, metrics)
+        except (OSError, CnnrunError):
+            pass  # an unwritable run directory was already the error being reported

@@ -59,11 +59,14 @@ def run_job(cfg) -> float | None:
         gpu = claim_gpu(Path(hc.sweep.dir) / ".gpus")  # before anything imports the backend
 
     from cnnrun import CnnrunError, console
-    from cnnrun.train import mark_failed, train
+    from cnnrun.artifacts import mark_failed
+
+    fresh = multirun and cfg.trainer.get("fresh_process", False)
+    if not fresh:  # a fresh-process job keeps the backend out of this (long-lived) process
+        from cnnrun.train import train
 
     if gpu is not None:
         log.info("job %s: GPU %s", hc.job.num, gpu)
-    fresh = multirun and cfg.trainer.get("fresh_process", False)
     try:
         if fresh:
             from cnnrun.launch import train_in_fresh_process

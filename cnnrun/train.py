@@ -14,8 +14,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from cnnrun import CnnrunError, artifacts, backend, resume
+from cnnrun.artifacts import mark_failed  # noqa: F401 - re-exported: callers know it from here
 from cnnrun.augment import build_augment, preview
-from cnnrun.console import RichProgress
+from cnnrun.progress import RichProgress
 from cnnrun.data import Dataset, load_dataset
 from cnnrun.models import build_model, check_model_config
 
@@ -385,19 +386,3 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         if metrics["status"] != "running":
             artifacts.write_json(run_dir / "metrics.json", metrics)
     return metrics
-
-
-def mark_failed(run_dir: Path, error: str, status: str = "failed") -> None:
-    """Records a run that died as `status: failed` (or `interrupted`) with its error, so it never looks finished."""
-    path = Path(run_dir) / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        metrics = {}
-    if metrics.get("status") in (None, "running"):
-        metrics.update(status=status, error=error.splitlines()[0] if error else status)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            artifacts.write_json(path, metrics)
-        except (OSError, CnnrunError):
-            pass  # an unwritable run directory was already the error being reported
