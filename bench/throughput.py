@@ -6,6 +6,10 @@ cnnrun images/s over plain images/s (>= 1.0: cnnrun is no slower than the hand-w
 
     python bench/throughput.py                      # Fashion-MNIST if found, else sklearn digits
     python bench/throughput.py --images 6000 --repeats 3 --models mnist_cnn:32 cnn4:256
+    python bench/throughput.py --models dense:32 mnist_cnn:32 --variants device_data spe16 device_data+spe16
+
+--variants adds cnnrun runs with other ways of feeding fit() (trainer.device_data,
+trainer.steps_per_execution), each alternating with the others and reported against the same plain run.
 """
 
 from __future__ import annotations
@@ -28,6 +32,14 @@ from cnnrun import backend  # noqa: E402
 from cnnrun.cli import register_resolvers  # noqa: E402
 from cnnrun.data import load_dataset  # noqa: E402
 from cnnrun.train import train  # noqa: E402
+
+
+VARIANTS = {
+    "default": [],
+    "device_data": ["trainer.device_data=true"],
+    "spe16": ["trainer.steps_per_execution=16"],
+    "device_data+spe16": ["trainer.device_data=true", "trainer.steps_per_execution=16"],
+}
 
 
 def plain_model(name: str) -> keras.Model:
@@ -72,6 +84,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="alternating pairs per model")
     ap.add_argument("--models", nargs="+", default=["mnist_cnn:32", "cnn4:256"], help="MODEL:BATCH pairs")
     ap.add_argument("--threads", default="auto", help="trainer.threads for both (TF only)")
+    ap.add_argument("--variants", nargs="+", default=[], choices=[v for v in VARIANTS if v != "default"],
+                    help="cnnrun feed options to measure besides the default")
     args = ap.parse_args()
 
     register_resolvers()
@@ -94,23 +108,30 @@ def main() -> None:
     for spec in args.models:
         name, batch = spec.split(":")
         batch = int(batch)
-        with initialize_config_module("cnnrun.conf", version_base="1.3"):
-            cfg = compose("config", overrides=[
-                f"dataset={dataset}", f"dataset.limit={args.images}", f"model={name}",
-                f"trainer.batch_size={batch}", f"trainer.epochs={args.epochs}", "trainer.verbose=0",
-                f"trainer.threads={args.threads}", "output.save_model=false", "output.misclassified_max=0",
-            ])
-        plain, ours = [], []
+        cfgs = {}
+        for variant in ["default", *args.variants]:
+            with initialize_config_module("cnnrun.conf", version_base="1.3"):
+                cfgs[variant] = compose("config", overrides=[
+                    f"dataset={dataset}", f"dataset.limit={args.images}", f"model={name}",
+                    f"trainer.batch_size={batch}", f"trainer.epochs={args.epochs}", "trainer.verbose=0",
+                    f"trainer.threads={args.threads}", "output.save_model=false", "output.misclassified_max=0",
+                    "trainer.checkpoint=false", *VARIANTS[variant],
+                ])
+        plain, ours = [], {v: [] for v in cfgs}
         for _ in range(args.repeats):
             plain.append(run_plain(name, x, y, batch, args.epochs, seed=0))
-            ours.append(run_cnnrun(cfg))
-            print(f"  {name} batch {batch}: plain {plain[-1]:7.0f} img/s   cnnrun {ours[-1]:7.0f} img/s", flush=True)
-        p, o = statistics.median(plain), statistics.median(ours)
-        rows.append((name, batch, p, o, o / p))
+            for variant, cfg in cfgs.items():
+                ours[variant].append(run_cnnrun(cfg))
+            print(f"  {name} batch {batch}: plain {plain[-1]:7.0f} img/s   "
+                  + "   ".join(f"{v} {ours[v][-1]:7.0f}" for v in cfgs), flush=True)
+        p = statistics.median(plain)
+        for variant in cfgs:
+            o = statistics.median(ours[variant])
+            rows.append((name, batch, variant, p, o, o / p))
 
-    print("\n| model | batch | plain Keras img/s | cnnrun img/s | ratio |\n|---|---|---|---|---|")
-    for name, batch, p, o, r in rows:
-        print(f"| {name} | {batch} | {p:.0f} | {o:.0f} | {r:.2f} |")
+    print("\n| model | batch | cnnrun feed | plain Keras img/s | cnnrun img/s | ratio |\n|---|---|---|---|---|---|")
+    for name, batch, variant, p, o, r in rows:
+        print(f"| {name} | {batch} | {variant} | {p:.0f} | {o:.0f} | {r:.2f} |")
     sys.exit(0)
 
 

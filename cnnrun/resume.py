@@ -19,6 +19,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from cnnrun import CnnrunError, artifacts
+from cnnrun.resident import LAYER as RESIDENT_DATA
 
 CHECKPOINT = "checkpoint.npz"
 # Keys that change how a run is shown or how long it goes on, not what it computes.
@@ -42,12 +43,18 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def state_variables(model) -> list:
+    """The model's variables that make up its state: all but device-resident training data."""
+    return [v for v in model.variables if not v.path.startswith(RESIDENT_DATA + "/")]
+
+
 def save(run_dir: Path, model, epoch: int, history: list[dict], config_hash: str, train_seconds: float = 0.0) -> Path:
     """Writes the state after `epoch` completed epochs, atomically (the previous checkpoint survives a crash)."""
-    arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(model.variables)}
+    variables = state_variables(model)
+    arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
     arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(model.optimizer.variables)})
     meta = {"epoch": epoch, "history": history, "config_hash": config_hash, "train_seconds": round(train_seconds, 3),
-            "n_variables": len(model.variables), "n_optimizer": len(model.optimizer.variables)}
+            "n_variables": len(variables), "n_optimizer": len(model.optimizer.variables)}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     return artifacts.atomic_write(Path(run_dir) / CHECKPOINT, lambda tmp: np.savez(tmp, **arrays))
 
@@ -72,12 +79,13 @@ def restore(model, checkpoint: dict) -> None:
     optimizer = model.optimizer
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
-    if meta["n_variables"] != len(model.variables) or meta["n_optimizer"] != len(optimizer.variables):
+    variables = state_variables(model)
+    if meta["n_variables"] != len(variables) or meta["n_optimizer"] != len(optimizer.variables):
         raise CnnrunError(
             f"the checkpoint holds {meta['n_variables']} model and {meta['n_optimizer']} optimizer variables but this "
-            f"model has {len(model.variables)} and {len(optimizer.variables)}; set trainer.resume=false to start over"
+            f"model has {len(variables)} and {len(optimizer.variables)}; set trainer.resume=false to start over"
         )
-    for i, v in enumerate(model.variables):
+    for i, v in enumerate(variables):
         v.assign(arrays[f"v{i}"])
     for i, v in enumerate(optimizer.variables):
         v.assign(arrays[f"o{i}"])

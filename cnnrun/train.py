@@ -19,6 +19,7 @@ from cnnrun.augment import build_augment, preview
 from cnnrun.progress import RichProgress
 from cnnrun.data import Dataset, load_dataset
 from cnnrun.models import build_model, check_model_config
+from cnnrun.resident import ResidentImages, index_feed, resident_layer
 
 log = logging.getLogger("cnnrun")
 
@@ -57,6 +58,11 @@ def check_config(cfg: DictConfig) -> None:
     if isinstance(t.label_smoothing, bool) or not isinstance(t.label_smoothing, (int, float)) \
             or not 0 <= t.label_smoothing < 1:
         raise CnnrunError(f"trainer.label_smoothing={t.label_smoothing!r} must lie in [0, 1), e.g. 0.1")
+    if not isinstance(t.get("device_data", False), bool):
+        raise CnnrunError(f"trainer.device_data={t.device_data!r} must be true or false")
+    spe = t.get("steps_per_execution", 1)
+    if isinstance(spe, bool) or not isinstance(spe, int) or spe < 1:
+        raise CnnrunError(f"trainer.steps_per_execution={spe!r} must be a whole number >= 1, e.g. 16")
     if t.tta not in ("none", "flip"):
         raise CnnrunError(f"trainer.tta={t.tta!r} is unknown; expected none or flip")
     o = cfg.optimizer
@@ -122,19 +128,23 @@ def build_loss(label_smoothing: float, num_classes: int):
     return smoothed_crossentropy
 
 
-def assemble(cfg_model, data: Dataset, augment) -> tuple[keras.Model, keras.Model]:
-    """(classifier, trainer): both take raw uint8 pixels and share every weight.
+def assemble(cfg_model, data: Dataset, augment, images: ResidentImages | None = None) -> tuple[keras.Model, keras.Model]:
+    """(classifier, trainer): they share every weight.
 
-    The classifier (scale → network) is what gets saved and predicts; the trainer model adds the
-    augmentation between scaling and network, so it runs on the device and only in training.
+    The classifier (uint8 pixels → scale → network) is what gets saved and predicts. The trainer
+    model adds the augmentation between scaling and network, so it runs on the device and only in
+    training; with device-resident `images` it takes image indices instead of pixels.
     """
     network = build_model(cfg_model, data.input_shape, data.num_classes)
+    scale = keras.layers.Rescaling(1.0 / 255, name="scale")
     pixels = keras.Input(data.input_shape, dtype="uint8", name="pixels")
-    scaled = keras.layers.Rescaling(1.0 / 255, name="scale")(pixels)
-    classifier = keras.Model(pixels, network(scaled), name=network.name)
-    if augment is None:
+    classifier = keras.Model(pixels, network(scale(pixels)), name=network.name)
+    if augment is None and images is None:
         return classifier, classifier
-    return classifier, keras.Model(pixels, network(augment(scaled)), name=f"{network.name}_augmented")
+    inputs = pixels if images is None else keras.Input((), dtype="int32", name="index")
+    x = scale(inputs if images is None else images(inputs))
+    x = x if augment is None else augment(x)
+    return classifier, keras.Model(inputs, network(x), name=f"{network.name}_train")
 
 
 def feed(x, y, batch_size, order=None) -> tuple:
@@ -269,13 +279,16 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             sample = np.asarray(data.x_train[:8])
             artifacts.plot_augment_preview(run_dir / "augment_preview.png", sample, preview(augment, sample))
 
-        classifier, trainer = assemble(cfg.model, data, augment)
+        # With trainer.device_data the pixels go to the device once; fit() then feeds indices and labels.
+        images = resident_layer(data.x_train, data.x_val) if t.get("device_data", False) else None
+        classifier, trainer = assemble(cfg.model, data, augment, images)
         steps = -(-len(data.x_train) // t.batch_size)
         trainer.compile(
             optimizer=build_optimizer(cfg.optimizer, total_steps=steps * t.epochs),
             loss=build_loss(t.label_smoothing, data.num_classes),  # cross-entropy on integer labels
             metrics=["accuracy"],
             jit_compile=t.jit,
+            steps_per_execution=t.get("steps_per_execution", 1),  # >1: several steps per call, less Python per step
         )
         summary = []
         classifier.summary(print_fn=lambda line, *a, **k: summary.append(line), expand_nested=True)
@@ -297,6 +310,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         progress = RichProgress(t.epochs, steps, t.verbose)
         batch_size = t.batch_size if isinstance(data.x_train, np.ndarray) else None
         validation = _one(feed(data.x_val, data.y_val, t.eval_batch_size)) if has_val else None
+        if images is not None:
+            validation = index_feed(data.y_train, np.arange(0), data.y_val, offset=len(data.x_train))[1]
         start = time.perf_counter()
         with resume.StopOnSignal(trainer, say=log.warning) as stop:
             try:
@@ -305,7 +320,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                         break
                     order = resume.epoch_order(len(data.x_train), t.seed, epoch)
                     trainer.fit(
-                        *feed(data.x_train, data.y_train, t.batch_size, order),
+                        *(feed(data.x_train, data.y_train, t.batch_size, order) if images is None
+                          else index_feed(data.y_train, order)[0]),
                         batch_size=batch_size,
                         initial_epoch=epoch,
                         epochs=epoch + 1,
