@@ -22,8 +22,10 @@ from cnnrun import CnnrunError, artifacts
 from cnnrun.resident import LAYER as RESIDENT_DATA
 
 CHECKPOINT = "checkpoint.npz"
-# Keys that change how a run is shown or how long it goes on, not what it computes.
-NEUTRAL = ("trainer.resume", "trainer.verbose", "trainer.epochs", "trainer.fresh_process", "output")
+# Keys that change how a run is shown, fed or how long it goes on, not what it computes (device_data and
+# steps_per_execution give identical histories: tests/test_resident.py), so a run may resume with them changed.
+NEUTRAL = ("trainer.resume", "trainer.verbose", "trainer.epochs", "trainer.fresh_process", "trainer.device_data",
+           "trainer.steps_per_execution", "output")
 
 
 def fingerprint(cfg: DictConfig) -> str:
