@@ -48,12 +48,11 @@ def resident_layer(x_train, x_val) -> ResidentImages:
     return ResidentImages(np.concatenate([x_train, x_val]) if len(x_val) else x_train)
 
 
-def index_feed(y_train, order, y_val=None, offset: int = 0):
-    """(train (indices, labels), validation (indices, labels) or None) for a model fed by ResidentImages.
+def train_feed(y_train, order) -> tuple:
+    """fit()'s (x, y) for one epoch in `order`: image indices and their labels."""
+    return order.astype("int32"), y_train[order]
 
-    Validation images sit after the `offset` training images in the resident variable.
-    """
-    train = (order.astype("int32"), y_train[order])
-    if y_val is None or not len(y_val):
-        return train, None
-    return train, (np.arange(offset, offset + len(y_val), dtype="int32"), y_val)
+
+def validation_feed(y_val, offset: int) -> tuple:
+    """validation_data for a model fed by ResidentImages: validation images follow the `offset` training images."""
+    return np.arange(offset, offset + len(y_val), dtype="int32"), y_val

@@ -19,7 +19,7 @@ from cnnrun.augment import build_augment, preview
 from cnnrun.progress import RichProgress
 from cnnrun.data import Dataset, load_dataset
 from cnnrun.models import build_model, check_model_config
-from cnnrun.resident import ResidentImages, index_feed, resident_layer
+from cnnrun.resident import ResidentImages, resident_layer, train_feed, validation_feed
 
 log = logging.getLogger("cnnrun")
 
@@ -310,8 +310,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         progress = RichProgress(t.epochs, steps, t.verbose)
         batch_size = t.batch_size if isinstance(data.x_train, np.ndarray) else None
         validation = _one(feed(data.x_val, data.y_val, t.eval_batch_size)) if has_val else None
-        if images is not None:
-            validation = index_feed(data.y_train, np.arange(0), data.y_val, offset=len(data.x_train))[1]
+        if images is not None and has_val:
+            validation = validation_feed(data.y_val, offset=len(data.x_train))
         start = time.perf_counter()
         with resume.StopOnSignal(trainer, say=log.warning) as stop:
             try:
@@ -321,7 +321,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                     order = resume.epoch_order(len(data.x_train), t.seed, epoch)
                     trainer.fit(
                         *(feed(data.x_train, data.y_train, t.batch_size, order) if images is None
-                          else index_feed(data.y_train, order)[0]),
+                          else train_feed(data.y_train, order)),
                         batch_size=batch_size,
                         initial_epoch=epoch,
                         epochs=epoch + 1,
