@@ -49,6 +49,8 @@ class Augment(keras.layers.Layer):
         erase_value_range: (low, high) of the random fill values.
         fill_mode: how the affine transform fills pixels from outside the image: "nearest" (the edge
             pixel, as ImageDataGenerator does) or "constant" (zeros).
+        gated: give the layer an on/off switch, the non-trainable scalar `active` (starts off; see
+            `AugmentFrom`). A variable, not a Python flag, so flipping it needs no retracing.
         seed: seed of the layer's own random stream.
     """
 
@@ -67,6 +69,7 @@ class Augment(keras.layers.Layer):
         erase_fill="pixel",
         erase_value_range=(0.0, 1.0),
         fill_mode="nearest",
+        gated=False,
         seed=None,
         **kwargs,
     ):
@@ -84,9 +87,12 @@ class Augment(keras.layers.Layer):
         self.erase_fill = erase_fill
         self.erase_value_range = tuple(float(v) for v in erase_value_range)
         self.fill_mode = fill_mode
+        self.gated = bool(gated)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_jit = True
+        if self.gated:
+            self.active = self.add_weight(shape=(), initializer="zeros", dtype="float32", trainable=False, name="active")
 
     @property
     def has_affine(self) -> bool:
@@ -106,6 +112,8 @@ class Augment(keras.layers.Layer):
             x = warp(x, self._affine_matrices(x), self.fill_mode)
         if self.erase_p > 0:
             x = self._erase(x)
+        if self.gated:  # computed either way (same random stream), kept only while switched on
+            x = ops.where(self.active > 0.5, x, ops.cast(images, "float32"))
         return ops.cast(x, dtype)
 
     def _uniform(self, shape, low, high):
@@ -191,9 +199,26 @@ class Augment(keras.layers.Layer):
             erase_fill=self.erase_fill,
             erase_value_range=self.erase_value_range,
             fill_mode=self.fill_mode,
+            gated=self.gated,
             seed=self.seed,
         )
         return config
+
+
+class AugmentFrom(keras.callbacks.Callback):
+    """Switches a gated `Augment` layer on from epoch `after` + 1: the first `after` epochs see plain images.
+
+    Article 000 trained cnn4 for 10 epochs, then went on training the same model (and optimizer) on
+    augmented batches; this is that schedule in one run. Set at the start of every epoch, so a
+    resumed run gets it right too.
+    """
+
+    def __init__(self, layer: Augment, after: int):
+        super().__init__()
+        self.layer, self.after = layer, int(after)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.layer.active.assign(1.0 if epoch >= self.after else 0.0)
 
 
 def warp(images, transforms, fill_mode="nearest"):
@@ -238,8 +263,11 @@ def _pair(value, key):
     return lo, hi
 
 
-def build_augment(cfg, seed: int) -> Augment | None:
-    """The Augment layer for the `augment` config node, or None when it asks for nothing."""
+def build_augment(cfg, seed: int, gated: bool = False) -> Augment | None:
+    """The Augment layer for the `augment` config node, or None when it asks for nothing.
+
+    `gated` adds the on/off switch that `AugmentFrom` drives (trainer.augment_after > 0).
+    """
     cfg = dict(cfg or {})
     for option, params in cfg.items():
         if option not in KNOWN:
@@ -285,11 +313,18 @@ def build_augment(cfg, seed: int) -> Augment | None:
             erase_fill=fill,
             erase_value_range=_pair(e.get("value_range", (0.0, 1.0)), "erasing.value_range"),
         )
-    layer = Augment(seed=seed, name="augment", **kwargs)
+    layer = Augment(seed=seed, gated=gated, name="augment", **kwargs)
     return layer if (layer.flip_horizontal or layer.flip_vertical or layer.has_affine or layer.erase_p) else None
 
 
 def preview(layer: Augment, images: np.ndarray, copies: int = 3) -> np.ndarray:
     """`copies` augmented versions of each image (uint8 in, float [0, 1] out), shape (copies, N, H, W, C)."""
     x = ops.convert_to_tensor(images.astype("float32") / 255.0)
-    return np.stack([ops.convert_to_numpy(layer(x, training=True)) for _ in range(copies)])
+    was = float(ops.convert_to_numpy(layer.active)) if layer.gated else None
+    if layer.gated:
+        layer.active.assign(1.0)  # show what the augmentation does once it is on
+    try:
+        return np.stack([ops.convert_to_numpy(layer(x, training=True)) for _ in range(copies)])
+    finally:
+        if layer.gated:
+            layer.active.assign(was)

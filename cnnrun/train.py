@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from cnnrun import CnnrunError, artifacts, backend, resume
 from cnnrun.artifacts import mark_failed  # noqa: F401 - re-exported: callers know it from here
-from cnnrun.augment import build_augment, preview
+from cnnrun.augment import AugmentFrom, build_augment, preview
 from cnnrun.progress import RichProgress
 from cnnrun.data import Dataset, load_dataset
 from cnnrun.models import build_model, check_model_config
@@ -63,6 +63,10 @@ def check_config(cfg: DictConfig) -> None:
     spe = t.get("steps_per_execution", 1)
     if isinstance(spe, bool) or not isinstance(spe, int) or spe < 1:
         raise CnnrunError(f"trainer.steps_per_execution={spe!r} must be a whole number >= 1, e.g. 16")
+    after = t.get("augment_after", 0)
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise CnnrunError(f"trainer.augment_after={after!r} must be a whole number >= 0 (epochs before augmentation "
+                          "starts), e.g. 10")
     if t.tta not in ("none", "flip"):
         raise CnnrunError(f"trainer.tta={t.tta!r} is unknown; expected none or flip")
     o = cfg.optimizer
@@ -79,7 +83,10 @@ def check_config(cfg: DictConfig) -> None:
     if isinstance(o.lr, bool) or not isinstance(o.lr, (int, float)) or not o.lr > 0:
         raise CnnrunError(f"optimizer.lr={o.lr!r} must be a positive number, e.g. optimizer.lr=0.001")
     check_model_config(cfg.model)
-    build_augment(cfg.augment, 0)  # validates the augment node
+    augment = build_augment(cfg.augment, 0)  # validates the augment node
+    if augment is not None and after >= t.epochs:
+        raise CnnrunError(f"trainer.augment_after={after} leaves no augmented epoch in trainer.epochs={t.epochs}; "
+                          f"raise trainer.epochs above {after} or lower augment_after")
 
 
 class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
@@ -274,7 +281,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             log.warning("only %d training images, fewer than trainer.batch_size=%d: every epoch is one step; "
                         "lower trainer.batch_size for more updates", len(data.x_train), t.batch_size)
 
-        augment = build_augment(cfg.augment, seed=t.seed)
+        # trainer.augment_after > 0: plain images first, then augmented ones (article 000's schedule).
+        augment_after = t.get("augment_after", 0)
+        augment = build_augment(cfg.augment, seed=t.seed, gated=augment_after > 0)
+        if augment is None and augment_after:
+            log.warning("trainer.augment_after=%d has no effect: this run has no augmentation", augment_after)
         if augment is not None:
             sample = np.asarray(data.x_train[:8])
             artifacts.plot_augment_preview(run_dir / "augment_preview.png", sample, preview(augment, sample))
@@ -329,7 +340,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                         validation_batch_size=t.eval_batch_size if isinstance(data.x_val, np.ndarray) else None,
                         shuffle=False,  # already in this epoch's order
                         verbose=0,
-                        callbacks=[epoch_log, progress],
+                        callbacks=[epoch_log, progress] + ([AugmentFrom(augment, augment_after)]
+                                                           if augment is not None and augment.gated else []),
                     )
                     if stop.signum is not None:
                         del epoch_log.rows[epoch:]  # the epoch it broke off is not a result

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from cnnrun import CnnrunError
 from cnnrun.augment import Augment, build_augment
 from cnnrun.train import assemble
 
@@ -139,3 +140,54 @@ def test_augmentation_keeps_the_train_step_compiled(cfg_factory):
     x = keras.layers.RandomRotation(0.05)(keras.layers.Rescaling(1 / 255)(inputs))
     outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(x))
     assert not all(layer.supports_jit for layer in keras.Model(inputs, outputs)._flatten_layers())
+
+
+def _history(run_dir):
+    import csv
+
+    with open(run_dir / "history.csv") as f:
+        return [{k: float(v) for k, v in row.items() if k in ("accuracy", "loss")} for row in csv.DictReader(f)]
+
+
+def test_augment_after_trains_plain_epochs_first(cfg_factory, tmp_path):
+    """trainer.augment_after=1: epoch 1 is exactly the unaugmented run's, epoch 2 is not, and the layer is on after."""
+    from cnnrun.train import train
+
+    base = ("model=dense", "trainer.epochs=2", "trainer.seed=3", "trainer.checkpoint=false")
+    plain = tmp_path / "plain"
+    train(cfg_factory(*base, "augment=none"), plain)
+    gated = tmp_path / "gated"
+    m = train(cfg_factory(*base, "augment=[shift,rotate]", "trainer.augment_after=1"), gated)
+    always = tmp_path / "always"
+    train(cfg_factory(*base, "augment=[shift,rotate]"), always)
+    assert m["status"] == "ok"
+    p, g, a = _history(plain), _history(gated), _history(always)
+    assert g[0] == p[0]  # the first epoch saw the plain images
+    assert g[0] != a[0]  # (and augmentation does change an epoch)
+    assert g[1] != p[1]  # the second did not
+    assert (gated / "augment_preview.png").stat().st_size > 0
+
+
+def test_augment_after_is_checked_before_training(cfg_factory, tmp_path):
+    from cnnrun.train import train
+
+    for value, words in (("-1", "whole number >= 0"), ("1.5", "whole number >= 0"), ("3", "no augmented epoch")):
+        cfg = cfg_factory("augment=flip", "trainer.epochs=3", f"trainer.augment_after={value}")
+        with pytest.raises(CnnrunError, match=words):
+            train(cfg, tmp_path / value)
+        assert not (tmp_path / value / "history.csv").exists()
+
+
+def test_gated_layer_switch(cfg_factory):
+    from cnnrun.augment import AugmentFrom
+
+    layer = build_augment(cfg_factory("augment=flip").augment, seed=0, gated=True)
+    x = images()
+    np.testing.assert_array_equal(run(layer, x), x)  # starts off
+    switch = AugmentFrom(layer, after=2)
+    switch.on_epoch_begin(1)
+    np.testing.assert_array_equal(run(layer, x), x)
+    switch.on_epoch_begin(2)
+    assert not np.array_equal(run(layer, x), x)
+    again = Augment.from_config(layer.get_config())  # the flag survives serialisation
+    assert again.gated
