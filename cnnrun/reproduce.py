@@ -5,7 +5,10 @@ Each preset runs as its own `cnnrun train` subprocess (what a user would type), 
 script can be stopped and started again and only finishes what is missing. Seeds go breadth
 first: every preset once, then the second seed of each, so a stopped run still covers the table.
 After every run, docs/RESULTS.md is rewritten between its two marker lines; the rest of that file
-(the discussion) is left as it is.
+(the discussion) is left as it is. The table always covers every article preset and every finished
+seed on disk (`--only` and `--seeds` choose what to train). A run made before its preset was edited
+(another config fingerprint or epoch count) is left out of the table and, when asked to run again,
+moved aside to `seedN.stale-HASH` rather than overwritten.
 
     python -m cnnrun.reproduce                        # every article preset, 3 seeds
     python -m cnnrun.reproduce --seeds 1 --only 'article001_*'
@@ -48,16 +51,43 @@ def presets(patterns: list[str]) -> list[str]:
     return sorted(chosen, key=lambda n: (rank.get(n, len(ORDER)), n))
 
 
-def preset_info(name: str) -> tuple[int, float | None]:
-    """The preset's own seed and the accuracy its article reported."""
+def _compose(name: str, seed: int | None = None):
     from hydra import compose, initialize_config_module
 
     from cnnrun.cli import register_resolvers
 
     register_resolvers()
     with initialize_config_module("cnnrun.conf", version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={name}"])
+        return compose("config", overrides=[f"experiment={name}"] + ([] if seed is None else [f"trainer.seed={seed}"]))
+
+
+def preset_info(name: str) -> tuple[int, float | None]:
+    """The preset's own seed and the accuracy its article reported."""
+    cfg = _compose(name)
     return int(cfg.trainer.seed), cfg.reference.accuracy
+
+
+def identity(cfg) -> tuple[str, int]:
+    """What makes two runs the same run: the config fingerprint and the epoch count."""
+    from cnnrun.resume import fingerprint
+
+    return fingerprint(cfg), int(cfg.trainer.epochs)
+
+
+def is_current(name: str, seed: int, run_dir: Path) -> bool:
+    """Whether the finished run in `run_dir` ran the preset as it is now (not an edited-since version)."""
+    from omegaconf import OmegaConf
+
+    try:
+        saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    except (OSError, ValueError):
+        return False
+    return identity(saved) == identity(_compose(name, seed))
+
+
+def seeds_on_disk(out: Path, name: str) -> list[int]:
+    found = [int(p.name[4:]) for p in (out / name).glob("seed*") if p.name[4:].isdigit()]
+    return sorted(found)
 
 
 def command(name: str, seed: int, run_dir: Path) -> list[str]:
@@ -105,14 +135,17 @@ def table(names: list[str], seeds: dict[str, list[int]], refs: dict, out: Path) 
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
-        runs = [(s, read(out / name / f"seed{s}")) for s in seeds[name]]
-        done = [(s, m) for s, m in runs if m and m.get("status") == "ok"]
+        # Every finished run of the preset as it is now: the seeds asked for and any others on disk.
+        runs = [(s, read(out / name / f"seed{s}")) for s in sorted(set(seeds[name]) | set(seeds_on_disk(out, name)))]
+        ok = [(s, m) for s, m in runs if m and m.get("status") == "ok"]
+        done = [(s, m) for s, m in ok if is_current(name, s, out / name / f"seed{s}")]
         cmd = f"`cnnrun train experiment={name}`"
         ref = refs[name]
         if not done:
-            failed = next((m for _, m in runs if m and m.get("status") not in (None, "running")), None)
+            failed = next((m for _, m in runs if m and m.get("status") not in (None, "running", "ok")), None)
             error = str(failed.get("error", failed["status"])).replace("|", "/") if failed else ""
-            why = f"not run here: {error[:150]}{'…' if len(error) > 150 else ''}" if failed else "not run yet"
+            why = (f"not run here: {error[:150]}{'…' if len(error) > 150 else ''}" if failed
+                   else "preset changed since its runs; not rerun yet" if ok else "not run yet")
             lines.append(f"| {name} | {'' if ref is None else f'{100 * ref:.2f}'} | {why} | | | | | | | {cmd} |")
             continue
         accs = [m["test_accuracy"] for _, m in done]
@@ -162,11 +195,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     invocation = "python -m cnnrun.reproduce " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
 
-    names = presets(args.only)
-    info = {n: preset_info(n) for n in names}
-    seeds = {n: [info[n][0] + k for k in range(args.seeds)] for n in names}
-    refs = {n: info[n][1] for n in names}
-    write_report(args.report, names, seeds, refs, args.out, invocation.strip())
+    names = presets(args.only)  # the ones to run; the report always covers every article preset
+    every = presets(["article*"])
+    info = {n: preset_info(n) for n in every}
+    seeds = {n: [info[n][0] + k for k in range(args.seeds if n in names else 0)] for n in every}
+    refs = {n: info[n][1] for n in every}
+    write_report(args.report, every, seeds, refs, args.out, invocation.strip())
     if args.report_only:
         return
     for k in range(args.seeds):
@@ -175,11 +209,15 @@ def main(argv: list[str] | None = None) -> None:
             run_dir = args.out / name / f"seed{seed}"
             previous = read(run_dir)
             if previous and previous.get("status") == "ok":
-                continue  # finished in an earlier invocation
+                if is_current(name, seed, run_dir):
+                    continue  # finished in an earlier invocation
+                stale = run_dir.with_name(f"{run_dir.name}.stale-{previous.get('config_hash', 'old')}")
+                print(f"reproduce: {name} has changed since {run_dir} ran; keeping that run as {stale}", flush=True)
+                run_dir.rename(stale)
             if k > 0 and not any((read(args.out / name / f"seed{s}") or {}).get("status") == "ok" for s in seeds[name][:k]):
                 continue  # its first seed could not run (e.g. data missing here): more seeds would fail alike
             run_one(name, seed, run_dir)
-            write_report(args.report, names, seeds, refs, args.out, invocation.strip())
+            write_report(args.report, every, seeds, refs, args.out, invocation.strip())
     print(f"reproduce: report in {args.report}")
 
 

@@ -26,17 +26,22 @@ CHECKPOINT = "checkpoint.npz"
 # steps_per_execution give identical histories: tests/test_resident.py), so a run may resume with them changed.
 NEUTRAL = ("trainer.resume", "trainer.verbose", "trainer.epochs", "trainer.fresh_process", "trainer.device_data",
            "trainer.steps_per_execution", "output")
+# Options added after runs already existed, with the value that means "off": left out of the fingerprint
+# while off, so a checkpoint or finished run made before the option existed keeps its identity.
+ADDED_OFF = {"optimizer.weight_decay": None, "optimizer.schedule": "constant", "optimizer.warmup": 0.0,
+             "trainer.label_smoothing": 0.0, "trainer.tta": "none", "trainer.augment_after": 0}
 
 
 def fingerprint(cfg: DictConfig) -> str:
     """A short hash of everything in the config that changes the numbers a run produces."""
     data = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in NEUTRAL:
+    for dotted in (*NEUTRAL, *ADDED_OFF):
         *parents, leaf = dotted.split(".")
         node = data
         for p in parents:
             node = node.get(p, {})
-        node.pop(leaf, None)
+        if dotted in NEUTRAL or (leaf in node and node[leaf] == ADDED_OFF[dotted]):
+            node.pop(leaf, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -192,3 +192,16 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     assert np.array_equal(a, resume.epoch_order(100, 3, 7))
     assert not np.array_equal(a, resume.epoch_order(100, 3, 8))
     assert sorted(a) == list(range(100))
+
+
+def test_fingerprint_ignores_options_added_later_while_they_are_off():
+    """A run made before an option existed keeps its identity; turning the option on changes it."""
+    from omegaconf import OmegaConf
+
+    cfg = make_config("model=dense")
+    older = OmegaConf.to_container(cfg)
+    del older["trainer"]["augment_after"], older["trainer"]["label_smoothing"], older["optimizer"]["schedule"]
+    assert resume.fingerprint(OmegaConf.create(older)) == resume.fingerprint(cfg)
+    assert resume.fingerprint(make_config("model=dense", "trainer.augment_after=1")) != resume.fingerprint(cfg)
+    assert resume.fingerprint(make_config("model=dense", "trainer.verbose=2")) == resume.fingerprint(cfg)
+    assert resume.fingerprint(make_config("model=dense", "trainer.seed=1")) != resume.fingerprint(cfg)
