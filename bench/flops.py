@@ -63,15 +63,17 @@ def main(overrides: list[str]) -> None:
     if cfg.dataset.name not in SHAPES:
         raise SystemExit(f"flops: dataset {cfg.dataset.name!r} has no fixed size; use fashion or mnist presets")
     shape, classes, n_train, n_test = SHAPES[cfg.dataset.name]
-    n_train *= 2 if cfg.dataset.get("mirror") else 1  # mirrored copies are trained on too
+    t = cfg.trainer
+    n_val = round(n_train * float(t.val_split))  # held out: one forward pass an epoch, no training
+    n_train = (n_train - n_val) * (2 if cfg.dataset.get("mirror") else 1)  # mirrored copies are trained on too
     model = build_model(cfg.model, shape, classes)
     fwd = forward_flops(model)
-    t = cfg.trainer
-    train = 3 * fwd * n_train * t.epochs
+    train = 3 * fwd * n_train * t.epochs + fwd * n_val * t.epochs
     test = fwd * n_test * (2 if t.tta == "flip" else 1)
     total = train + test
     print(f"{' '.join(overrides)}: {cfg.model.name}, {model.count_params():,} params, "
-          f"{fwd / 1e6:.1f} MFLOP forward per image, {t.epochs} epochs x {n_train} images, precision {t.precision}")
+          f"{fwd / 1e6:.1f} MFLOP forward per image, {t.epochs} epochs x {n_train} images"
+          + (f" (+ {n_val} validated)" if n_val else "") + f", precision {t.precision}")
     print(f"training {train / 1e12:.2f} TFLOP + test {test / 1e12:.3f} TFLOP = {total / 1e12:.2f} TFLOP\n")
     print("| H100 / H200 units | peak TFLOP/s | floor at peak | at 30 % | at 10 % |\n|---|---|---|---|---|")
     for units, tflops in PEAKS["float32" if t.precision == "float32" else "mixed"]:
