@@ -7,6 +7,7 @@ each figure is epoch 2's images/s (steady state, no tracing). Needs `pip install
 
     python bench/keras2.py                       # cnn4, batch 256, 12 000 images, 3 pairs
     python bench/keras2.py --model mnist_cnn --batch 32
+    python bench/keras2.py --set trainer.device_data=true trainer.steps_per_execution=16   # cnnrun's feed options
     python bench/keras2.py --accuracy dense --seeds 0 1 2   # article 001's dense run in Keras 2, full data
 """
 
@@ -104,6 +105,7 @@ def main() -> None:
     ap.add_argument("--accuracy", metavar="MODEL", help="instead: test accuracy of MODEL trained in Keras 2")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="extra cnnrun overrides (its side only)")
     args = ap.parse_args()
     if args.accuracy:
         keras2_accuracy(args.accuracy, args.seeds, args.epochs)
@@ -112,7 +114,7 @@ def main() -> None:
     with initialize_config_module("cnnrun.conf", version_base="1.3"):
         cfg = compose("config", overrides=[
             f"model={args.model}", f"dataset.limit={args.images}", f"trainer.batch_size={args.batch}", "trainer.epochs=2",
-            "trainer.verbose=0", "output.save_model=false", "output.misclassified_max=0"])
+            "trainer.verbose=0", "output.save_model=false", "output.misclassified_max=0", *args.set])
     data = load_dataset(cfg.dataset)
     x, y = np.asarray(data.x_train), data.y_train
     k2s, ours = [], []
@@ -122,8 +124,9 @@ def main() -> None:
         print(f"  {args.model} batch {args.batch}: Keras 2 (tf_keras) {k2s[-1]:6.0f} img/s   cnnrun {ours[-1]:6.0f} img/s",
               flush=True)
     k, o = statistics.median(k2s), statistics.median(ours)
-    print(f"\n| model | batch | Keras 2 (tf_keras) img/s | cnnrun (Keras 3) img/s | ratio |\n|---|---|---|---|---|\n"
-          f"| {args.model} | {args.batch} | {k:.0f} | {o:.0f} | {o / k:.2f} |")
+    print(f"\n| model | batch | cnnrun options | Keras 2 (tf_keras) img/s | cnnrun (Keras 3) img/s | ratio |\n"
+          f"|---|---|---|---|---|---|\n| {args.model} | {args.batch} | {' '.join(args.set) or 'default'} | {k:.0f} | {o:.0f} | "
+          f"{o / k:.2f} |")
 
 
 if __name__ == "__main__":
