@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
                 if is_current(name, seed, run_dir):
                     continue  # finished in an earlier invocation
                 stale = run_dir.with_name(f"{run_dir.name}.stale-{previous.get('config_hash', 'old')}")
+                while stale.exists():  # the preset went back and forth: keep every earlier run
+                    stale = stale.with_name(stale.name + "+")
                 print(f"reproduce: {name} has changed since {run_dir} ran; keeping that run as {stale}", flush=True)
                 run_dir.rename(stale)
             if k > 0 and not any((read(args.out / name / f"seed{s}") or {}).get("status") == "ok" for s in seeds[name][:k]):

@@ -60,3 +60,8 @@ def test_a_stale_run_is_moved_aside_not_overwritten(tmp_path, monkeypatch):
     kept = list(out.glob("article001_dense/seed1.stale-*"))
     assert len(kept) == 1 and json.loads((kept[0] / "metrics.json").read_text())["test_accuracy"] == 0.5
     assert not stale.exists()
+
+    _finished_run(out, "article001_dense", 1, 0.40, **{"optimizer.lr": 0.5})  # the same stale run once more
+    reproduce.main(["--seeds", "2", "--only", "article001_dense", "--out", str(out), "--report", str(report)])
+    kept = sorted(out.glob("article001_dense/seed1.stale-*"))
+    assert [json.loads((k / "metrics.json").read_text())["test_accuracy"] for k in kept] == [0.5, 0.4]
