@@ -25,7 +25,9 @@ from cnnrun import backend  # noqa: E402
 from cnnrun.cli import register_resolvers  # noqa: E402
 from cnnrun.data import load_dataset  # noqa: E402
 from cnnrun.folder import Batches  # noqa: E402
-from cnnrun.train import EpochLog, assemble, build_optimizer, train  # noqa: E402
+from cnnrun.loop import EpochLog  # noqa: E402
+from cnnrun.optim import build_optimizer  # noqa: E402
+from cnnrun.train import assemble, train  # noqa: E402
 
 
 def cpu_article004(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

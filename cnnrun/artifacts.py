@@ -22,6 +22,23 @@ import numpy as np  # noqa: E402
 
 from cnnrun import CnnrunError  # noqa: E402
 
+
+def _cjk_fonts() -> None:
+    """Class names in any script get real glyphs: Noto Sans CJK (shipped by the noto-cjk-sans-otc package,
+    a dependency) is the fallback after matplotlib's own DejaVu Sans, which has no CJK glyphs."""
+    from matplotlib import font_manager
+
+    try:
+        import noto_cjk_sans_otc
+
+        font_manager.fontManager.addfont(str(noto_cjk_sans_otc.FONT_PATH))
+    except (ImportError, OSError, RuntimeError):
+        return  # without it, CJK names still work everywhere but in plots
+    plt.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK JP"]  # per-glyph fallback (matplotlib >= 3.6)
+
+
+_cjk_fonts()
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -84,8 +101,8 @@ def save_figure(fig, path: Path) -> Path:
 
 
 def safe_name(label: str) -> str:
-    """A class name usable in a file name ('T-shirt/top' -> 'T-shirt-top')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(label)).strip("-") or "class"
+    """A class name usable in a file name, in any script ('T-shirt/top' -> 'T-shirt-top', '桜' -> '桜')."""
+    return re.sub(r"[^\w.-]+", "-", str(label)).strip("-.") or "class"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,8 +203,8 @@ def plot_predictions(path: Path, images, y_true, y_pred, class_names, count: int
 
 
 def write_misclassified(out: Path, images, y_true, y_pred, probs, class_names, limit: int, files=None) -> list[dict]:
-    """Up to `limit` wrongly classified test images as `{true}_to_{pred}_{index}.png` (or `_{file}` for
-    folder data sets, copied as they were) plus misclassified.csv listing all of them."""
+    """Up to `limit` wrongly classified test images as `{true}_to_{pred}_{index}.png` (or `_{index}_{file}`
+    for folder data sets, copied as they were) plus misclassified.csv listing all of them."""
     from PIL import Image
 
     folder = out / "misclassified"
@@ -199,8 +216,8 @@ def write_misclassified(out: Path, images, y_true, y_pred, probs, class_names, l
                "source": files[i] if files else ""}
         if rank < limit:
             folder.mkdir(exist_ok=True)
-            if files:
-                name = f"{safe_name(t)}_to_{safe_name(p)}_{Path(files[i]).name}"
+            if files:  # the test index keeps two files of one name (in different folders) apart
+                name = f"{safe_name(t)}_to_{safe_name(p)}_{i}_{Path(files[i]).name}"
                 data = Path(files[i]).read_bytes()
                 write_bytes(folder / name, data)
             else:
@@ -240,17 +257,26 @@ def plot_augment_preview(path: Path, originals, augmented) -> Path:
     return save_figure(fig, path)
 
 
-def mark_failed(run_dir: Path, error: str, status: str = "failed") -> None:
-    """Records a run that died as `status: failed` (or `interrupted`) with its error, so it never looks finished."""
-    path = Path(run_dir) / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        metrics = {}
-    if metrics.get("status") in (None, "running"):
-        metrics.update(status=status, error=error.splitlines()[0] if error else status)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(path, metrics)
-        except (OSError, CnnrunError):
-            pass  # an unwritable run directory was already the error being reported
+def write_summary(path: Path, model) -> Path:
+    lines = []
+    model.summary(print_fn=lambda line, *a, **k: lines.append(line), expand_nested=True)
+    return write_text(path, "\n".join(lines) + "\n")
+
+
+def write_evaluation(out: Path, data, probs: np.ndarray, cfg_output, classifier) -> dict:
+    """Everything the test-set evaluation leaves behind (reports, confusion matrix, misclassified images,
+    predictions grid, the model); returns the metrics.json fields it adds."""
+    y_true, y_pred, names = data.y_test, probs.argmax(axis=1), data.class_names
+    p_true = np.clip(probs[np.arange(len(y_true)), y_true], 1e-7, 1.0)
+    report = write_classification_report(out, y_true, y_pred, names)
+    write_confusion(out, confusion_matrix(y_true, y_pred, len(names)), names)
+    wrong = write_misclassified(out, data.x_test, y_true, y_pred, probs, names, cfg_output.misclassified_max,
+                                data.test_files)
+    plot_predictions(out / "predictions.png", data.x_test, y_true, y_pred, names, cfg_output.predictions_grid)
+    if cfg_output.save_model:
+        from cnnrun.models import portable  # Keras: only here
+
+        atomic_write(out / "model.keras", portable(classifier).save)  # Keras' own layers: loads without cnnrun
+    return dict(test_accuracy=float(np.mean(y_pred == y_true)), test_loss=float(-np.mean(np.log(p_true))),
+                misclassified=len(wrong), weakest_class=min(names, key=lambda n: report[n]["f1-score"]),
+                class_names=names)

@@ -268,7 +268,7 @@ def build_augment(cfg, seed: int, gated: bool = False) -> Augment | None:
 
     `gated` adds the on/off switch that `AugmentFrom` drives (trainer.augment_after > 0).
     """
-    cfg = dict(cfg or {})
+    cfg = {k: v for k, v in dict(cfg or {}).items() if v is not None}  # the schema lists every option, unset = None
     for option, params in cfg.items():
         if option not in KNOWN:
             raise CnnrunError(f"augment.{option} is unknown; the augment options are {sorted(KNOWN)}")

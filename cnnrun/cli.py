@@ -27,6 +27,11 @@ examples:
   cnnrun compare outputs/multirun/2026-11-24/10-00-00_ab12cd
 """
 
+# Exit codes (README: "Exit codes"). 130 / 143: stopped by Ctrl-C / SIGTERM (128 + the signal).
+EXIT_OK = 0          # every run ended ok (or was already finished)
+EXIT_FAILED = 1      # a run, or some jobs of a sweep, did not end ok (failed, nan); the summary is written
+EXIT_CONFIG = 2      # refused before any work: config, data, paths, usage
+
 CONFIG_PATH = "pkg://cnnrun.conf"  # conf/ ships inside the package, so installed copies find it too
 log = logging.getLogger("cnnrun")
 
@@ -59,7 +64,7 @@ def run_job(cfg) -> float | None:
         gpu = claim_gpu(Path(hc.sweep.dir) / ".gpus")  # before anything imports the backend
 
     from cnnrun import CnnrunError, console
-    from cnnrun.artifacts import mark_failed
+    from cnnrun.record import RunRefused, mark_failed
 
     fresh = multirun and cfg.trainer.get("fresh_process", False)
     if not fresh:  # a fresh-process job keeps the backend out of this (long-lived) process
@@ -74,12 +79,17 @@ def run_job(cfg) -> float | None:
             metrics = train_in_fresh_process(cfg, run_dir)
         else:
             metrics = train(cfg, run_dir)
+    except RunRefused as e:  # another process's directory, or a finished run of another config: untouched
+        console.error(str(e))
+        if multirun:
+            return None
+        raise SystemExit(EXIT_CONFIG) from None
     except CnnrunError as e:
-        mark_failed(run_dir, str(e))
+        mark_failed(run_dir, str(e))  # train() recorded it already when it got that far; else a record is made
         console.error(str(e))
         if multirun:
             return None  # the sweep goes on; its summary shows this job as failed
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     except KeyboardInterrupt:  # outside fit (e.g. while loading data); inside, fit stops after the batch
         mark_failed(run_dir, f"interrupted before training finished; start again with: cnnrun resume {run_dir}",
                     status="interrupted")
@@ -105,12 +115,13 @@ def run_job(cfg) -> float | None:
         console.results_table(metrics, run_dir)
         if status != "ok":
             console.error(metrics.get("error", status))
-            raise SystemExit(3)
+            raise SystemExit(EXIT_FAILED)
     return metrics.get("best_val_accuracy") or metrics.get("test_accuracy")
 
 
 class CheckOutputDir(Callback):
-    """Hydra callback: refuse an output directory that cannot be written, in one line, before any work."""
+    """Hydra callback, before Hydra writes anything into the output directory: refuses one that cannot be
+    written, takes its lock, and settles what an earlier run there means (cnnrun/record.py), in one line."""
 
     def _check(self, path) -> None:
         from cnnrun import console
@@ -124,27 +135,95 @@ class CheckOutputDir(Callback):
         except OSError as e:
             console.error(f"cannot write to output directory {path}: {e.strerror or e}; "
                           "choose a writable place with hydra.run.dir=DIR (or hydra.sweep.dir=DIR for -m)")
-            raise SystemExit(2) from None
+            raise SystemExit(EXIT_CONFIG) from None
+
+    def _own(self, path, decide) -> None:
+        from cnnrun import CnnrunError, console, record
+
+        try:
+            record.claim(path)
+            decide()
+        except CnnrunError as e:
+            console.error(str(e))
+            raise SystemExit(EXIT_CONFIG) from None
 
     def on_run_start(self, config, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig
 
+        from cnnrun import record
+
         HydraConfig.instance().set_config(config)  # run.dir names ${hydra:runtime.choices.model}
-        self._check(config.hydra.run.dir)
+        run_dir = Path(str(config.hydra.run.dir))
+        self._check(run_dir)
+        self._own(run_dir, lambda: record.decide(run_dir, config))  # Hydra's .hydra/ and train.log come next
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig
 
         HydraConfig.instance().set_config(config)
-        self._check(config.hydra.sweep.dir)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        self._check(sweep_dir)
+        self._own(sweep_dir, lambda: own_sweep(sweep_dir, config))
+
+
+def own_sweep(sweep_dir: Path, config) -> None:
+    """A sweep directory holds one sweep: relaunching the same one (or `cnnrun resume`) continues it; another
+    sweep is refused; trainer.resume=false sets the earlier sweep aside whole."""
+    import yaml
+
+    from cnnrun import record
+
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.is_file():
+        return
+    if config.trainer.resume is False:
+        record.log.warning("trainer.resume=false: the earlier sweep in %s is kept in %s", sweep_dir,
+                           record.set_aside(sweep_dir))
+        return
+    try:
+        earlier = yaml.safe_load(saved.read_text())["hydra"]["overrides"]["task"]
+    except Exception:  # noqa: BLE001 - an unreadable record is not a sweep to protect
+        return
+    now = list(config.hydra.overrides.task)
+    same = {o for o in earlier if not o.startswith("trainer.resume=")} <= set(now) or os.environ.get(RESUMING)
+    if not same and any(record.read(p.parent) for p in sweep_dir.glob("*/metrics.json")):
+        raise record.RunRefused(
+            f"{sweep_dir} holds another sweep ({' '.join(earlier)}); choose a new hydra.sweep.dir, continue that one "
+            f"with: cnnrun resume {sweep_dir}, or add trainer.resume=false to keep it as {sweep_dir.name}.earlier-N")
+
+
+RESUMING = "CNNRUN_RESUMING"  # set by `cnnrun resume`: the sweep's own overrides, plus whatever it was given
+
+
+def preflight(args: list[str]) -> None:
+    """Composes and checks the config of every job before any job starts: one line and exit 2 on the first
+    bad one. Hydra's own flags (--help, --cfg ...) are left to Hydra."""
+    from hydra._internal.utils import get_args_parser
+
+    from cnnrun import CnnrunError, console, schema
+
+    ns, unknown = get_args_parser().parse_known_args(args)  # -m, --cfg ... as Hydra reads them
+    if unknown or ns.help or ns.hydra_help or ns.cfg or ns.info or ns.shell_completion \
+            or ns.experimental_rerun or ns.config_name or ns.config_path or ns.config_dir:
+        return  # Hydra's own business: it prints, or refuses, in its own way
+    try:
+        schema.check_jobs(ns.overrides, ns.multirun)
+    except CnnrunError as e:
+        console.error(str(e))
+        raise SystemExit(EXIT_CONFIG) from None
 
 
 def train_main(args: list[str]) -> None:
     import hydra
 
     register_resolvers()
+    preflight(args)
     sys.argv = ["cnnrun train", *args]
     hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(run_job)()
+    from cnnrun.sweep import SweepSummary
+
+    if SweepSummary.not_ok:  # a sweep ran to its end, but not every job ended ok: say so to scripts
+        raise SystemExit(EXIT_FAILED)
 
 
 def resume_main(args: list[str]) -> None:
@@ -160,12 +239,19 @@ def resume_main(args: list[str]) -> None:
     if (path / ".hydra" / "overrides.yaml").is_file():  # one run
         overrides = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
         overrides = [o for o in overrides if not o.startswith(("trainer.resume=", "hydra.run.dir="))]
-        train_main([*overrides, *extra, "trainer.resume=true", f"hydra.run.dir={path}"])
+        from cnnrun import record
+
+        resume = "true" if (path / record.CHECKPOINT).is_file() else "auto"
+        if resume == "auto" and (record.read(path) or {}).get("status") != "ok":  # nothing to continue from
+            console.console.print(f"{path} has no checkpoint to continue from: starting the run over with its own config "
+                          f"(the earlier files are kept in {path.name}.earlier-N)", soft_wrap=True)
+        train_main([*overrides, *extra, f"trainer.resume={resume}", f"hydra.run.dir={path}"])
     elif (path / "multirun.yaml").is_file():  # a sweep: each finished job is skipped, each broken-off one resumed
         saved = yaml.safe_load((path / "multirun.yaml").read_text())
         overrides = [o for o in saved["hydra"]["overrides"]["task"] if not o.startswith("hydra.sweep.dir=")]
         launcher = [o for o in saved["hydra"]["overrides"]["hydra"]
                     if not o.startswith(("hydra.sweep.dir=", "hydra.run.dir=", "hydra.mode="))]
+        os.environ[RESUMING] = "1"
         train_main(["-m", *launcher, *overrides, *extra, f"hydra.sweep.dir={path}"])
     else:
         console.error(f"{path} is not a cnnrun run or sweep directory (no .hydra/overrides.yaml or multirun.yaml); "
@@ -175,7 +261,11 @@ def resume_main(args: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:
+        print(USAGE, file=sys.stderr)
+        print("cnnrun: error: a command is needed (train, resume, compare, predict)", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+    if argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
     _quiet_backends()
@@ -197,5 +287,6 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"cnnrun {__version__}")
     else:
-        print(f"cnnrun: error: unknown command {command!r}; expected train, compare or predict (cnnrun --help)", file=sys.stderr)
-        raise SystemExit(2)
+        print(f"cnnrun: error: unknown command {command!r}; expected train, resume, compare or predict (cnnrun --help)",
+              file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)

@@ -195,17 +195,45 @@ def load_mnist_like(name: str, path: str | None) -> tuple[dict[str, np.ndarray],
     return arrays, f"keras.datasets ({keras_cache_dir()})"
 
 
-def load_digits_arrays(image_size: int, test_split: float, split_seed: int) -> dict[str, np.ndarray]:
+def available_memory() -> int:
+    """Bytes of memory this machine can still give (MemAvailable), or its whole memory where that is unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(n_images: int, size: tuple[int, int], channels: int, batch_size: int, in_memory: bool,
+               stream_hint: str = "") -> None:
+    """Refuses image sizes this machine's memory cannot take, judged before anything is decoded: the decoded
+    set when it is held in memory, and a lower bound for one training step (a 32-filter convolution at full
+    resolution, forward and backward, in float32)."""
+    free = available_memory()
+    gb = lambda b: f"{b / 2**30:.1f} GB"  # noqa: E731
+    side = f"{size[0]}x{size[1]}"
+    decoded = n_images * size[0] * size[1] * channels
+    if in_memory and decoded > 0.8 * free:
+        raise CnnrunError(f"dataset.image_size={side} needs {gb(decoded)} to hold {n_images} images in memory but "
+                          f"{gb(free)} is free; lower dataset.image_size (e.g. 128){stream_hint}")
+    step = batch_size * size[0] * size[1] * 32 * 4 * 2
+    if step > 0.8 * free:
+        raise CnnrunError(f"dataset.image_size={side} with trainer.batch_size={batch_size} needs at least {gb(step)} "
+                          f"for one training step but {gb(free)} is free; lower dataset.image_size (e.g. 128) or "
+                          "trainer.batch_size")
+
+
+def load_digits_arrays(image_size: int, test_split: float, split_seed: int, batch_size: int = 32) -> dict[str, np.ndarray]:
     """scikit-learn's 8x8 digits, upscaled to image_size and split into train / test."""
     from PIL import Image
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    if int(image_size) < 8:
-        raise CnnrunError(f"dataset.image_size={image_size} is below the digits' own 8 pixels; use 8 or more (28 fits every model)")
-    if not 0 < float(test_split) < 1:
-        raise CnnrunError(f"dataset.test_split={test_split} must lie in (0, 1), e.g. 0.2")
     digits = load_digits()
+    check_fits(len(digits.images), (int(image_size), int(image_size)), 1, batch_size, in_memory=True)
     small = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     big = np.stack(
         [np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.BILINEAR)) for im in small]
@@ -289,7 +317,7 @@ def split_validation(x, y, val_split: float, seed: int):
     return x[tr], y[tr], x[va], y[va]
 
 
-def load_dataset(cfg, seed: int = 0, val_split: float = 0.0) -> Dataset:
+def load_dataset(cfg, seed: int = 0, val_split: float = 0.0, batch_size: int = 32) -> Dataset:
     """Reads the data set named by cfg.name, checks it, applies limit, validation split and mirroring."""
     name = cfg.name
     class_names = [str(c) for c in cfg.get("class_names") or []]
@@ -298,12 +326,12 @@ def load_dataset(cfg, seed: int = 0, val_split: float = 0.0) -> Dataset:
     if name in ("fashion", "mnist"):
         arrays, source = load_mnist_like(name, cfg.get("path"))
     elif name == "digits":
-        arrays = load_digits_arrays(int(cfg.image_size), cfg.test_split, cfg.split_seed)
+        arrays = load_digits_arrays(int(cfg.image_size), cfg.test_split, cfg.split_seed, batch_size)
         source = "sklearn.datasets.load_digits"
     elif name == "folder":
         from cnnrun.folder import load_folder
 
-        arrays, source, class_names, test_files, notes = load_folder(cfg)
+        arrays, source, class_names, test_files, notes = load_folder(cfg, batch_size)
     else:
         raise CnnrunError(f"dataset.name={name} is unknown; expected fashion, mnist, digits or folder")
 
@@ -336,4 +364,7 @@ def load_dataset(cfg, seed: int = 0, val_split: float = 0.0) -> Dataset:
             raise CnnrunError("dataset.mirror=true needs the images in memory; use augment=flip for a streamed folder")
         x_train = np.concatenate([x_train, x_train[:, :, ::-1, :]])
         y_train = np.concatenate([y_train, y_train])
+    if len(x_train) < batch_size:
+        notes.append(f"only {len(x_train)} training images, fewer than trainer.batch_size={batch_size}: every epoch "
+                     "is one step; lower trainer.batch_size for more updates")
     return Dataset(name, class_names, x_train, y_train, x_val, y_val, x_test, y_test, source, test_files, notes)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnrun import CnnrunError
 
@@ -34,12 +34,32 @@ def image_size(value) -> tuple[int, int]:
     return h, w
 
 
+def to_8bit(im: Image.Image) -> Image.Image:
+    """16- and 32-bit integer images (16-bit PNG/TIFF scans open as mode I;16 or I) scaled to 8 bits:
+    PIL's own convert() would clip every value above 255 to white."""
+    if not im.mode.startswith("I"):
+        return im
+    a = np.asarray(im, dtype=np.float64)
+    full = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+    return Image.fromarray(np.clip(np.round(a * (255.0 / full)), 0, 255).astype(np.uint8), mode="L")
+
+
 def decode(path: str, size: tuple[int, int], channels: int) -> np.ndarray:
-    """One image file as uint8 (H, W, C), resized to `size`."""
+    """One image file as uint8 (H, W, C), upright (EXIF orientation applied), resized to `size`."""
+    try:
+        return _decode(path, size, channels)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise CnnrunError(f"cannot decode {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                          "it changed or broke since the folder was scanned: remove it and start again") from None
+
+
+def _decode(path: str, size: tuple[int, int], channels: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # huge photos are fine: we shrink them
         with Image.open(path) as im:
-            im.draft("RGB" if channels == 3 else "L", (size[1], size[0]))  # JPEG: decode at reduced size
+            turned = (im.getexif() or {}).get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation swaps the sides
+            im.draft("RGB" if channels == 3 else "L", (size[0], size[1]) if turned else (size[1], size[0]))  # JPEG
+            im = to_8bit(ImageOps.exif_transpose(im))
             im = im.convert("RGB" if channels == 3 else "L").resize((size[1], size[0]), Image.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
     return arr[..., None] if channels == 1 else arr
@@ -123,9 +143,11 @@ def _check_files(files: list[Path], policy: str, notes: list[str], limits: tuple
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit below
                 with Image.open(f) as im:
                     w, h = im.size
-                    im.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            bad.append((f, type(e).__name__))
+                    if min(w, h) >= min_side and w * h <= max_pixels:
+                        im.draft(im.mode, (min_side, min_side))  # JPEG: a fast reduced decode ...
+                        im.load()  # ... that still reads every byte, so a truncated file fails here
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+            bad.append((f, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"))
             continue
         if min(w, h) < min_side:
             bad.append((f, f"{w}x{h} px, a side under dataset.min_side={min_side}"))
@@ -161,7 +183,7 @@ def _scan(root: Path, policy: str, notes: list[str], where: str, limits: tuple[i
     return classes
 
 
-def load_folder(cfg):
+def load_folder(cfg, batch_size: int = 32):
     """Reads a folder dataset. Returns (arrays, source, class_names, test_files, notes)."""
     if not cfg.get("path"):
         raise CnnrunError("dataset=folder needs dataset.path=DIR, a folder with one sub-folder of images per class")
@@ -218,6 +240,9 @@ def load_folder(cfg):
     megabytes = n * size[0] * size[1] * channels / 2**20
     cache = cfg.get("cache", "auto")
     in_memory = cache is True or (cache == "auto" and megabytes <= float(cfg.get("cache_max_mb", 2048)))
+    from cnnrun.data import check_fits  # nothing is decoded yet: refuse what memory cannot take
+
+    check_fits(n, size, channels, batch_size, in_memory, stream_hint=", or stream them with dataset.cache=false")
     arrays = {}
     for split_name, split_pairs in (("train", train_pairs), ("test", test_pairs)):
         files = [f for f, _ in split_pairs]

@@ -12,6 +12,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 _claimed: dict[str, object] = {}  # the open lock file that holds this process's slot
@@ -64,7 +65,8 @@ def _child(cfg_yaml: str, run_dir: str) -> None:
     from omegaconf import OmegaConf  # noqa: PLC0415
 
     from cnnrun import CnnrunError  # noqa: PLC0415
-    from cnnrun.train import mark_failed, train  # noqa: PLC0415
+    from cnnrun.record import RunRefused  # noqa: PLC0415
+    from cnnrun.train import train  # noqa: PLC0415
 
     fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     handlers = [logging.StreamHandler(), logging.FileHandler(Path(run_dir) / "train.log")]
@@ -72,16 +74,15 @@ def _child(cfg_yaml: str, run_dir: str) -> None:
         h.setFormatter(fmt)
         logging.getLogger().addHandler(h)
     logging.getLogger().setLevel(logging.INFO)
-    try:
+    try:  # train() records its own failures in metrics.json
         train(OmegaConf.create(cfg_yaml), run_dir)
-    except CnnrunError as e:
-        mark_failed(Path(run_dir), str(e))
+    except RunRefused as e:
+        print(f"cnnrun: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None
+    except CnnrunError:
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except Exception as e:
-        mark_failed(Path(run_dir), f"{type(e).__name__}: {e}")
-        raise
 
 
 def train_in_fresh_process(cfg, run_dir: Path) -> dict:
@@ -90,7 +91,6 @@ def train_in_fresh_process(cfg, run_dir: Path) -> dict:
     Costs a backend start-up per job (seconds), and in exchange every job starts from the same memory:
     whatever the backend keeps after a run (TensorFlow keeps each job's graphs) dies with the process.
     """
-    import json  # noqa: PLC0415
     import multiprocessing  # noqa: PLC0415
 
     from omegaconf import OmegaConf  # noqa: PLC0415
@@ -104,10 +104,13 @@ def train_in_fresh_process(cfg, run_dir: Path) -> dict:
         child.join()
     except KeyboardInterrupt:  # the child got the Ctrl-C too: it stops after its batch and saves
         child.join()
-    try:
-        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
-    except (OSError, ValueError):
+    from cnnrun import record  # noqa: PLC0415
+
+    metrics = record.read(run_dir)
+    if metrics is None or metrics.get("status") == "unreadable":
         metrics = {"status": "failed", "error": f"the job's process exited with {child.exitcode} before writing metrics"}
+    if child.exitcode == 3:
+        raise record.RunRefused(f"{run_dir} is not this job's to write (see the job's output)")
     if child.exitcode == 2:
         raise CnnrunError(metrics.get("error", "the job failed"))
     if child.exitcode not in (0, 130, 143) and metrics.get("status") in ("failed", "running"):

@@ -7,13 +7,12 @@ float32 even under mixed precision, so losses stay stable.
 
 from __future__ import annotations
 
-import inspect
-
 import keras
 from keras import layers
 
 from cnnrun import CnnrunError
 from cnnrun.backend import BatchNorm
+from cnnrun.blocks import classifier_head
 
 
 def _conv(x, filters, name, **kwargs):
@@ -36,16 +35,12 @@ def _drop(x, rate, name):
     return layers.Dropout(rate, name=name)(x) if rate > 0 else x
 
 
-def _classifier(x, num_classes):
-    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
-
-
 def dense(input_shape, num_classes, units=128):
     """Flatten -> Dense(units) -> softmax (TensorFlow's basic classification tutorial; article 003: 64 units)."""
     inputs = keras.Input(input_shape, name="image")
     x = layers.Flatten(name="flatten")(inputs)
     x = layers.Dense(units, activation="relu", name="fc1")(x)
-    return keras.Model(inputs, _classifier(x, num_classes), name="dense")
+    return keras.Model(inputs, classifier_head(x, num_classes), name="dense")
 
 
 def mnist_cnn(input_shape, num_classes, dropout=True):
@@ -89,7 +84,7 @@ def cnn3(
     if extra_dense:
         x = layers.Dense(128, activation="relu", name="fc2")(x)
     x = _drop(x, head_rate, "drop_fc")
-    return keras.Model(inputs, _classifier(x, num_classes), name=name)
+    return keras.Model(inputs, classifier_head(x, num_classes), name=name)
 
 
 def cnn4(input_shape, num_classes, dropout=True):
@@ -123,7 +118,7 @@ def cnn4(input_shape, num_classes, dropout=True):
     x = layers.Dense(128, activation="relu", name="fc2")(x)
     x = BatchNorm(name="bn6")(x)
     x = drop(x, 0.5, "drop5")
-    return keras.Model(inputs, _classifier(x, num_classes), name="cnn4")
+    return keras.Model(inputs, classifier_head(x, num_classes), name="cnn4")
 
 
 def tf_cnn(input_shape, num_classes):
@@ -136,40 +131,39 @@ def tf_cnn(input_shape, num_classes):
     x = _conv(x, 64, "conv3")
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(64, activation="relu", name="fc1")(x)
-    return keras.Model(inputs, _classifier(x, num_classes), name="tf_cnn")
+    return keras.Model(inputs, classifier_head(x, num_classes), name="tf_cnn")
 
 
-BUILDERS = {"dense": dense, "mnist_cnn": mnist_cnn, "cnn3": cnn3, "cnn4": cnn4, "tf_cnn": tf_cnn}
+def _families():
+    from cnnrun.resnet import resnet  # their own modules; they import no model module back
+    from cnnrun.vgg import vgg16
+
+    return {"resnet": resnet, "vgg16": vgg16}
 
 
-def register(name):
-    """Adds a builder to BUILDERS (used by model families that live in their own module)."""
-
-    def wrap(fn):
-        BUILDERS[name] = fn
-        return fn
-
-    return wrap
-
-
-def check_model_config(cfg) -> None:
-    """Refuses an unknown model name or an argument its builder does not take — before any data is read."""
-    import cnnrun.resnet  # noqa: F401 - registers resnet
-    import cnnrun.vgg  # noqa: F401 - registers vgg16
-    params = {k: v for k, v in cfg.items() if k != "name"}
-    builder = BUILDERS.get(cfg.name)
-    if builder is None:
-        raise CnnrunError(f"model.name={cfg.name} is unknown; expected one of {sorted(BUILDERS)}")
-    accepted = set(inspect.signature(builder).parameters) - {"input_shape", "num_classes"}
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise CnnrunError(f"model {cfg.name} takes no {unknown}; its options are {sorted(accepted)}")
-    if "dropout" in params:
-        dropout_rates(params["dropout"])
+# The registry: model.name -> builder. conf/model/NAME.yaml and cnnrun/schema.py name the same models.
+BUILDERS = {"dense": dense, "mnist_cnn": mnist_cnn, "cnn3": cnn3, "cnn4": cnn4, "tf_cnn": tf_cnn, **_families()}
 
 
 def build_model(cfg, input_shape, num_classes) -> keras.Model:
     """Builds the model named by cfg.name with the rest of cfg as keyword arguments."""
-    check_model_config(cfg)
-    params = {k: v for k, v in cfg.items() if k != "name"}
-    return BUILDERS[cfg.name](tuple(input_shape), int(num_classes), **params)
+    builder = BUILDERS.get(cfg.name)
+    if builder is None:
+        raise CnnrunError(f"model.name={cfg.name} is unknown; expected one of {', '.join(sorted(BUILDERS))}")
+    return builder(tuple(input_shape), int(num_classes), **{k: v for k, v in cfg.items() if k != "name"})
+
+
+def portable(model: keras.Model) -> keras.Model:
+    """A copy of `model` built from Keras' own layers only, sharing no state with it: what model.keras
+    holds, so that `keras.models.load_model` reads it in any Python with Keras, without cnnrun. cnnrun's
+    fused-kernel BatchNorm (training speed on TensorFlow) becomes Keras' BatchNormalization, which
+    computes the same inference."""
+
+    def clone(layer):
+        if isinstance(layer, BatchNorm):
+            return keras.layers.BatchNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from cnnrun import CnnrunError
+from cnnrun import CnnrunError, record
 from cnnrun.console import console, error
 from cnnrun.folder import EXTENSIONS, decode
+
+
+def check_writable(out: Path) -> None:
+    """Refuses an --out file that cannot be written, before any work."""
+    parent = out.resolve().parent
+    if out.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise CnnrunError(f"cannot write --out {out}: {'it is a folder' if out.is_dir() else 'its folder is missing or not writable'}; "
+                          "give a file in a writable folder, e.g. --out predictions.csv")
 
 
 def collect(paths: list[Path]) -> list[Path]:
@@ -24,17 +32,30 @@ def collect(paths: list[Path]) -> list[Path]:
     return files
 
 
-def predict_files(run_dir: Path, files: list[Path], top: int = 1):
+def finished_model(run_dir: Path, allow_unfinished: bool = False) -> tuple[Path, dict]:
+    """(model.keras, metrics) of a run that ended ok; refuses any other run unless `allow_unfinished`."""
+    model_file = run_dir / "model.keras"
+    metrics = record.read(run_dir)
+    if metrics is None:
+        raise CnnrunError(f"{run_dir} holds no run (no metrics.json, no model.keras); give the directory a run wrote")
+    status = metrics.get("status")
+    if status != "ok" and not allow_unfinished:
+        why = f": {metrics['error']}" if metrics.get("error") else ""
+        raise CnnrunError(f"{run_dir} did not end ok (status {status}{why}); its model is not a result. Finish it "
+                          f"(cnnrun resume {run_dir}) or pass --allow-unfinished to use it anyway")
+    if not model_file.is_file():
+        raise CnnrunError(f"{run_dir} has no model.keras; give the directory of a finished run (output.save_model=true)")
+    return model_file, metrics
+
+
+def predict_files(run_dir: Path, files: list[Path], top: int = 1, allow_unfinished: bool = False):
     """(rows, unreadable): rows are (file, [(class, probability)] * top) for each readable image."""
     import keras
 
-    import cnnrun.backend  # noqa: F401 - registers cnnrun's layers (BatchNorm) for loading
-    import cnnrun.vgg  # noqa: F401 - and VGGPreprocess
+    import cnnrun.backend  # noqa: F401 - registers cnnrun's layers: models saved before model.keras was portable
+    import cnnrun.vgg  # noqa: F401
 
-    model_file = run_dir / "model.keras"
-    if not model_file.is_file():
-        raise CnnrunError(f"{run_dir} has no model.keras; give the directory of a finished run (output.save_model=true)")
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    model_file, metrics = finished_model(run_dir, allow_unfinished)
     model = keras.models.load_model(model_file)
     height, width, channels = model.input_shape[1:]
     names = metrics.get("class_names") or [str(i) for i in range(model.output_shape[-1])]
@@ -60,6 +81,8 @@ def predict_main(args: list[str]) -> None:
     ap.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
     ap.add_argument("--top", type=int, default=1, help="show the K most likely classes")
     ap.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default: ./predictions.csv)")
+    ap.add_argument("--allow-unfinished", action="store_true",
+                    help="use the model of a run that did not end ok (nan, failed, interrupted)")
     ns = ap.parse_args(args)
     missing = [str(p) for p in ns.inputs if not p.exists()]
     if missing:
@@ -68,7 +91,9 @@ def predict_main(args: list[str]) -> None:
     if not files:
         ap.error(f"no images ({', '.join(sorted(EXTENSIONS))}) in {', '.join(map(str, ns.inputs))}")
     try:
-        rows, unreadable = predict_files(ns.run_dir, files, max(1, ns.top))
+        finished_model(ns.run_dir, ns.allow_unfinished)  # before decoding a single image
+        check_writable(ns.out)
+        rows, unreadable = predict_files(ns.run_dir, files, max(1, ns.top), ns.allow_unfinished)
     except CnnrunError as e:
         error(str(e))
         raise SystemExit(2) from None
@@ -87,7 +112,11 @@ def predict_main(args: list[str]) -> None:
         table.add_row(str(f), *[c for name, p in top for c in (name, f"{100 * p:.1f} %")])
         csv_rows.append([str(f)] + [c for name, p in top for c in (name, f"{p:.6f}")])
     console.print(table)
-    write_csv(ns.out, header, csv_rows)
+    try:
+        write_csv(ns.out, header, csv_rows)
+    except CnnrunError as e:
+        error(str(e))
+        raise SystemExit(2) from None
     console.print(f"written: {ns.out}")
     for f, why in unreadable:
         error(f"cannot read {f} as an image ({why}); skipped")

@@ -69,7 +69,7 @@ def preset_info(name: str) -> tuple[int, float | None]:
 
 def identity(cfg) -> tuple[str, int]:
     """What makes two runs the same run: the config fingerprint and the epoch count."""
-    from cnnrun.resume import fingerprint
+    from cnnrun.record import fingerprint
 
     return fingerprint(cfg), int(cfg.trainer.epochs)
 
@@ -95,10 +95,9 @@ def command(name: str, seed: int, run_dir: Path) -> list[str]:
 
 
 def read(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
+    from cnnrun import record
+
+    return record.read(run_dir)
 
 
 def run_one(name: str, seed: int, run_dir: Path) -> dict | None:

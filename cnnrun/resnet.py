@@ -13,7 +13,7 @@ from keras import layers
 
 from cnnrun import CnnrunError
 from cnnrun.backend import BatchNorm
-from cnnrun.models import _classifier, register
+from cnnrun.blocks import classifier_head
 
 
 def _bn(x, name):
@@ -32,7 +32,6 @@ def _block(x, filters, stride, name, l2):
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([x, y]))
 
 
-@register("resnet")
 def resnet(input_shape, num_classes, depth=20, width=16, dropout=0.0, l2=0.0):
     """A CIFAR-style ResNet of `depth` = 6n + 2 layers.
 
@@ -54,4 +53,4 @@ def resnet(input_shape, num_classes, depth=20, width=16, dropout=0.0, l2=0.0):
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout:
         x = layers.Dropout(float(dropout), name="drop_fc")(x)
-    return keras.Model(inputs, _classifier(x, num_classes), name=f"resnet{depth}")
+    return keras.Model(inputs, classifier_head(x, num_classes), name=f"resnet{depth}")

@@ -1,4 +1,4 @@
-"""Runs that survive interruption: per-epoch checkpoints, Ctrl-C/SIGTERM handling, config fingerprints.
+"""Runs that survive interruption: per-epoch checkpoints and Ctrl-C/SIGTERM handling.
 
 A checkpoint is one `.npz` holding every variable of the training model (weights, BatchNorm
 statistics and the seed-generator states of dropout and augmentation), every optimizer variable
@@ -9,40 +9,16 @@ a resumed run repeats the uninterrupted one exactly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import threading
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
-
 from cnnrun import CnnrunError, artifacts
 from cnnrun.resident import LAYER as RESIDENT_DATA
 
 CHECKPOINT = "checkpoint.npz"
-# Keys that change how a run is shown, fed or how long it goes on, not what it computes (device_data and
-# steps_per_execution give identical histories: tests/test_resident.py), so a run may resume with them changed.
-NEUTRAL = ("trainer.resume", "trainer.verbose", "trainer.epochs", "trainer.fresh_process", "trainer.device_data",
-           "trainer.steps_per_execution", "output")
-# Options added after runs already existed, with the value that means "off": left out of the fingerprint
-# while off, so a checkpoint or finished run made before the option existed keeps its identity.
-ADDED_OFF = {"optimizer.weight_decay": None, "optimizer.schedule": "constant", "optimizer.warmup": 0.0,
-             "trainer.label_smoothing": 0.0, "trainer.tta": "none", "trainer.augment_after": 0}
-
-
-def fingerprint(cfg: DictConfig) -> str:
-    """A short hash of everything in the config that changes the numbers a run produces."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in (*NEUTRAL, *ADDED_OFF):
-        *parents, leaf = dotted.split(".")
-        node = data
-        for p in parents:
-            node = node.get(p, {})
-        if dotted in NEUTRAL or (leaf in node and node[leaf] == ADDED_OFF[dotted]):
-            node.pop(leaf, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -75,8 +51,12 @@ def load(run_dir: Path) -> dict | None:
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(arrays.pop("meta").tobytes())
-    except (OSError, ValueError, KeyError) as e:
-        raise CnnrunError(f"checkpoint {path} is unreadable ({e}); delete it and set trainer.resume=false to start over") from None
+        if not isinstance(meta, dict) or not {"epoch", "history", "n_variables", "n_optimizer"} <= set(meta):
+            raise ValueError("its meta record is incomplete")
+    except Exception as e:  # noqa: BLE001 - zipfile, zlib, numpy and json each fail their own way on a cut file
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CnnrunError(f"checkpoint {path} is unreadable ({why}); add trainer.resume=false to keep the earlier "
+                          "run aside and start over") from None
     return {"meta": meta, "arrays": arrays}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
@@ -11,8 +10,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from rich.table import Table
 
-from cnnrun import artifacts
-from cnnrun.console import console
+from cnnrun import CnnrunError, artifacts, record
+from cnnrun.console import console, error
 
 METRIC_COLUMNS = ["test_acc", "article", "diff", "best_val", "train_s", "img_per_s", "params", "status", "error"]
 
@@ -22,15 +21,13 @@ def find_runs(path: Path) -> list[Path]:
     path = Path(path)
     if (path / "metrics.json").is_file():
         return [path]
-    return sorted((p.parent for p in path.rglob("metrics.json")), key=lambda p: str(p))
+    found = (p.parent for p in path.rglob("metrics.json"))  # earlier runs set aside (X.earlier-N) are not this sweep's
+    return sorted((p for p in found if ".earlier-" not in str(p.relative_to(path))), key=lambda p: str(p))
 
 
 def read_run(run_dir: Path) -> dict:
     """metrics.json plus the overrides Hydra recorded for the run."""
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError) as e:
-        metrics = {"status": "unreadable", "error": str(e)}
+    metrics = record.read(run_dir) or {"status": "unreadable", "error": f"{run_dir} has no metrics.json"}
     overrides = {}
     file = run_dir / ".hydra" / "overrides.yaml"
     if file.is_file():
@@ -137,12 +134,17 @@ def summarize(paths: list[Path], out: Path, stem: str, title: str) -> list[list[
 
 
 class SweepSummary(Callback):
-    """Hydra callback: after every multirun, summary.csv / summary.md in the sweep directory and a table."""
+    """Hydra callback: after every multirun, summary.csv / summary.md in the sweep directory and a table.
+
+    `not_ok` counts the jobs that did not end ok, so `cnnrun train -m` can exit 1 after the summary."""
+
+    not_ok = 0
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if sweep_dir.is_dir():
-            summarize([sweep_dir], sweep_dir, "summary", f"sweep {sweep_dir}")
+            rows = summarize([sweep_dir], sweep_dir, "summary", f"sweep {sweep_dir}")
+            SweepSummary.not_ok = sum(1 for row in rows if row[-2] != "ok")
 
 
 def compare_main(args: list[str]) -> None:
@@ -153,5 +155,11 @@ def compare_main(args: list[str]) -> None:
     missing = [str(p) for p in ns.paths if not p.exists()]
     if missing:
         parser.error(f"no such run or sweep directory: {', '.join(missing)}")
-    if not summarize(ns.paths, ns.out, "comparison", "comparison"):
+    try:
+        found = summarize(ns.paths, ns.out, "comparison", "comparison")
+    except (CnnrunError, OSError) as e:
+        error(f"cannot write the comparison into --out {ns.out}: {getattr(e, 'strerror', None) or e}; "
+              "give a writable folder, e.g. --out .")
+        raise SystemExit(2) from None
+    if not found:
         raise SystemExit(1)

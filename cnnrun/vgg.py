@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from cnnrun import CnnrunError
-from cnnrun.models import register
 
 NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"  # the file Keras caches for include_top=False
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -16,11 +16,25 @@ IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 
 @keras.saving.register_keras_serializable(package="cnnrun")
 class VGGPreprocess(layers.Layer):
-    """[0, 1] RGB -> VGG's own input: 0-255 BGR minus the ImageNet channel means ("caffe" mode)."""
+    """[0, 1] RGB -> VGG's own input: 0-255 BGR minus the ImageNet channel means ("caffe" mode).
+    Kept only so that models saved before `vgg_preprocess()` replaced it still load."""
 
     def call(self, x):
         x = ops.flip(ops.cast(x, self.compute_dtype) * 255.0, axis=-1)
         return x - ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype=self.compute_dtype)
+
+
+def vgg_preprocess(name="vgg_preprocess") -> layers.Layer:
+    """[0, 1] RGB -> 0-255 BGR minus the ImageNet channel means ("caffe" mode), as one frozen 1x1
+    convolution (Keras' own layer, so the saved model needs no cnnrun to load). Its kernel is 255 times a
+    channel permutation and its bias the negated means: each output is one product plus zeros, exactly
+    the arithmetic of `x * 255 - mean`."""
+    kernel = np.zeros((1, 1, 3, 3), dtype="float32")
+    for out_channel in range(3):
+        kernel[0, 0, 2 - out_channel, out_channel] = 255.0  # BGR: output channel 0 reads input channel 2
+    bias = -np.asarray(IMAGENET_BGR_MEAN, dtype="float32")
+    return layers.Conv2D(3, 1, name=name, trainable=False, kernel_initializer=keras.initializers.Constant(kernel),
+                         bias_initializer=keras.initializers.Constant(bias))
 
 
 def _weights(weights):
@@ -37,7 +51,6 @@ def _weights(weights):
     return str(path)
 
 
-@register("vgg16")
 def vgg16(input_shape, num_classes, weights="imagenet", freeze=0, dense=512, dropout=0.5):
     """VGG16 (include_top=False) -> Flatten -> Dense 512 -> Dropout 0.5 -> softmax (article 004).
 
@@ -55,7 +68,7 @@ def vgg16(input_shape, num_classes, weights="imagenet", freeze=0, dense=512, dro
         x = layers.Concatenate(name="to_rgb")([x, x, x])
     if h < 32 or w < 32:  # VGG16's five poolings need at least 32x32
         x = layers.Resizing(max(h, 32), max(w, 32), name="resize")(x)
-    x = VGGPreprocess(name="vgg_preprocess")(x)
+    x = vgg_preprocess()(x)
     spec = _weights(weights)
     source = spec[0] if isinstance(spec, tuple) else spec
     try:

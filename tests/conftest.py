@@ -28,6 +28,17 @@ def make_config(*overrides, tiny=True, hydra=False):
         return compose("config", overrides=[*(TINY if tiny else []), *overrides], return_hydra_config=hydra)
 
 
+def refusal(*overrides, tiny=True, multirun=False) -> str:
+    """The one-line message `cnnrun train OVERRIDES` refuses with before any work (fails if it is accepted)."""
+    from cnnrun import CnnrunError, schema
+
+    with pytest.raises(CnnrunError) as err:
+        schema.check_jobs([*(TINY if tiny else []), *overrides], multirun)
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
 @pytest.fixture
 def cfg_factory():
     return make_config

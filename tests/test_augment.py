@@ -171,11 +171,13 @@ def test_augment_after_trains_plain_epochs_first(cfg_factory, tmp_path):
 def test_augment_after_is_checked_before_training(cfg_factory, tmp_path):
     from cnnrun.train import train
 
-    for value, words in (("-1", "whole number >= 0"), ("1.5", "whole number >= 0"), ("3", "no augmented epoch")):
-        cfg = cfg_factory("augment=flip", "trainer.epochs=3", f"trainer.augment_after={value}")
-        with pytest.raises(CnnrunError, match=words):
-            train(cfg, tmp_path / value)
-        assert not (tmp_path / value / "history.csv").exists()
+    from tests.conftest import refusal
+
+    for value, words in (("-1", "whole number of plain epochs >= 0"), ("1.5", "must be a whole number")):
+        assert words in refusal("augment=flip", "trainer.epochs=3", f"trainer.augment_after={value}")
+    with pytest.raises(CnnrunError, match="no augmented epoch"):
+        train(cfg_factory("augment=flip", "trainer.epochs=3", "trainer.augment_after=3"), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # refused before the run touched its directory
 
 
 def test_gated_layer_switch(cfg_factory):

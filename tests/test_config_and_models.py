@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 
 from cnnrun import CnnrunError
 from cnnrun.models import build_model
-from cnnrun.train import check_config
+from cnnrun import schema
+from tests.conftest import refusal
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -31,8 +32,12 @@ def options(group):
 @pytest.mark.parametrize("group", ["dataset", "model", "optimizer", "augment", "trainer"])
 def test_every_group_option_composes(cfg_factory, group):
     for option in options(group):
-        cfg = cfg_factory(f"{group}={option}", tiny=False)
-        assert OmegaConf.select(cfg, group) is not None or group == "augment"
+        cfg = cfg_factory(f"{group}={option}", *(["dataset.path=photos"] if option == "folder" else []), tiny=False)
+        schema.validate(cfg)
+        if group == "augment":  # the option's own sub-node is set, the others stay None
+            assert option == "none" or any(cfg.augment[k] is not None for k in cfg.augment), option
+        else:
+            assert OmegaConf.select(cfg, group).get("name", group) in (option, group, "cnn3"), option
 
 
 def test_defaults_are_fashion_and_cnn4(cfg_factory):
@@ -43,7 +48,7 @@ def test_defaults_are_fashion_and_cnn4(cfg_factory):
 
 def test_several_augment_options_merge(cfg_factory):
     cfg = cfg_factory("augment=[flip,shift,erasing]")
-    assert set(cfg.augment) == {"flip", "shift", "erasing"}
+    assert {k for k, v in cfg.augment.items() if v is not None} == {"flip", "shift", "erasing"}
 
 
 @pytest.mark.parametrize("model", sorted(EXPECTED_PARAMS))
@@ -77,26 +82,61 @@ def test_cnn3_variants_change_the_stack(cfg_factory):
         ("trainer.val_split=1.5", "trainer.val_split=1.5"),
         ("trainer.val_split=-0.1", "trainer.val_split=-0.1"),
         ("trainer.epochs=0", "trainer.epochs=0"),
-        ("trainer.epochs=abc", "trainer.epochs='abc'"),
+        ("trainer.epochs=abc", "trainer.epochs=abc must be a whole number"),
         ("trainer.batch_size=2.5", "trainer.batch_size=2.5"),
         ("optimizer.lr=-1", "optimizer.lr=-1"),
-        ("trainer.precision=fp8", "trainer.precision='fp8'"),
-        ("+model.width=3", "width"),
+        ("trainer.precision=fp8", "trainer.precision=fp8 is not one of float32"),
+        ("+model.width=3", "model.width is not a setting"),
         ("augment=erasing augment.erasing.p=2", "augment.erasing.p=2"),
+        ("trainer.seed=-1", "trainer.seed=-1"),
+        ("model=cnn3 model.pad=-1", "model.pad=-1"),
+        ("augment=rotate augment.rotate.degrees=abc", "augment.rotate.degrees=abc must be a number"),
+        ("+trainer.epoch=1", "did you mean trainer.epochs?"),
+        ("trainer.epoch=3", "did you mean trainer.epochs?"),
+        ("+optimizer.momentum=0.9", "momentum belongs to optimizer=sgd"),
+        ("model=resnet model.depth=21", "model.depth=21 must be 6n + 2"),
+        ("optimizer.schedule=linear", "optimizer.schedule=linear is not one of constant, cosine, onecycle"),
+        ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1"),
+        ("model=nope", "model=nope is not an option; expected one of cnn3,"),
+        ("dataset=folder", "dataset=folder needs dataset.path"),
+        ("trainer.tta=flip dataset=folder dataset.path=x dataset.cache=false", "trainer.tta=flip needs the test images"),
+        ("augment=flip trainer.augment_after=1", "leaves no augmented epoch"),
+        ("trainer.epochs=[1", "trainer.epochs=[1: "),
+        ("model=dense,cnn3", "add -m"),
     ],
 )
-def test_bad_values_get_one_line_naming_the_culprit(cfg_factory, override, culprit):
-    cfg = cfg_factory(*override.split())
-    with pytest.raises(CnnrunError) as err:
-        check_config(cfg)
-    message = str(err.value)
-    assert culprit in message and "\n" not in message
+def test_bad_values_get_one_line_naming_the_culprit(override, culprit):
+    assert culprit in refusal(*override.split())
+
+
+def test_a_sweep_is_checked_whole_before_any_job_runs():
+    message = refusal("model=dense,cnn3", "trainer.seed=0,-1", multirun=True)
+    assert message.startswith("job 1 of 4 (") and "trainer.seed=-1" in message and "nothing was run" in message
+    assert schema.check_jobs(["dataset=digits", "model=dense,cnn3", "trainer.seed=0,1"], multirun=True) == 4
+    assert schema.check_jobs(["dataset=digits", "experiment=glob(article001_*)"], multirun=True) >= 9
+
+
+def test_values_added_without_hydra_are_checked_too(cfg_factory):
+    """A config made or edited in Python (not composed by Hydra) meets the same schema."""
+    plain = OmegaConf.to_container(cfg_factory())
+    plain["trainer"]["epoch"] = 3
+    with pytest.raises(CnnrunError, match="trainer.epoch is not a setting .* did you mean trainer.epochs"):
+        schema.validate(OmegaConf.create(plain))
+    del plain["trainer"]["epoch"]
+    plain["trainer"]["precision"] = "fp8"
+    with pytest.raises(CnnrunError, match="trainer.precision=fp8 is not one of"):
+        schema.validate(OmegaConf.create(plain))
+    plain["trainer"]["precision"] = "float32"
+    schema.validate(OmegaConf.create(plain))
 
 
 @pytest.mark.parametrize("preset", options("experiment"))
 def test_every_experiment_preset_composes_and_checks(cfg_factory, preset):
     cfg = cfg_factory(f"experiment={preset}", tiny=False)
-    check_config(cfg)
+    if preset.startswith(("article002", "article004")):  # photo folders: the user names one
+        assert "needs dataset.path" in refusal(f"experiment={preset}", tiny=False)
+        cfg = cfg_factory(f"experiment={preset}", "dataset.path=photos", tiny=False)
+    schema.validate(cfg)
     assert cfg.reference.source and (cfg.reference.accuracy is None or 0.5 < cfg.reference.accuracy < 1)
     assert preset.startswith(("article0", "fast_", "best_"))
 

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import make_config, read_metrics
+from conftest import make_config, read_metrics, refusal
 from test_folder import make_photos
 from test_resume import history, interrupt_at
 
@@ -50,15 +50,13 @@ def test_device_data_refuses_a_streamed_folder_in_one_line(tmp_path):
     with pytest.raises(CnnrunError, match=r"device_data=true needs the images in memory.*device_data=false") as e:
         train(cfg, tmp_path / "run")
     assert "\n" not in str(e.value)
-    assert read_metrics(tmp_path / "run")["status"] != "ok"
+    assert not (tmp_path / "run").exists()  # refused with the config, before the run touched anything
 
 
 @pytest.mark.parametrize("override, culprit", [
-    ("trainer.device_data=yes", "trainer.device_data='yes'"),
+    ("trainer.device_data=maybe", "trainer.device_data=maybe must be true or false"),
     ("trainer.steps_per_execution=0", "trainer.steps_per_execution=0"),
     ("trainer.steps_per_execution=2.5", "trainer.steps_per_execution=2.5"),
 ])
-def test_bad_feed_options_are_refused_before_training(tmp_path, override, culprit):
-    with pytest.raises(CnnrunError, match=culprit.replace(".", r"\.")):
-        train(make_config(override), tmp_path / "run")
-    assert not (tmp_path / "run" / "history.csv").exists()
+def test_bad_feed_options_are_refused_before_training(override, culprit):
+    assert culprit in refusal(override)

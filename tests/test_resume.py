@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from cnnrun import CnnrunError, artifacts, resume
+from cnnrun import CnnrunError, artifacts, record, resume
 from cnnrun.train import train
 from tests.conftest import make_config, read_metrics, run_cli
 
@@ -68,14 +68,15 @@ def test_finished_run_is_skipped_and_resume_refuses_what_it_cannot_continue(tmp_
     assert again["skipped"] and again["started"] == first["started"]
     assert (run / "model.keras").stat().st_mtime_ns == stamp
 
-    with pytest.raises(CnnrunError, match="has no checkpoint.npz"):
+    with pytest.raises(record.RunRefused, match="holds no run to continue"):
         train(make_config("trainer.resume=true"), tmp_path / "empty")
     # A checkpoint made by another config is not silently continued.
     interrupted = make_config("trainer.epochs=3", "trainer.seed=1")
     (tmp_path / "other").mkdir()
-    resume.save(tmp_path / "other", _compiled_model(interrupted), 1, [], resume.fingerprint(interrupted))
-    with pytest.raises(CnnrunError, match="different config"):
+    resume.save(tmp_path / "other", _compiled_model(interrupted), 1, [], record.fingerprint(interrupted))
+    with pytest.raises(record.RunRefused, match="holds an unfinished run of another config"):
         train(make_config("trainer.epochs=3", "trainer.seed=2", "trainer.resume=true"), tmp_path / "other")
+    assert (tmp_path / "other" / resume.CHECKPOINT).exists()
 
 
 def _compiled_model(cfg):
@@ -165,7 +166,9 @@ def test_full_disk_during_a_run_fails_it_clearly(tmp_path, monkeypatch):
     monkeypatch.setattr(artifacts, "atomic_write", full_for_models)
     with pytest.raises(CnnrunError, match="No space left"):
         train(make_config(), tmp_path)
-    assert read_metrics(tmp_path)["status"] == "running"  # never "ok"; the CLI then marks it failed
+    m = read_metrics(tmp_path)
+    assert m["status"] == "failed" and "No space left" in m["error"]  # never "ok"
+    assert not (tmp_path / "model.keras").exists()
 
 
 def test_unwritable_output_directory_is_one_clear_line(tmp_path):
@@ -194,14 +197,14 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     assert sorted(a) == list(range(100))
 
 
-def test_fingerprint_ignores_options_added_later_while_they_are_off():
-    """A run made before an option existed keeps its identity; turning the option on changes it."""
-    from omegaconf import OmegaConf
-
-    cfg = make_config("model=dense")
-    older = OmegaConf.to_container(cfg)
-    del older["trainer"]["augment_after"], older["trainer"]["label_smoothing"], older["optimizer"]["schedule"]
-    assert resume.fingerprint(OmegaConf.create(older)) == resume.fingerprint(cfg)
-    assert resume.fingerprint(make_config("model=dense", "trainer.augment_after=1")) != resume.fingerprint(cfg)
-    assert resume.fingerprint(make_config("model=dense", "trainer.verbose=2")) == resume.fingerprint(cfg)
-    assert resume.fingerprint(make_config("model=dense", "trainer.seed=1")) != resume.fingerprint(cfg)
+def test_fingerprint_is_what_changes_the_numbers():
+    """A run's identity is a whitelist: model, optimizer, augmentation, the data set but its path and cache,
+    and the trainer keys that change results. Display, feed, paths and the article's figure are not in it."""
+    base = record.fingerprint(make_config("model=dense"))
+    for same in ("trainer.verbose=2", "trainer.steps_per_execution=4", "trainer.device_data=true",
+                 "trainer.eval_batch_size=7", "trainer.epochs=9", "dataset.path=/elsewhere", "trainer.threads=1",
+                 "output.misclassified_max=3", "reference.accuracy=0.5", "trainer.resume=false"):
+        assert record.fingerprint(make_config("model=dense", same)) == base, same
+    for other in ("trainer.seed=1", "trainer.batch_size=16", "optimizer.lr=0.01", "augment=flip", "model.units=64",
+                  "dataset.limit=200", "trainer.augment_after=1", "trainer.label_smoothing=0.1", "trainer.tta=flip"):
+        assert record.fingerprint(make_config("model=dense", other)) != base, other

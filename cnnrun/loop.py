@@ -1,0 +1,177 @@
+"""The training loop of one run: an epoch per fit() call, a checkpoint after each, Ctrl-C kept clean.
+
+Each epoch's shuffle comes from (seed, epoch) and the checkpoint after each epoch holds weights,
+optimizer and RNG state, so an interrupted run resumes exactly. A signal stops training after the
+current batch; an epoch whose every batch ran is kept (history and checkpoint) even when the signal
+came during its last batch or its validation, and only an epoch that was broken off is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from cnnrun import CnnrunError, backend, resume
+from cnnrun.augment import AugmentFrom
+from cnnrun.progress import RichProgress
+from cnnrun.resident import train_feed, validation_feed
+
+log = logging.getLogger("cnnrun")
+
+
+def feed(x, y, batch_size, order=None) -> tuple:
+    """fit()'s data arguments, in `order` if given: arrays as they are (Keras slices them fastest),
+    on-disk images as a PyDataset that decodes batches in worker threads."""
+    if isinstance(x, np.ndarray):
+        return (x, y) if order is None else (x[order], y[order])
+    from cnnrun.folder import Batches
+
+    return (Batches(x, y, batch_size, order=order),)
+
+
+def _one(args: tuple):
+    return args if len(args) == 2 else args[0]
+
+
+def predict(model: keras.Model, x, batch_size: int) -> np.ndarray:
+    """Class probabilities (float64) for arrays or on-disk images."""
+    return model.predict(*feed(x, None, batch_size)[:1], batch_size=batch_size if isinstance(x, np.ndarray) else None,
+                         verbose=0).astype("float64")
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Per-epoch records for history.csv; stops training when the loss turns NaN or inf.
+
+    On TensorFlow the NaN check runs after every batch (Keras converts the batch logs there anyway).
+    On JAX, Keras keeps the training loop asynchronous only while no callback has a batch hook, so
+    the hook is dropped there and the check runs at the end of each epoch.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[dict] = []
+        self.nan_epoch = None
+        self._start = 0.0
+        if backend.name() == "jax":
+            self.on_train_batch_end = super().on_train_batch_end  # Keras sees the default: no batch hook
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and self.nan_epoch is None and not np.isfinite(float(loss)):
+            self.nan_epoch = len(self.rows) + 1
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and self.nan_epoch is None and not np.isfinite(float(loss)):
+            self.nan_epoch = epoch + 1
+            self.model.stop_training = True
+        row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._start, 3)}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.rows.append(row)
+
+
+@dataclass
+class Fitted:
+    """What the loop did: the whole history (earlier epochs of a resumed run included) and how it ended."""
+    history: list[dict] = field(default_factory=list)
+    first_epoch: int = 0         # epochs done before this process started (resume)
+    seconds: float = 0.0         # training time, earlier epochs included
+    new_seconds: float = 0.0     # of which this process
+    nan_epoch: int | None = None
+    signum: int | None = None    # the signal that stopped it
+    exit_code: int = 0
+
+
+def _steps_done(model) -> int:
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, images=None,
+        checkpoint: dict | None = None) -> Fitted:
+    """Trains `trainer` on `data` for trainer.epochs epochs (the rest of them when `checkpoint` is given)."""
+    out = Fitted()
+    epoch_log = EpochLog()
+    if checkpoint is not None:
+        resume.restore(trainer, checkpoint)
+        out.first_epoch, out.seconds = checkpoint["meta"]["epoch"], checkpoint["meta"].get("train_seconds", 0.0)
+        epoch_log.rows = list(checkpoint["meta"]["history"])
+    steps = -(-len(data.x_train) // t.batch_size)
+    has_val = len(data.x_val) > 0
+    validation = _one(feed(data.x_val, data.y_val, t.eval_batch_size)) if has_val else None
+    if images is not None and has_val:
+        validation = validation_feed(data.y_val, offset=len(data.x_train))
+    callbacks = [epoch_log, progress := RichProgress(t.epochs, steps, t.verbose)]
+    if augment is not None and augment.gated:
+        callbacks.append(AugmentFrom(augment, t.augment_after))
+    start = time.perf_counter()
+    with resume.StopOnSignal(trainer, say=log.warning) as stop:
+        try:
+            for epoch in range(out.first_epoch, t.epochs):
+                if stop.signum is not None:
+                    break
+                order = resume.epoch_order(len(data.x_train), t.seed, epoch)
+                if stop.signum is not None:  # fit() would clear the stop request and run a whole epoch
+                    break
+                before = _steps_done(trainer)
+                trainer.fit(
+                    *(feed(data.x_train, data.y_train, t.batch_size, order) if images is None
+                      else train_feed(data.y_train, order)),
+                    batch_size=t.batch_size if isinstance(data.x_train, np.ndarray) else None,
+                    initial_epoch=epoch, epochs=epoch + 1, validation_data=validation,
+                    validation_batch_size=t.eval_batch_size if isinstance(data.x_val, np.ndarray) else None,
+                    shuffle=False,  # already in this epoch's order
+                    verbose=0, callbacks=callbacks,
+                )
+                whole = _steps_done(trainer) - before >= steps  # every batch ran: the epoch is a result
+                if not whole:
+                    del epoch_log.rows[epoch:]  # broken off by a signal: not a result
+                    break
+                if epoch_log.nan_epoch is not None:
+                    break
+                if t.checkpoint and (epoch + 1 < t.epochs or stop.signum is not None):
+                    seconds = out.seconds + time.perf_counter() - start
+                    resume.save(run_dir, trainer, epoch + 1, epoch_log.rows, config_hash, seconds)
+        finally:
+            progress.close()
+    out.new_seconds = time.perf_counter() - start
+    out.seconds += out.new_seconds
+    out.history, out.nan_epoch = epoch_log.rows, epoch_log.nan_epoch
+    if stop.signum is not None:  # the user asked to stop: even after the last epoch, evaluation waits for resume
+        out.signum, out.exit_code = stop.signum, stop.exit_code
+    return out
+
+
+def evaluate(classifier: keras.Model, data, t) -> np.ndarray:
+    """Test-set class probabilities, once, with the classifier (no augmentation); mirror TTA if asked."""
+    probs = predict(classifier, data.x_test, t.eval_batch_size)
+    if t.tta == "flip":  # average with the mirror image: what the model sees either way round
+        if not isinstance(data.x_test, np.ndarray):
+            raise CnnrunError("trainer.tta=flip needs the test images in memory; set dataset.cache=true or tta=none")
+        probs = (probs + predict(classifier, data.x_test[:, :, ::-1], t.eval_batch_size)) / 2
+    return probs
+
+
+def history_metrics(fitted: Fitted, data) -> dict:
+    """The metrics.json fields that come from training."""
+    history, new_epochs = fitted.history, len(fitted.history) - fitted.first_epoch
+    metrics = dict(
+        epochs=len(history),
+        train_seconds=round(fitted.seconds, 3),
+        images_per_second=round(len(data.x_train) * new_epochs / fitted.new_seconds, 1) if new_epochs > 0 else 0.0,
+        train_images=len(data.x_train), val_images=len(data.x_val), test_images=len(data.x_test),
+        final_train_accuracy=history[-1].get("accuracy") if history else None,
+        best_val_accuracy=None, best_epoch=None, last_val_accuracy=None,
+    )
+    if len(data.x_val) and history:
+        val = [row["val_accuracy"] for row in history]
+        metrics.update(best_val_accuracy=max(val), best_epoch=int(np.argmax(val)) + 1, last_val_accuracy=val[-1])
+    return metrics

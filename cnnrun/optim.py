@@ -1,0 +1,51 @@
+"""Optimizers, learning-rate schedules and the loss, as the `optimizer` and `trainer` groups describe them."""
+
+from __future__ import annotations
+
+import keras
+
+
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from ~0 to `peak` over `warmup_steps`, then linear decay to 0 at `total_steps`."""
+
+    def __init__(self, peak, total_steps, warmup_steps):
+        self.peak, self.total, self.warmup = float(peak), int(total_steps), max(1, int(warmup_steps))
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        up = step / self.warmup
+        down = (self.total - step) / max(1, self.total - self.warmup)
+        return self.peak * keras.ops.clip(keras.ops.minimum(up, down), 0.0, 1.0)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total, "warmup_steps": self.warmup}
+
+
+def build_optimizer(cfg, total_steps: int = 1) -> keras.optimizers.Optimizer:
+    """The optimizer with its learning-rate schedule over `total_steps` gradient steps."""
+    schedule = cfg.get("schedule", "constant")
+    warmup = int(float(cfg.get("warmup", 0.0)) * total_steps)
+    if schedule == "constant":
+        lr = cfg.lr
+    elif schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else cfg.lr, max(1, total_steps - warmup), warmup_target=cfg.lr if warmup else None,
+            warmup_steps=warmup)
+    else:  # onecycle
+        lr = OneCycle(cfg.lr, total_steps, warmup or int(0.3 * total_steps))
+    decay = cfg.get("weight_decay")
+    if cfg.name == "adam":
+        return keras.optimizers.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon, weight_decay=decay)
+    return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=decay)
+
+
+def build_loss(label_smoothing: float, num_classes: int):
+    """Cross-entropy on integer labels; with smoothing, on softened one-hot targets."""
+    if not label_smoothing:
+        return "sparse_categorical_crossentropy"
+
+    def smoothed_crossentropy(y_true, y_pred):
+        labels = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), num_classes)
+        return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=label_smoothing)
+
+    return smoothed_crossentropy

@@ -1,0 +1,302 @@
+"""A run's record: who owns its directory, what an earlier run there means, and metrics.json.
+
+One process at a time owns a run directory: it holds an OS lock (`flock`) on `RUN_DIR/.lock` for as
+long as it runs, and a second process is refused in one line naming the holder. What an earlier run
+in the directory means is decided once, here (`Earlier.decide`):
+
+| earlier run in the directory          | trainer.resume=auto          | true              | false          |
+|---------------------------------------|------------------------------|-------------------|----------------|
+| none                                  | start                        | refused           | start          |
+| same config, finished ok              | skip (nothing to do)         | skip              | set aside, start |
+| same config, checkpoint               | continue from it             | continue          | set aside, start |
+| same config, no checkpoint (broken)   | set aside, start over        | set aside, start  | set aside, start |
+| other config, finished ok             | **refused** (say resume=false) | refused         | set aside, start |
+| other config, unfinished              | set aside, start over        | refused           | set aside, start |
+
+"Set aside" renames every file of the earlier run into the sibling `RUN_DIR.earlier-N` (nothing is
+deleted), so the directory never holds files of two runs. `read()` is the one reader of metrics.json
+that compare, sweeps, reproduce, predict and the fresh-process launcher share.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import socket
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from cnnrun import CnnrunError
+
+log = logging.getLogger("cnnrun")
+
+METRICS = "metrics.json"
+LOCK = ".lock"
+CHECKPOINT = "checkpoint.npz"
+HYDRA_FILES = (".hydra", "train.log")  # written by Hydra itself before a sweep job's task function starts
+
+# What changes the numbers a run produces: its identity. Everything else (display, feed, paths, caches,
+# how long it goes on) may change between a run and its continuation.
+IDENTITY = {
+    "model": None,       # every key
+    "optimizer": None,
+    "augment": None,
+    "dataset": {"exclude": ("path", "cache", "cache_max_mb", "bad_files")},
+    "trainer": {"include": ("seed", "batch_size", "val_split", "precision", "jit", "deterministic",
+                            "augment_after", "label_smoothing", "tta")},
+}
+
+
+class RunRefused(CnnrunError):
+    """The directory belongs to someone else (a live process, or a finished run of another config):
+    nothing in it is touched, and the run is not marked failed."""
+
+
+def identity(cfg: DictConfig) -> dict:
+    """The whitelisted part of `cfg` that decides a run's numbers (plain containers)."""
+    out = {}
+    for group, rule in IDENTITY.items():
+        node = cfg.get(group)
+        data = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
+        if group == "augment":
+            data = {k: v for k, v in data.items() if v is not None}
+        if rule and "include" in rule:
+            data = {k: data.get(k) for k in rule["include"]}
+        if rule and "exclude" in rule:
+            data = {k: v for k, v in data.items() if k not in rule["exclude"]}
+        out[group] = data
+    return out
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """A short hash of the run's identity (see IDENTITY)."""
+    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read(run_dir: Path) -> dict | None:
+    """metrics.json of `run_dir`: None when there is none; `status: unreadable` when it cannot be parsed."""
+    path = Path(run_dir) / METRICS
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        return {"status": "unreadable", "error": f"{path} is unreadable: {e}"}
+    return data if isinstance(data, dict) else {"status": "unreadable", "error": f"{path} holds no JSON object"}
+
+
+def write(run_dir: Path, metrics: dict) -> None:
+    from cnnrun import artifacts  # matplotlib: only once a run actually writes
+
+    artifacts.write_json(Path(run_dir) / METRICS, metrics)
+
+
+# --- the lock -------------------------------------------------------------------------------------------
+
+_held: dict[str, list] = {}  # run dir -> [open lock file, claims]: one lock per directory per process
+
+
+def claim(run_dir: Path) -> None:
+    """Takes the directory's lock for this process (re-entrant within it), or refuses naming the holder."""
+    run_dir = Path(run_dir).resolve()
+    key = str(run_dir)
+    if key in _held:
+        _held[key][1] += 1
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    f = open(run_dir / LOCK, "a+", encoding="utf-8")  # noqa: SIM115 - held open while the run lives
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise RunRefused(f"{run_dir} is in use by {holder}; wait for it to end, or choose another directory "
+                         "(hydra.run.dir=DIR)") from None
+    f.seek(0)
+    f.truncate()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    f.write(f"process {os.getpid()} on {socket.gethostname()} since {started} "
+            f"({' '.join(['cnnrun', *sys.argv[1:]])[:200]})\n")
+    f.flush()
+    _held[key] = [f, 1]
+
+
+def release(run_dir: Path) -> None:
+    key = str(Path(run_dir).resolve())
+    entry = _held.get(key)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] <= 0:
+        del _held[key]
+        entry[0].close()  # closing the file drops the lock
+
+
+def holds(run_dir: Path) -> bool:
+    return str(Path(run_dir).resolve()) in _held
+
+
+# --- an earlier run in the directory --------------------------------------------------------------------
+
+def has_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds files of a run (beyond Hydra's own and the lock)."""
+    run_dir = Path(run_dir)
+    return run_dir.is_dir() and any(p.name not in (LOCK, *HYDRA_FILES) for p in run_dir.iterdir())
+
+
+def set_aside(run_dir: Path, keep_hydra: bool = False) -> Path:
+    """Moves every file of the earlier run into the sibling RUN_DIR.earlier-N; returns that directory.
+    With `keep_hydra`, Hydra's files (already written for this run) stay."""
+    run_dir = Path(run_dir)
+    n = 1
+    while (aside := run_dir.with_name(f"{run_dir.name}.earlier-{n}")).exists():
+        n += 1
+    aside.mkdir(parents=True)
+    for p in sorted(run_dir.iterdir()):
+        if p.name == LOCK or (keep_hydra and p.name in HYDRA_FILES):
+            continue
+        os.replace(p, aside / p.name)
+    return aside
+
+
+def _differences(run_dir: Path, cfg: DictConfig, limit: int = 3) -> str:
+    """A few keys in which the earlier run's saved config differs from `cfg` ('' when unknown)."""
+    try:
+        old = identity(OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml"))
+    except Exception:  # noqa: BLE001 - a description only
+        return ""
+    new = identity(cfg)
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    a, b = dict(flat(old)), dict(flat(new))
+    diffs = [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return " (differs in " + ", ".join(diffs[:limit]) + (" ..." if len(diffs) > limit else "") + ")" if diffs else ""
+
+
+def decide(run_dir: Path, cfg: DictConfig, keep_hydra: bool = False) -> str:
+    """What to do about an earlier run in `run_dir` for `cfg` (the table in this module's docstring):
+    'start', 'skip' or 'continue'; sets an earlier run aside, or raises RunRefused."""
+    run_dir = Path(run_dir)
+    resume, epochs = cfg.trainer.resume, int(cfg.trainer.epochs)
+    earlier = read(run_dir)
+    checkpoint = run_dir / CHECKPOINT
+    if earlier is None and not checkpoint.exists():
+        if resume is True:
+            raise RunRefused(f"trainer.resume=true but {run_dir} holds no run to continue; drop trainer.resume "
+                             "to start a new run")
+        if has_run(run_dir):  # stray files (e.g. a crash before metrics.json): not this run's
+            log.warning("%s held files of no recorded run; set them aside in %s", run_dir,
+                        set_aside(run_dir, keep_hydra))
+        return "start"
+    earlier = earlier or {}
+    same = earlier.get("config_hash") == fingerprint(cfg)
+    finished = earlier.get("status") == "ok"
+    if resume is False:
+        aside = set_aside(run_dir, keep_hydra)
+        log.warning("trainer.resume=false: the earlier run in %s is kept in %s; starting over", run_dir, aside)
+        return "start"
+    if same and finished and earlier.get("epochs_planned") == epochs:
+        return "skip"
+    if same and not finished and checkpoint.exists():
+        return "continue"
+    if finished or (not same and resume is True):
+        what = "a finished run" if finished else "an unfinished run"
+        why = (f" (it ran {earlier.get('epochs_planned')} epochs, this asks for {epochs})" if same
+               else _differences(run_dir, cfg))
+        raise RunRefused(f"{run_dir} holds {what} of another config{why}; choose a new directory "
+                         f"(hydra.run.dir=DIR), or add trainer.resume=false to keep it as {run_dir.name}.earlier-N "
+                         "and start this one")
+    aside = set_aside(run_dir, keep_hydra)
+    reason = "has no checkpoint to continue from" if same else "was made with another config"
+    log.warning("the earlier run in %s %s; it is kept in %s and this run starts over", run_dir, reason, aside)
+    return "start"
+
+
+def mark_failed(run_dir: Path, error: str, status: str = "failed") -> None:
+    """Records a run that died as `status: failed` (or `interrupted`) with its error, so it never looks
+    finished. Only a run this process owns (or a directory with no record yet) is written."""
+    run_dir = Path(run_dir)
+    metrics = read(run_dir)
+    if metrics is not None and not holds(run_dir):
+        return  # another process's record, or a finished run this one was refused next to
+    metrics = metrics or {}
+    if metrics.get("status") in (None, "running"):
+        metrics.update(status=status, error=error.splitlines()[0] if error else status)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write(run_dir, metrics)
+        except (OSError, CnnrunError):
+            pass  # an unwritable run directory was already the error being reported
+
+
+class Run:
+    """One run's record for as long as it runs: the directory's lock, the decision about an earlier run
+    there, and metrics.json from `running` to its end. Used as a context manager by train():
+
+        with Run(run_dir, cfg) as run:          # lock; skip / continue / start (earlier runs set aside)
+            run.start(model=...)                # metrics.json says running: a run that dies never looks finished
+            run.update(params=...)
+            return run.end("ok")                # written once more, with its end time
+
+    Leaving the block by an exception records `failed` (or `interrupted` for Ctrl-C) with its error.
+    """
+
+    def __init__(self, run_dir, cfg: DictConfig, keep_hydra: bool = True):
+        self.dir, self.cfg, self.keep_hydra = Path(run_dir), cfg, keep_hydra
+        self.fingerprint = fingerprint(cfg)
+        self.action = ""
+        self.metrics: dict = {}
+        self.earlier: dict | None = None
+
+    def __enter__(self) -> Run:
+        claim(self.dir)
+        try:
+            self.action = decide(self.dir, self.cfg, self.keep_hydra)
+        except BaseException:
+            release(self.dir)
+            raise
+        self.earlier = read(self.dir)
+        return self
+
+    def __exit__(self, kind, error, tb) -> bool:
+        try:
+            if error is not None and self.metrics.get("status") == "running":
+                interrupted = isinstance(error, KeyboardInterrupt)
+                text = (f"interrupted before training finished; start again with: cnnrun resume {self.dir}"
+                        if interrupted else str(error) if isinstance(error, CnnrunError)
+                        else f"{type(error).__name__}: {error}")
+                self.end("interrupted" if interrupted else "failed", error=text.splitlines()[0] if text else kind.__name__)
+        finally:
+            release(self.dir)
+        return False
+
+    def start(self, **fields) -> None:
+        t = self.cfg.trainer
+        self.metrics = {
+            "status": "running", **fields, "seed": t.seed,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "reference_accuracy": (self.cfg.get("reference") or {}).get("accuracy"),
+            "config_hash": self.fingerprint, "epochs_planned": int(t.epochs),
+        }
+        write(self.dir, self.metrics)
+
+    def update(self, **fields) -> None:
+        self.metrics.update(fields)
+
+    def end(self, status: str, **fields) -> dict:
+        self.metrics.update(fields, status=status, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        write(self.dir, self.metrics)
+        return self.metrics

@@ -1,0 +1,552 @@
+"""The config's types (Hydra structured configs) and the one table of ranges and rules between keys.
+
+Every YAML option extends a schema stored here in Hydra's ConfigStore, so a wrong type, an unknown
+key or a value outside an enumerated set is refused while Hydra composes the config. What a type
+cannot say (ranges, "auto or a number", rules between keys) is `RULES` below: one line per key.
+`validate(cfg)` runs both, and is what `cnnrun train` runs for every job of a sweep before the
+first job starts. Every refusal is one line: the key, the value, what is expected, an example.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from cnnrun import CnnrunError
+
+
+# --- enumerated sets ------------------------------------------------------------------------------
+
+class Precision(StrEnum):
+    float32 = "float32"
+    mixed_bfloat16 = "mixed_bfloat16"
+    mixed_float16 = "mixed_float16"
+
+
+class TTA(StrEnum):
+    none = "none"
+    flip = "flip"
+
+
+class Schedule(StrEnum):
+    constant = "constant"
+    cosine = "cosine"
+    onecycle = "onecycle"
+
+
+class Color(StrEnum):
+    rgb = "rgb"
+    grayscale = "grayscale"
+
+
+class Balance(StrEnum):
+    none = "none"
+    oversample = "oversample"
+    undersample = "undersample"
+
+
+class BadFiles(StrEnum):
+    warn = "warn"
+    error = "error"
+
+
+class Fill(StrEnum):
+    pixel = "pixel"
+    patch = "patch"
+
+
+# --- groups ---------------------------------------------------------------------------------------
+
+@dataclass
+class Trainer:
+    epochs: int = 5
+    batch_size: int = 32
+    seed: int = 0
+    val_split: float = 0.0
+    eval_batch_size: int = 1024
+    verbose: int = 1
+    threads: Any = "auto"              # auto | int (a union OmegaConf cannot type: RULES checks it)
+    precision: Precision = Precision.float32
+    device_data: bool = False
+    steps_per_execution: int = 1
+    jit: Any = "auto"                  # auto | true | false
+    deterministic: bool = False
+    checkpoint: bool = True
+    resume: Any = "auto"               # auto | true | false
+    augment_after: int = 0
+    label_smoothing: float = 0.0
+    tta: TTA = TTA.none
+    fresh_process: bool = False
+
+
+@dataclass
+class Optimizer:
+    name: str = MISSING
+    lr: float = 0.001
+    weight_decay: Optional[float] = None
+    schedule: Schedule = Schedule.constant
+    warmup: float = 0.0
+
+
+@dataclass
+class Adam(Optimizer):
+    name: str = "adam"
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+
+@dataclass
+class SGD(Optimizer):
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass
+class Dense:
+    name: str = "dense"
+    units: int = 128
+
+
+@dataclass
+class MnistCnn:
+    name: str = "mnist_cnn"
+    dropout: Any = True                # true | false | a rate in [0, 1)
+
+
+@dataclass
+class Cnn3:
+    name: str = "cnn3"
+    pad: int = 0
+    extra_conv: bool = False
+    dropout: Any = True
+    extra_dense: bool = False
+
+
+@dataclass
+class Cnn4:
+    name: str = "cnn4"
+    dropout: Any = True
+
+
+@dataclass
+class TfCnn:
+    name: str = "tf_cnn"
+
+
+@dataclass
+class Vgg16:
+    name: str = "vgg16"
+    weights: Optional[str] = "imagenet"
+    freeze: int = 0
+    dense: int = 512
+    dropout: float = 0.5
+
+
+@dataclass
+class ResNet:
+    name: str = "resnet"
+    depth: int = 20
+    width: int = 16
+    dropout: float = 0.0
+    l2: float = 0.0
+
+
+@dataclass
+class Dataset:
+    name: str = MISSING
+    path: Optional[str] = None
+    limit: Optional[int] = None
+    mirror: bool = False
+    class_names: Optional[list[str]] = None
+
+
+@dataclass
+class Digits(Dataset):
+    name: str = "digits"
+    image_size: int = 28
+    test_split: float = 0.2
+    split_seed: int = 0
+
+
+@dataclass
+class Folder(Dataset):
+    name: str = "folder"
+    path: str = MISSING
+    image_size: Any = 128              # a side in pixels or [height, width]
+    color: Color = Color.rgb
+    test_split: float = 0.33
+    split_seed: int = 3
+    balance: Balance = Balance.none
+    bad_files: BadFiles = BadFiles.warn
+    min_side: int = 8
+    max_pixels: int = 50_000_000
+    cache: Any = "auto"                # auto | true | false
+    cache_max_mb: int = 2048
+
+
+@dataclass
+class Flip:
+    horizontal: bool = True
+    vertical: bool = False
+
+
+@dataclass
+class Rotate:
+    degrees: float = 20.0
+
+
+@dataclass
+class Shift:
+    width: float = 0.1
+    height: float = 0.1
+
+
+@dataclass
+class Shear:
+    degrees: float = 0.3
+
+
+@dataclass
+class Zoom:
+    amount: float = 0.1
+
+
+@dataclass
+class Erasing:
+    p: float = 0.5
+    area: list[float] = field(default_factory=lambda: [0.02, 0.4])
+    aspect: list[float] = field(default_factory=lambda: [0.3, 3.3333])
+    fill: Fill = Fill.pixel
+    value_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+
+
+@dataclass
+class Augment:
+    flip: Optional[Flip] = None
+    rotate: Optional[Rotate] = None
+    shift: Optional[Shift] = None
+    shear: Optional[Shear] = None
+    zoom: Optional[Zoom] = None
+    erasing: Optional[Erasing] = None
+
+
+@dataclass
+class Output:
+    misclassified_max: int = 100
+    predictions_grid: int = 30
+    save_model: bool = True
+
+
+@dataclass
+class Reference:
+    accuracy: Optional[float] = None
+    source: Optional[str] = None
+
+
+@dataclass
+class Config:
+    """The root: typed groups here; dataset, model and optimizer are typed by the option chosen."""
+    dataset: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    augment: Augment = field(default_factory=Augment)
+    trainer: Trainer = field(default_factory=Trainer)
+    output: Output = field(default_factory=Output)
+    reference: Reference = field(default_factory=Reference)
+
+
+# Each YAML option names its schema in its defaults list, e.g. conf/model/cnn3.yaml: `- /schema/model/cnn3`.
+SCHEMAS = {
+    "model": {"dense": Dense, "mnist_cnn": MnistCnn, "cnn3": Cnn3, "cnn4": Cnn4, "tf_cnn": TfCnn,
+              "vgg16": Vgg16, "resnet": ResNet},
+    "optimizer": {"adam": Adam, "sgd": SGD},
+    "dataset": {"fashion": Dataset, "mnist": Dataset, "digits": Digits, "folder": Folder},
+}
+
+
+def register() -> None:
+    """Stores the schemas in Hydra's ConfigStore (idempotent): `schema/config` and `schema/GROUP/NAME`."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(group="schema", name="config", node=Config)
+    for group, options in SCHEMAS.items():
+        for name, schema in options.items():
+            cs.store(group=f"schema/{group}", name=name, node=schema(name=name))
+
+
+# --- ranges and rules: one row per key ---------------------------------------------------------------
+
+def _int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _dropout(v):
+    return isinstance(v, bool) or (_num(v) and 0 <= v < 1)
+
+
+def _size(v):
+    if _int(v):
+        return v >= 8
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(_int(s) and s >= 8 for s in v)
+
+
+def _pair(v):
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(_num(x) for x in v) and v[0] <= v[1]
+
+
+# (key, test, what is expected, an example). A key whose node is absent is skipped.
+RULES = [
+    ("trainer.epochs", lambda v: _int(v) and v >= 1, "a whole number >= 1", "trainer.epochs=5"),
+    ("trainer.batch_size", lambda v: _int(v) and v >= 1, "a whole number >= 1", "trainer.batch_size=32"),
+    ("trainer.eval_batch_size", lambda v: _int(v) and v >= 1, "a whole number >= 1", "trainer.eval_batch_size=1024"),
+    ("trainer.seed", lambda v: _int(v) and 0 <= v < 2**32, "a whole number in [0, 2**32)", "trainer.seed=0"),
+    ("trainer.val_split", lambda v: _num(v) and 0 <= v < 1, "in [0, 1): 0.2 holds out 20 %, 0 none",
+     "trainer.val_split=0.2"),
+    ("trainer.verbose", lambda v: v in (0, 1, 2) and _int(v), "0 (quiet), 1 (progress bars) or 2 (a line per epoch)",
+     "trainer.verbose=1"),
+    ("trainer.threads", lambda v: v == "auto" or (_int(v) and v >= 1), "auto or a whole number >= 1",
+     "trainer.threads=2"),
+    ("trainer.jit", lambda v: v == "auto" or isinstance(v, bool), "auto, true or false", "trainer.jit=auto"),
+    ("trainer.resume", lambda v: v == "auto" or isinstance(v, bool),
+     "auto (continue or skip a run of this config), true (must continue) or false (set the earlier run aside)",
+     "trainer.resume=auto"),
+    ("trainer.steps_per_execution", lambda v: _int(v) and v >= 1, "a whole number >= 1",
+     "trainer.steps_per_execution=16"),
+    ("trainer.augment_after", lambda v: _int(v) and v >= 0, "a whole number of plain epochs >= 0",
+     "trainer.augment_after=10"),
+    ("trainer.label_smoothing", lambda v: _num(v) and 0 <= v < 1, "in [0, 1)", "trainer.label_smoothing=0.1"),
+    ("optimizer.lr", lambda v: _num(v) and v > 0, "a positive number", "optimizer.lr=0.001"),
+    ("optimizer.warmup", lambda v: _num(v) and 0 <= v < 1, "a fraction of the run in [0, 1)", "optimizer.warmup=0.1"),
+    ("optimizer.weight_decay", lambda v: v is None or (_num(v) and v >= 0), "null or a number >= 0",
+     "optimizer.weight_decay=5e-4"),
+    ("optimizer.momentum", lambda v: _num(v) and 0 <= v < 1, "in [0, 1)", "optimizer.momentum=0.9"),
+    ("optimizer.beta_1", lambda v: _num(v) and 0 <= v < 1, "in [0, 1)", "optimizer.beta_1=0.9"),
+    ("optimizer.beta_2", lambda v: _num(v) and 0 <= v < 1, "in [0, 1)", "optimizer.beta_2=0.999"),
+    ("optimizer.epsilon", lambda v: _num(v) and v > 0, "a positive number", "optimizer.epsilon=1e-7"),
+    ("model.units", lambda v: _int(v) and v >= 1, "a whole number >= 1", "model.units=128"),
+    ("model.pad", lambda v: _int(v) and 0 <= v <= 64, "a whole number of pixels in [0, 64]", "model.pad=2"),
+    ("model.dropout", _dropout, "true (the article's rates), false, or a rate in [0, 1)", "model.dropout=0.4"),
+    ("model.depth", lambda v: _int(v) and v >= 8 and (v - 2) % 6 == 0, "6n + 2 with n >= 1: 8, 14, 20, 32 ...",
+     "model.depth=20"),
+    ("model.width", lambda v: _int(v) and v >= 1, "a whole number of filters >= 1", "model.width=16"),
+    ("model.l2", lambda v: _num(v) and v >= 0, "a number >= 0", "model.l2=1e-4"),
+    ("model.freeze", lambda v: _int(v) and 0 <= v <= 19, "a number of VGG16 layers in [0, 19]", "model.freeze=15"),
+    ("model.dense", lambda v: _int(v) and v >= 1, "a whole number >= 1", "model.dense=512"),
+    ("dataset.limit", lambda v: v is None or (_int(v) and v >= 1), "null (all) or a whole number >= 1",
+     "dataset.limit=1000"),
+    ("dataset.image_size", _size, "a side of at least 8 pixels or [height, width]", "dataset.image_size=128"),
+    ("dataset.test_split", lambda v: _num(v) and 0 < v < 1, "in (0, 1)", "dataset.test_split=0.2"),
+    ("dataset.split_seed", lambda v: _int(v) and v >= 0, "a whole number >= 0", "dataset.split_seed=0"),
+    ("dataset.min_side", lambda v: _int(v) and v >= 1, "a whole number of pixels >= 1", "dataset.min_side=8"),
+    ("dataset.max_pixels", lambda v: _int(v) and v >= 64, "a whole number of pixels >= 64",
+     "dataset.max_pixels=50000000"),
+    ("dataset.cache", lambda v: v == "auto" or isinstance(v, bool), "auto, true or false", "dataset.cache=auto"),
+    ("dataset.cache_max_mb", lambda v: _int(v) and v >= 0, "a whole number of MB >= 0", "dataset.cache_max_mb=2048"),
+    ("augment.rotate.degrees", lambda v: _num(v) and 0 <= v <= 180, "degrees in [0, 180]", "augment.rotate.degrees=20"),
+    ("augment.shift.width", lambda v: _num(v) and 0 <= v < 1, "a fraction of the width in [0, 1)",
+     "augment.shift.width=0.1"),
+    ("augment.shift.height", lambda v: _num(v) and 0 <= v < 1, "a fraction of the height in [0, 1)",
+     "augment.shift.height=0.1"),
+    ("augment.shear.degrees", lambda v: _num(v) and 0 <= v < 90, "degrees in [0, 90)", "augment.shear.degrees=0.3"),
+    ("augment.zoom.amount", lambda v: _num(v) and 0 <= v < 1, "in [0, 1)", "augment.zoom.amount=0.1"),
+    ("augment.erasing.p", lambda v: _num(v) and 0 <= v <= 1, "a probability in [0, 1]", "augment.erasing.p=0.5"),
+    ("augment.erasing.area", lambda v: _pair(v) and 0 < v[0] and v[1] <= 1, "[low, high] within (0, 1]",
+     "augment.erasing.area=[0.02,0.4]"),
+    ("augment.erasing.aspect", lambda v: _pair(v) and v[0] > 0, "[low, high], both positive",
+     "augment.erasing.aspect=[0.3,3.3]"),
+    ("augment.erasing.value_range", _pair, "[low, high]", "augment.erasing.value_range=[0,1]"),
+    ("output.misclassified_max", lambda v: _int(v) and v >= 0, "a whole number >= 0", "output.misclassified_max=100"),
+    ("output.predictions_grid", lambda v: _int(v) and v >= 0, "a whole number >= 0", "output.predictions_grid=30"),
+]
+
+
+def _cross_rules(cfg) -> None:
+    """Rules between keys."""
+    t = cfg.trainer
+    if OmegaConf.is_missing(cfg.dataset, "path"):
+        raise CnnrunError(f"dataset={cfg.dataset.name} needs dataset.path, the folder of images: "
+                          "e.g. dataset.path=photos (with photos/<class>/*.jpg)")
+    augmented = any(v is not None for v in (cfg.get("augment") or {}).values())
+    if augmented and t.augment_after >= t.epochs:
+        raise CnnrunError(f"trainer.augment_after={t.augment_after} leaves no augmented epoch in "
+                          f"trainer.epochs={t.epochs}; raise trainer.epochs above {t.augment_after} or lower augment_after")
+    if t.device_data and cfg.dataset.name == "folder" and cfg.dataset.get("cache") is False:
+        raise CnnrunError("trainer.device_data=true needs the images in memory but dataset.cache=false streams them; "
+                          "set dataset.cache=auto or trainer.device_data=false")
+    if t.tta == "flip" and cfg.dataset.name == "folder" and cfg.dataset.get("cache") is False:
+        raise CnnrunError("trainer.tta=flip needs the test images in memory but dataset.cache=false streams them; "
+                          "set dataset.cache=auto or trainer.tta=none")
+
+
+# --- turning composition errors into one line ---------------------------------------------------------
+
+def _unknown_key(key: str, known: list[str]) -> CnnrunError:
+    parent, _, leaf = key.rpartition(".")
+    close = difflib.get_close_matches(leaf, known, n=1)
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close else "check the spelling"
+    owners = [name for name, s in SCHEMAS.get(parent, {}).items() if leaf in s.__dataclass_fields__]
+    if owners and not close:
+        hint = f"{leaf} belongs to {' and '.join(f'{parent}={o}' for o in owners)}"
+    where = f"{parent} takes {', '.join(known)}" if parent else f"the top-level keys are {', '.join(known)}"
+    return CnnrunError(f"{key} is not a setting of this config ({where}); {hint}")
+
+
+def _schema_for(group: str, node) -> type | None:
+    name = node.get("name") if isinstance(node, DictConfig) else None
+    return SCHEMAS[group].get(name) if name is not None else None
+
+
+def check_types(cfg: DictConfig) -> None:
+    """The composed config against its schemas: catches keys added with `+key=value`, which Hydra lets
+    through even on a typed node, and anything composed without Hydra (OmegaConf.create in scripts)."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    for group in SCHEMAS:
+        node = cfg.get(group)
+        schema = _schema_for(group, node)
+        if node is None or schema is None:
+            raise CnnrunError(f"{group}.name={None if node is None else node.get('name')!r} is unknown; "
+                              f"expected one of {', '.join(SCHEMAS[group])}, e.g. {group}={next(iter(SCHEMAS[group]))}")
+        _merge_checked(OmegaConf.structured(schema), plain.pop(group), group)
+    _merge_checked(OmegaConf.structured(Config), {k: v for k, v in plain.items() if k not in SCHEMAS}, "")
+
+
+def _merge_checked(schema, data, prefix: str) -> None:
+    try:
+        OmegaConf.merge(schema, data)
+    except OmegaConfBaseException as e:
+        raise one_line(e, schema, prefix) from None
+
+
+def one_line(e: Exception, schema=None, prefix: str = "") -> CnnrunError:
+    """An OmegaConf error as one line naming the key, the value and what is expected."""
+    full_key = getattr(e, "full_key", None) or ""
+    key = ".".join(k for k in (prefix, full_key) if k)
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if schema is not None and key and re.search(r"Key '.*' not in|not in struct|Key '.*' is not in", msg):
+        parent = full_key.rpartition(".")[0]
+        node = OmegaConf.select(schema, parent) if parent else schema
+        return _unknown_key(key, list(node.keys()) if isinstance(node, DictConfig) else [])
+    m = re.search(r"Value '(.*?)' (?:of type '\w+' )?could not be converted to (\w+)", msg)
+    if m and key:
+        kind = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false",
+                "String": "text"}.get(m.group(2), m.group(2))
+        example = _example(key)
+        return CnnrunError(f"{key}={m.group(1)} must be {kind}{f', e.g. {example}' if example else ''}")
+    m = re.search(r"Value '(.*?)' is not a valid bool", msg)
+    if m and key:
+        return CnnrunError(f"{key}={m.group(1)} must be true or false, e.g. {key}=true")
+    m = re.search(r"Invalid value '(.*?)', expected one of \[(.*?)\]", msg)
+    if m and key:
+        return CnnrunError(f"{key}={m.group(1)} is not one of {m.group(2)}; e.g. {key}={m.group(2).split(',')[0]}")
+    return CnnrunError(f"{key + ': ' if key else ''}{msg}")
+
+
+def _example(key: str) -> str | None:
+    for rule_key, _, _, example in RULES:
+        if rule_key == key:
+            return example
+    return None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Types, unknown keys, ranges and rules between keys: raises CnnrunError (one line) on the first problem."""
+    check_types(cfg)
+    for key, ok, expected, example in RULES:
+        group, _, rest = key.partition(".")
+        node = OmegaConf.select(cfg, key, default="<absent>")
+        if isinstance(node, str) and node == "<absent>":
+            continue
+        value = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
+        if not ok(value):
+            raise CnnrunError(f"{key}={_show(value)} must be {expected}, e.g. {example}")
+    _cross_rules(cfg)
+
+
+def _show(value) -> str:
+    return f"'{value}'" if isinstance(value, str) and (" " in value or not value) else str(value).replace(" ", "")
+
+
+def composition_error(e: Exception) -> CnnrunError:
+    """Hydra's multi-line composition error as cnnrun's one line."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(e, MissingConfigException):
+        missing = (e.missing_cfg_file or "").strip("/")
+        group, _, option = missing.rpartition("/")
+        if e.options and group:
+            return CnnrunError(f"{group}={option} is not an option; expected one of {', '.join(e.options)}, "
+                               f"e.g. {group}={e.options[0]}")
+    if isinstance(e, OverrideParseException):
+        which = f"{e.override}: " if getattr(e, "override", None) else ""
+        return CnnrunError(f"{which}{str(e).splitlines()[0]}; overrides are KEY=VALUE, e.g. trainer.epochs=5 "
+                           "(quote values with spaces or commas)")
+    cause = e
+    while cause is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__
+    if cause is not None:
+        schema = getattr(cause, "object_type", None)
+        node = OmegaConf.structured(schema) if schema is not None and hasattr(schema, "__dataclass_fields__") else None
+        full_key = getattr(cause, "full_key", "") or ""
+        if node is not None and re.search(r"Key '.*' not in|Key '.*' is not in", str(cause)):
+            return _unknown_key(full_key, list(node.keys()))
+        return one_line(cause)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    m = re.search(r"Could not override '(.+?)'", str(e))
+    if m:
+        return CnnrunError(f"{m.group(1)} is not a setting of this config; check the spelling (cnnrun train --help "
+                           "prints every key)")
+    return CnnrunError(first)
+
+
+def check_jobs(overrides: list[str], multirun: bool = False) -> int:
+    """Composes the config of every job that `cnnrun train [-m] OVERRIDES` would run and validates each,
+    before any runs; returns the number of jobs. The first bad one raises CnnrunError, naming the job's
+    overrides when it is one of a sweep."""
+    from hydra import compose, initialize_config_module
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from cnnrun.cli import register_resolvers
+
+    register_resolvers()
+    with initialize_config_module("cnnrun.conf", version_base="1.3"):
+        try:
+            parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+            parsed = parser.parse_overrides(list(overrides))
+        except (HydraException, OmegaConfBaseException) as e:
+            raise composition_error(e) from None
+        sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+        if sweeps and not multirun:
+            raise CnnrunError(f"{sweeps[0]} gives several values: add -m to run one job per value "
+                              f"(cnnrun train -m {' '.join(overrides)})")
+        jobs = BasicSweeper.split_arguments(parsed, None)[0] if sweeps else [list(overrides)]
+        for i, job in enumerate(jobs):
+            try:
+                try:
+                    cfg = compose("config", overrides=job)
+                except (HydraException, OmegaConfBaseException) as e:
+                    raise composition_error(e) from None
+                validate(cfg)
+            except CnnrunError as e:
+                if not multirun:
+                    raise
+                raise CnnrunError(f"job {i} of {len(jobs)} ({' '.join(job) or 'defaults'}): {e}; "
+                                  "nothing was run") from None
+    return len(jobs)
