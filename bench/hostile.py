@@ -136,11 +136,11 @@ def cases(checkout: Path, work: Path):
     yield refuse("predict --out unwritable", "predict", run_dir, work / "x.png", "--out", work / "blocker" / "p.csv")
     yield refuse("compare --out unwritable", "compare", run_dir, "--out", work / "blocker" / "sub")
 
-    cut = work / "cut-checkpoint"
-    cut.mkdir()
+    cut = work / "cut-checkpoint"  # an interrupted run whose checkpoint was cut short (a full disk, a copy)
+    subprocess.run(["cp", "-r", str(run_dir), str(cut)], check=True)
+    (cut / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
     (cut / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short")
-    p = run(checkout, "train", *TINY, "trainer.epochs=2", "trainer.resume=true", f"hydra.run.dir={cut}", cwd=work)
-    yield "truncated checkpoint.npz", *verdict_refuse(p)
+    yield refuse("truncated checkpoint.npz", "resume", cut)
 
     photos = work / "photos"
     rng = np.random.default_rng(0)
@@ -155,8 +155,10 @@ def cases(checkout: Path, work: Path):
     yield "truncated JPEG, streamed", ("good" if p.returncode == 0 and "Traceback" not in p.stderr else "bad"), \
         f"exit {p.returncode}"
 
+    bn_run = work / "cnn4"  # BatchNorm: the layer cnnrun trains with its own fused-kernel class
+    run(checkout, "train", *TINY, "model=cnn4", f"hydra.run.dir={bn_run}", cwd=work)
     script = ("import sys; sys.modules['cnnrun'] = None; import keras; "
-              f"keras.models.load_model({str(run_dir / 'model.keras')!r}); print('loaded')")
+              f"keras.models.load_model({str(bn_run / 'model.keras')!r}); print('loaded')")
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=work, timeout=300)
     yield "model.keras without cnnrun", ("good" if "loaded" in p.stdout else "bad"), \
         ("loads" if "loaded" in p.stdout else p.stderr.strip().splitlines()[-1][:110])

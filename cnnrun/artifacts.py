@@ -280,3 +280,42 @@ def write_evaluation(out: Path, data, probs: np.ndarray, cfg_output, classifier)
     return dict(test_accuracy=float(np.mean(y_pred == y_true)), test_loss=float(-np.mean(np.log(p_true))),
                 misclassified=len(wrong), weakest_class=min(names, key=lambda n: report[n]["f1-score"]),
                 class_names=names)
+
+
+def verify(out: Path, metrics: dict, cfg_output, augmented: bool) -> list[str]:
+    """Checks every file a finished run leaves, by content (debug=smoke): the problems found, [] when none."""
+    from PIL import Image
+
+    problems = []
+
+    def check(name, test):
+        try:
+            if not test(out / name):
+                problems.append(f"{name} is wrong")
+        except Exception as e:  # noqa: BLE001 - a file that cannot be read is the finding
+            problems.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+    def png(path):
+        with Image.open(path) as im:
+            return im.format == "PNG" and min(im.size) >= 100
+
+    def rows(path):
+        with open(path, encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
+    names = metrics["class_names"]
+    check("history.csv", lambda p: len(rows(p)) == metrics["epochs"])
+    check("summary.txt", lambda p: str(metrics["params"]) in p.read_text(encoding="utf-8").replace(",", ""))
+    check("classification_report.json", lambda p: set(names) <= set(json.loads(p.read_text(encoding="utf-8"))))
+    check("confusion_matrix.csv",
+          lambda p: sum(int(v) for r in rows(p) for k, v in r.items() if k != "true\\predicted") == metrics["test_images"])
+    check("misclassified.csv", lambda p: len(rows(p)) == metrics["misclassified"]
+          and all((out / r["file"]).is_file() for r in rows(p) if r["file"]))
+    for name in ["curves.png", "confusion_matrix.png"] + (["predictions.png"] if cfg_output.predictions_grid else []) \
+            + (["augment_preview.png"] if augmented else []):
+        check(name, png)
+    if cfg_output.save_model:
+        import keras  # noqa: PLC0415
+
+        check("model.keras", lambda p: keras.models.load_model(p).output_shape[-1] == len(names))
+    return problems

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from omegaconf import OmegaConf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnrun import CnnrunError
@@ -185,7 +186,7 @@ def _scan(root: Path, policy: str, notes: list[str], where: str, limits: tuple[i
 
 def load_folder(cfg, batch_size: int = 32):
     """Reads a folder dataset. Returns (arrays, source, class_names, test_files, notes)."""
-    if not cfg.get("path"):
+    if OmegaConf.is_missing(cfg, "path") or not cfg.get("path"):
         raise CnnrunError("dataset=folder needs dataset.path=DIR, a folder with one sub-folder of images per class")
     root = Path(str(cfg.path)).expanduser()
     if not root.is_dir():

@@ -252,6 +252,17 @@ class Reference:
     source: Optional[str] = None
 
 
+class DebugMode(StrEnum):
+    none = "none"
+    smoke = "smoke"
+
+
+@dataclass
+class Debug:
+    mode: DebugMode = DebugMode.none
+    check_artifacts: bool = False
+
+
 @dataclass
 class Config:
     """The root: typed groups here; dataset, model and optimizer are typed by the option chosen."""
@@ -262,6 +273,7 @@ class Config:
     trainer: Trainer = field(default_factory=Trainer)
     output: Output = field(default_factory=Output)
     reference: Reference = field(default_factory=Reference)
+    debug: Debug = field(default_factory=Debug)
 
 
 # Each YAML option names its schema in its defaults list, e.g. conf/model/cnn3.yaml: `- /schema/model/cnn3`.
@@ -377,7 +389,8 @@ RULES = [
 def _cross_rules(cfg) -> None:
     """Rules between keys."""
     t = cfg.trainer
-    if OmegaConf.is_missing(cfg.dataset, "path"):
+    smoke = (cfg.get("debug") or {}).get("mode") == "smoke"  # then a missing folder is the job's failed row
+    if OmegaConf.is_missing(cfg.dataset, "path") and not smoke:
         raise CnnrunError(f"dataset={cfg.dataset.name} needs dataset.path, the folder of images: "
                           "e.g. dataset.path=photos (with photos/<class>/*.jpg)")
     augmented = any(v is not None for v in (cfg.get("augment") or {}).values())
@@ -495,16 +508,19 @@ def composition_error(e: Exception) -> CnnrunError:
         which = f"{e.override}: " if getattr(e, "override", None) else ""
         return CnnrunError(f"{which}{str(e).splitlines()[0]}; overrides are KEY=VALUE, e.g. trainer.epochs=5 "
                            "(quote values with spaces or commas)")
+    source = re.match(r"In '(.+?)':", str(e))  # a preset's own key that the chosen options do not take
+    prefix = f"{source.group(1)}.yaml sets " if source else ""
     cause = e
     while cause is not None and not isinstance(cause, OmegaConfBaseException):
-        cause = cause.__cause__
+        cause = cause.__cause__ or cause.__context__  # Hydra re-raises some without `from`
     if cause is not None:
         schema = getattr(cause, "object_type", None)
         node = OmegaConf.structured(schema) if schema is not None and hasattr(schema, "__dataclass_fields__") else None
         full_key = getattr(cause, "full_key", "") or ""
         if node is not None and re.search(r"Key '.*' not in|Key '.*' is not in", str(cause)):
-            return _unknown_key(full_key, list(node.keys()))
-        return one_line(cause)
+            text = str(_unknown_key(full_key, list(node.keys())))
+            return CnnrunError(prefix + text.replace(" is not a setting", ", which is not a setting", 1) if prefix else text)
+        return CnnrunError(prefix + str(one_line(cause)))
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     m = re.search(r"Could not override '(.+?)'", str(e))
     if m:
@@ -547,6 +563,6 @@ def check_jobs(overrides: list[str], multirun: bool = False) -> int:
             except CnnrunError as e:
                 if not multirun:
                     raise
-                raise CnnrunError(f"job {i} of {len(jobs)} ({' '.join(job) or 'defaults'}): {e}; "
-                                  "nothing was run") from None
+                shown = " ".join(o for o in job if not o.lstrip("+~").startswith("hydra")) or "defaults"
+                raise CnnrunError(f"job {i} of {len(jobs)} ({shown}): {e}; nothing was run") from None
     return len(jobs)

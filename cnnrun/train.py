@@ -101,6 +101,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             # Evaluate on the test set, once, with the classifier; then the reports, plots and the model.
             probs = loop.evaluate(classifier, data, t)
             run.update(**artifacts.write_evaluation(run_dir, data, probs, cfg.output, classifier))
+            if cfg.debug.check_artifacts:  # debug=smoke: every file is there and holds what it should
+                problems = artifacts.verify(run_dir, run.metrics, cfg.output, augmented=augment is not None)
+                if problems:
+                    return run.end("failed", error="artifact check: " + "; ".join(problems))
             if fitted.nan_epoch is not None:
                 return run.end("nan", error=f"loss became NaN or inf in epoch {fitted.nan_epoch}; lower optimizer.lr")
             (run_dir / resume.CHECKPOINT).unlink(missing_ok=True)  # model.keras is the result; the checkpoint is spent
