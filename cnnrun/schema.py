@@ -423,24 +423,29 @@ def _schema_for(group: str, node) -> type | None:
     return SCHEMAS[group].get(name) if name is not None else None
 
 
-def check_types(cfg: DictConfig) -> None:
-    """The composed config against its schemas: catches keys added with `+key=value`, which Hydra lets
-    through even on a typed node, and anything composed without Hydra (OmegaConf.create in scripts)."""
+def check_types(cfg: DictConfig) -> DictConfig:
+    """The config against its schemas; returns it typed and complete (every key, defaults filled in).
+    Catches keys added with `+key=value`, which Hydra lets through even on a typed node, and anything
+    made without Hydra (OmegaConf.create in a script, a config saved by an older cnnrun)."""
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("hydra", None)
+    groups = {}
     for group in SCHEMAS:
         node = cfg.get(group)
         schema = _schema_for(group, node)
         if node is None or schema is None:
             raise CnnrunError(f"{group}.name={None if node is None else node.get('name')!r} is unknown; "
                               f"expected one of {', '.join(SCHEMAS[group])}, e.g. {group}={next(iter(SCHEMAS[group]))}")
-        _merge_checked(OmegaConf.structured(schema), plain.pop(group), group)
-    _merge_checked(OmegaConf.structured(Config), {k: v for k, v in plain.items() if k not in SCHEMAS}, "")
+        groups[group] = _merge_checked(OmegaConf.structured(schema), plain.pop(group), group)
+    typed = _merge_checked(OmegaConf.structured(Config), {k: v for k, v in plain.items() if k not in SCHEMAS}, "")
+    for group, node in groups.items():
+        typed[group] = node
+    return typed
 
 
-def _merge_checked(schema, data, prefix: str) -> None:
+def _merge_checked(schema, data, prefix: str) -> DictConfig:
     try:
-        OmegaConf.merge(schema, data)
+        return OmegaConf.merge(schema, data)
     except OmegaConfBaseException as e:
         raise one_line(e, schema, prefix) from None
 
@@ -476,9 +481,10 @@ def _example(key: str) -> str | None:
     return None
 
 
-def validate(cfg: DictConfig) -> None:
-    """Types, unknown keys, ranges and rules between keys: raises CnnrunError (one line) on the first problem."""
-    check_types(cfg)
+def validate(cfg: DictConfig) -> DictConfig:
+    """Types, unknown keys, ranges and rules between keys: raises CnnrunError (one line) on the first
+    problem; returns the config typed and complete (what a run then reads)."""
+    cfg = check_types(cfg)
     for key, ok, expected, example in RULES:
         group, _, rest = key.partition(".")
         node = OmegaConf.select(cfg, key, default="<absent>")
@@ -488,6 +494,7 @@ def validate(cfg: DictConfig) -> None:
         if not ok(value):
             raise CnnrunError(f"{key}={_show(value)} must be {expected}, e.g. {example}")
     _cross_rules(cfg)
+    return cfg
 
 
 def _show(value) -> str:

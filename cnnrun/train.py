@@ -41,7 +41,7 @@ def assemble(cfg_model, data: Dataset, augment, images: ResidentImages | None = 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Runs one experiment described by `cfg`, writing every artifact into `run_dir`. Returns metrics."""
-    schema.validate(cfg)  # types, ranges, rules between keys: refused before anything is touched
+    cfg = schema.validate(cfg)  # types, ranges, rules between keys, refused before anything is touched; defaults filled
     t, run_dir = cfg.trainer, Path(run_dir)
     with record.Run(run_dir, cfg) as run:  # the directory's lock; an earlier run there is skipped, continued or set aside
         if run.action == "skip":

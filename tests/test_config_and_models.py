@@ -127,7 +127,9 @@ def test_values_added_without_hydra_are_checked_too(cfg_factory):
     with pytest.raises(CnnrunError, match="trainer.precision=fp8 is not one of"):
         schema.validate(OmegaConf.create(plain))
     plain["trainer"]["precision"] = "float32"
-    schema.validate(OmegaConf.create(plain))
+    del plain["trainer"]["augment_after"], plain["debug"]  # as saved by a cnnrun that had no such keys
+    typed = schema.validate(OmegaConf.create(plain))
+    assert typed.trainer.augment_after == 0 and typed.debug.check_artifacts is False  # defaults filled in
 
 
 @pytest.mark.parametrize("preset", options("experiment"))
