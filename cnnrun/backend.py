@@ -67,6 +67,14 @@ def device() -> str:
     return "unknown"
 
 
+def saved_model_predict(path, x):
+    """Runs an exported TensorFlow SavedModel's `serve` endpoint on `x` (TensorFlow's own runtime)."""
+    import tensorflow as tf  # noqa: PLC0415 - the marked place
+
+    loaded = tf.saved_model.load(str(path))  # held: serve() needs the object's variables alive
+    return loaded.serve(tf.constant(x)).numpy()
+
+
 @keras.saving.register_keras_serializable(package="cnnrun")
 class BatchNorm(keras.layers.BatchNormalization):
     """BatchNormalization that trains through TensorFlow's fused kernel where it can.

@@ -20,6 +20,7 @@ commands:
                                 sweep: finished jobs are skipped, broken-off ones continue
   compare PATH [PATH ...]       one table for runs and sweep directories (mean ± std over seeds)
   predict RUN_DIR IMAGE|DIR ... classify images with a finished run's model
+  export RUN_DIR [--format F]   the model as a TensorFlow SavedModel, ONNX, LiteRT; each verified
 
 examples:
   cnnrun train dataset=fashion model=cnn4
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         print(USAGE, file=sys.stderr)
-        print("cnnrun: error: a command is needed (train, resume, compare, predict)", file=sys.stderr)
+        print("cnnrun: error: a command is needed (train, resume, compare, predict, export)", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)
     if argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -282,11 +283,19 @@ def main(argv: list[str] | None = None) -> None:
         from cnnrun.predict import predict_main
 
         predict_main(rest)
+    elif command == "export":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorflow") is not None:  # the converters are TensorFlow's
+            os.environ["KERAS_BACKEND"] = "tensorflow"
+        from cnnrun.export import export_main
+
+        export_main(rest)
     elif command in ("-V", "--version", "version"):
         from cnnrun import __version__
 
         print(f"cnnrun {__version__}")
     else:
-        print(f"cnnrun: error: unknown command {command!r}; expected train, resume, compare or predict (cnnrun --help)",
+        print(f"cnnrun: error: unknown command {command!r}; expected train, resume, compare, predict or export (cnnrun --help)",
               file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)

@@ -1,0 +1,133 @@
+"""`cnnrun export RUN_DIR --format savedmodel|onnx|litert`: a finished run's model in serving formats.
+
+Each export takes the same raw 0-255 uint8 pixels as model.keras (scaling is inside), is written with
+the class names beside it (labels.txt), and is verified before the command says so: loaded in its own
+runtime (TensorFlow, onnxruntime, the LiteRT interpreter) and run on the run's test images, its class
+probabilities compared with model.keras's. export.json records each format's agreement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cnnrun import CnnrunError
+from cnnrun.console import console, error
+
+TOLERANCE = 1e-4  # largest allowed difference in any class probability; the predicted classes must all agree
+FORMATS = {  # cnnrun name: (Keras' format, file or folder, modules the converter and runtime need)
+    "savedmodel": ("tf_saved_model", "savedmodel", ("tensorflow",)),
+    "onnx": ("onnx", "model.onnx", ("tensorflow", "tf2onnx", "onnx", "onnxruntime")),
+    "litert": ("litert", "model.tflite", ("tensorflow", "ai_edge_litert")),
+}
+
+
+def check_available(fmt: str) -> None:
+    missing = [m for m in FORMATS[fmt][2] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CnnrunError(f"--format {fmt} needs {', '.join(missing)}, which is not installed; "
+                          f"pip install \"cnnrun[export]\"")
+
+
+def reference_images(run_dir: Path, input_shape, n: int = 256) -> tuple[np.ndarray, str]:
+    """Up to n of the run's own test images (its saved config, its data), else seeded random pixels."""
+    from omegaconf import OmegaConf
+
+    try:
+        from cnnrun.data import load_dataset
+
+        cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        cfg.dataset.limit = n
+        data = load_dataset(cfg.dataset, seed=int(cfg.trainer.seed))
+        return np.asarray(data.x_test[:n]), f"{min(n, len(data.x_test))} of the run's test images"
+    except Exception:  # noqa: BLE001 - the data may live elsewhere now; random pixels still compare the maths
+        rng = np.random.default_rng(0)
+        return rng.integers(0, 256, (64, *input_shape), dtype=np.uint8), "64 random images (the run's data was not found)"
+
+
+def run_export(fmt: str, path: Path, x: np.ndarray) -> np.ndarray:
+    """Class probabilities of the exported model at `path`, computed by the format's own runtime."""
+    if fmt == "savedmodel":
+        from cnnrun.backend import saved_model_predict
+
+        return saved_model_predict(path, x)
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: x})[0]
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    inp = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(inp["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def export(run_dir: Path, formats: list[str], out: Path, allow_unfinished: bool = False) -> dict:
+    """Exports and verifies; returns export.json's content. Refuses before any work what it cannot do."""
+    import keras
+
+    from cnnrun.artifacts import write_json, write_text
+    from cnnrun.predict import finished_model
+
+    model_file, metrics = finished_model(run_dir, allow_unfinished)
+    for fmt in formats:
+        check_available(fmt)
+    model = keras.models.load_model(model_file)
+    names = metrics.get("class_names") or [str(i) for i in range(model.output_shape[-1])]
+    x, source = reference_images(run_dir, model.input_shape[1:])
+    expected = model.predict(x, verbose=0)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "labels.txt", "".join(f"{n}\n" for n in names))
+    report = {"run": str(run_dir), "input": {"dtype": "uint8", "shape": [None, *model.input_shape[1:]],
+                                            "pixels": "raw 0-255; scaling is inside the model"},
+              "class_names": names, "verified_on": source, "tolerance": TOLERANCE, "formats": {}}
+    for fmt in formats:
+        keras_format, name, _ = FORMATS[fmt]
+        target = out / name
+        with console.status(f"exporting {fmt} ..."):
+            model.export(str(target), format=keras_format, verbose=False)
+            got = np.asarray(run_export(fmt, target, x))
+        diff = float(np.abs(got - expected).max())
+        agree = float(np.mean(got.argmax(1) == expected.argmax(1)))
+        report["formats"][fmt] = {"path": str(target), "max_abs_difference": diff, "same_class": agree,
+                                  "verified": diff <= TOLERANCE and agree == 1.0}
+        if not report["formats"][fmt]["verified"]:
+            raise CnnrunError(f"the {fmt} export disagrees with model.keras on {source} (largest difference {diff:.2e}, "
+                              f"same class for {100 * agree:.1f} %); it is in {target}, not to be trusted")
+    write_json(out / "export.json", report)
+    return report
+
+
+def export_main(args: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="cnnrun export", description="A finished run's model in serving formats.")
+    ap.add_argument("run_dir", type=Path, help="a run directory that ended ok (holds model.keras)")
+    ap.add_argument("--format", dest="formats", action="append", choices=sorted(FORMATS),
+                    help="savedmodel, onnx or litert; repeat for several (default: all three)")
+    ap.add_argument("--out", type=Path, help="where the exports go (default: RUN_DIR/export)")
+    ap.add_argument("--allow-unfinished", action="store_true", help="export the model of a run that did not end ok")
+    ns = ap.parse_args(args)
+    formats = list(dict.fromkeys(ns.formats or sorted(FORMATS)))
+    try:
+        report = export(ns.run_dir, formats, ns.out or ns.run_dir / "export", ns.allow_unfinished)
+    except CnnrunError as e:
+        error(str(e))
+        raise SystemExit(2) from None
+    from rich.table import Table
+
+    table = Table(title=f"export · {ns.run_dir} · verified on {report['verified_on']}")
+    for column in ("format", "path", "largest difference", "same class"):
+        table.add_column(column)
+    for fmt, r in report["formats"].items():
+        table.add_row(fmt, r["path"], f"{r['max_abs_difference']:.1e}", f"{100 * r['same_class']:.1f} %")
+    console.print(table)
+    console.print(f"class names in {Path(report['formats'][formats[0]]['path']).parent / 'labels.txt'}; "
+                  f"details in export.json (tolerance {TOLERANCE})")
