@@ -53,7 +53,7 @@ def predict_files(run_dir: Path, files: list[Path], top: int = 1, allow_unfinish
     import keras
 
     import cnnrun.backend  # noqa: F401 - registers cnnrun's layers: models saved before model.keras was portable
-    import cnnrun.vgg  # noqa: F401
+    import cnnrun.vgg  # noqa: F401 - and VGGPreprocess, for the same older models
 
     model_file, metrics = finished_model(run_dir, allow_unfinished)
     model = keras.models.load_model(model_file)
@@ -91,8 +91,7 @@ def predict_main(args: list[str]) -> None:
     if not files:
         ap.error(f"no images ({', '.join(sorted(EXTENSIONS))}) in {', '.join(map(str, ns.inputs))}")
     try:
-        finished_model(ns.run_dir, ns.allow_unfinished)  # before decoding a single image
-        check_writable(ns.out)
+        check_writable(ns.out)  # before any work; predict_files refuses an unfinished run before decoding
         rows, unreadable = predict_files(ns.run_dir, files, max(1, ns.top), ns.allow_unfinished)
     except CnnrunError as e:
         error(str(e))

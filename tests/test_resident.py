@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import make_config, read_metrics, refusal
+from conftest import make_config, refusal
 from test_folder import make_photos
 from test_resume import history, interrupt_at
 
