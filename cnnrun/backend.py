@@ -45,6 +45,19 @@ def configure(threads="auto", deterministic: bool = False) -> None:
     # JAX sizes its CPU thread pool itself when it starts; there is no supported knob to turn here.
 
 
+def start() -> str:
+    """Starts the backend and returns device(). Keras' set_random_seed imports TensorFlow whenever it is
+    installed (to seed it too), under JAX as well: importing it here, at start, puts TensorFlow's start-up
+    lines where cli.start_backend filters them, instead of in the middle of the run."""
+    import importlib.util
+    import logging
+
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "Unable to initialize backend 'tpu'"
+    if name() != "tensorflow" and importlib.util.find_spec("tensorflow") is not None:
+        import tensorflow  # noqa: F401, PLC0415 - the marked place
+    return device()
+
+
 def device() -> str:
     """A short description of the accelerator the backend computes on, e.g. 'cpu' or 'gpu:NVIDIA H100'."""
     backend = name()
@@ -65,6 +78,30 @@ def device() -> str:
     except Exception:  # noqa: BLE001 - a description is never worth failing a run
         pass
     return "unknown"
+
+
+def trace_start(logdir) -> None:
+    """Starts the backend's profiler trace into `logdir` (TensorBoard's profile tab reads both; JAX also
+    writes a Perfetto trace.json.gz)."""
+    if name() == "jax":
+        import jax  # noqa: PLC0415 - the marked place
+
+        jax.profiler.start_trace(str(logdir), create_perfetto_trace=True)
+    elif name() == "tensorflow":
+        import tensorflow as tf  # noqa: PLC0415 - the marked place
+
+        tf.profiler.experimental.start(str(logdir))
+
+
+def trace_stop() -> None:
+    if name() == "jax":
+        import jax  # noqa: PLC0415 - the marked place
+
+        jax.profiler.stop_trace()
+    elif name() == "tensorflow":
+        import tensorflow as tf  # noqa: PLC0415 - the marked place
+
+        tf.profiler.experimental.stop()
 
 
 def saved_model_predict(path, x):

@@ -50,6 +50,31 @@ def _quiet_backends() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
+# What TensorFlow prints on every start through absl (TF_CPP_MIN_LOG_LEVEL does not reach these): facts about
+# the build, not about the run. The CUDA lines are dropped only where the machine has no NVIDIA device, so a
+# GPU machine whose driver fails still says so.
+_NOISE = [r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
+          r"^I\d{4} [\d:.]+\s+\d+ (port|cpu_feature_guard)\.cc:\d+\] ",
+          r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags"]
+_NO_GPU_NOISE = [r"^I\d{4} [\d:.]+\s+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers",
+                 r"^E\d{4} [\d:.]+\s+\d+ cuda_(platform|executor|driver)\.cc:\d+\] failed call to cuInit"]
+
+
+def start_backend() -> None:
+    """Imports Keras and lets the backend find its devices, with its start-up boilerplate held back from the
+    terminal (everything else it prints comes through). Call before anything else imports Keras."""
+    import re
+
+    from cnnrun.console import filtered_stderr
+
+    gpu_here = any(os.path.exists(p) for p in ("/dev/nvidia0", "/proc/driver/nvidia/version", "/dev/dxg"))
+    noise = re.compile("|".join(_NOISE if gpu_here else _NOISE + _NO_GPU_NOISE))
+    with filtered_stderr(noise):
+        from cnnrun import backend
+
+        backend.start()  # TensorFlow probes CUDA on the first device query
+
+
 def run_job(cfg) -> float | None:
     """Hydra's task function: one job of a run or a sweep. Returns validation (else test) accuracy."""
     from hydra.core.hydra_config import HydraConfig
@@ -69,6 +94,7 @@ def run_job(cfg) -> float | None:
 
     fresh = multirun and cfg.trainer.get("fresh_process", False)
     if not fresh:  # a fresh-process job keeps the backend out of this (long-lived) process
+        start_backend()
         from cnnrun.train import train
 
     if gpu is not None:
@@ -280,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
 
         compare_main(rest)
     elif command == "predict":
+        start_backend()
         from cnnrun.predict import predict_main
 
         predict_main(rest)
@@ -288,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
 
         if importlib.util.find_spec("tensorflow") is not None:  # the converters are TensorFlow's
             os.environ["KERAS_BACKEND"] = "tensorflow"
+        start_backend()
         from cnnrun.export import export_main
 
         export_main(rest)

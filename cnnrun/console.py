@@ -3,7 +3,11 @@ sweep parents and `cnnrun compare` stay light; the progress bar lives in progres
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import sys
+import tempfile
 
 from rich.console import Console
 from rich.table import Table
@@ -42,3 +46,25 @@ def results_table(metrics: dict, run_dir) -> None:
 def error(message: str) -> None:
     """One line on stderr, no traceback: for mistakes the user can fix."""
     print(f"cnnrun: error: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise: re.Pattern):
+    """Holds back what is written to stderr (fd 2, so C++ libraries too) inside the block, then writes
+    it out without the lines `noise` matches. Everything else comes out, in order, even on an error."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True)
+                    if not noise.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()

@@ -65,7 +65,10 @@ def _child(cfg_yaml: str, run_dir: str) -> None:
     from omegaconf import OmegaConf  # noqa: PLC0415
 
     from cnnrun import CnnrunError  # noqa: PLC0415
+    from cnnrun.cli import start_backend  # noqa: PLC0415
     from cnnrun.record import RunRefused  # noqa: PLC0415
+
+    start_backend()
     from cnnrun.train import train  # noqa: PLC0415
 
     fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")

@@ -96,8 +96,10 @@ def _steps_done(model) -> int:
 
 
 def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, images=None,
-        checkpoint: dict | None = None) -> Fitted:
-    """Trains `trainer` on `data` for trainer.epochs epochs (the rest of them when `checkpoint` is given)."""
+        checkpoint: dict | None = None, on_epoch=None, probe=None) -> Fitted:
+    """Trains `trainer` on `data` for trainer.epochs epochs (the rest of them when `checkpoint` is given).
+    `on_epoch(row)` hears of each epoch that ran whole, after its checkpoint (the loggers); a debug `probe`
+    (debug.py) adds its callback and may end training early (`probe.done(history)`)."""
     out = Fitted()
     epoch_log = EpochLog()
     if checkpoint is not None:
@@ -112,6 +114,8 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
     callbacks = [epoch_log, progress := RichProgress(t.epochs, steps, t.verbose)]
     if augment is not None and augment.gated:
         callbacks.append(AugmentFrom(augment, t.augment_after))
+    if probe is not None:
+        callbacks = probe.callbacks(callbacks)
     start = time.perf_counter()
     with resume.StopOnSignal(trainer, say=log.warning) as stop:
         try:
@@ -133,13 +137,16 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
                 )
                 whole = _steps_done(trainer) - before >= steps  # every batch ran: the epoch is a result
                 if not whole:
-                    del epoch_log.rows[epoch:]  # broken off by a signal: not a result
+                    del epoch_log.rows[epoch:]  # broken off by a signal (or debug=profile): not a result
                     break
-                if epoch_log.nan_epoch is not None:
-                    break
-                if t.checkpoint and (epoch + 1 < t.epochs or stop.signum is not None):
+                finite = epoch_log.nan_epoch is None  # NaN weights are not worth a checkpoint
+                if finite and t.checkpoint and (epoch + 1 < t.epochs or stop.signum is not None):
                     seconds = out.seconds + time.perf_counter() - start
                     resume.save(run_dir, trainer, epoch + 1, epoch_log.rows, config_hash, seconds)
+                if on_epoch is not None:
+                    on_epoch(epoch_log.rows[-1])
+                if not finite or (probe is not None and probe.done(epoch_log.rows)):
+                    break
         finally:
             progress.close()
     out.new_seconds = time.perf_counter() - start

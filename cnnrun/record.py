@@ -252,10 +252,12 @@ class Run:
             return run.end("ok")                # written once more, with its end time
 
     Leaving the block by an exception records `failed` (or `interrupted` for Ctrl-C) with its error.
+    `loggers` (loggers.py) mirror the record: they hear of the start, each whole epoch and the end.
     """
 
-    def __init__(self, run_dir, cfg: DictConfig, keep_hydra: bool = True):
+    def __init__(self, run_dir, cfg: DictConfig, keep_hydra: bool = True, loggers=None):
         self.dir, self.cfg, self.keep_hydra = Path(run_dir), cfg, keep_hydra
+        self.loggers = loggers
         self.fingerprint = fingerprint(cfg)
         self.action = ""
         self.metrics: dict = {}
@@ -292,6 +294,16 @@ class Run:
             "config_hash": self.fingerprint, "epochs_planned": int(t.epochs),
         }
         write(self.dir, self.metrics)
+        if self.loggers is not None:
+            self.loggers.start(self)
+
+    def epoch(self, row: dict) -> None:
+        """An epoch ended whole (and is checkpointed): the loggers get its history row."""
+        if self.loggers is not None:
+            self.loggers.epoch(row)
+
+    def save(self) -> None:
+        write(self.dir, self.metrics)
 
     def update(self, **fields) -> None:
         self.metrics.update(fields)
@@ -299,4 +311,8 @@ class Run:
     def end(self, status: str, **fields) -> dict:
         self.metrics.update(fields, status=status, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         write(self.dir, self.metrics)
+        if self.loggers is not None and self.loggers.loggers:  # after metrics.json: the record is complete first
+            self.loggers.end(self)
+            self.metrics["logger_seconds"] = {k: round(v, 3) for k, v in self.loggers.seconds.items()}
+            write(self.dir, self.metrics)  # what the trackers cost (the uploaded copy lacks only this line)
         return self.metrics

@@ -252,15 +252,48 @@ class Reference:
     source: Optional[str] = None
 
 
+@dataclass
+class CsvLogger:
+    live: bool = True
+
+
+@dataclass
+class TensorBoardLogger:
+    images: bool = True
+
+
+@dataclass
+class MlflowLogger:
+    tracking_uri: Optional[str] = None
+    experiment: str = "cnnrun"
+    artifacts: bool = True
+    log_model: bool = True
+    timeout: int = 10
+    retries: int = 0
+
+
+@dataclass
+class Logger:
+    csv: Optional[CsvLogger] = None
+    tensorboard: Optional[TensorBoardLogger] = None
+    mlflow: Optional[MlflowLogger] = None
+
+
 class DebugMode(StrEnum):
     none = "none"
     smoke = "smoke"
+    overfit = "overfit"
+    profile = "profile"
 
 
 @dataclass
 class Debug:
     mode: DebugMode = DebugMode.none
     check_artifacts: bool = False
+    overfit_ratio: float = 0.1
+    profile_warmup: int = 5
+    profile_steps: int = 20
+    trace_steps: int = 5
 
 
 @dataclass
@@ -274,6 +307,7 @@ class Config:
     output: Output = field(default_factory=Output)
     reference: Reference = field(default_factory=Reference)
     debug: Debug = field(default_factory=Debug)
+    logger: Logger = field(default_factory=Logger)
 
 
 # Each YAML option names its schema in its defaults list, e.g. conf/model/cnn3.yaml: `- /schema/model/cnn3`.
@@ -358,6 +392,19 @@ RULES = [
     ("model.l2", lambda v: _num(v) and v >= 0, "a number >= 0", "model.l2=1e-4"),
     ("model.freeze", lambda v: _int(v) and 0 <= v <= 19, "a number of VGG16 layers in [0, 19]", "model.freeze=15"),
     ("model.dense", lambda v: _int(v) and v >= 1, "a whole number >= 1", "model.dense=512"),
+    ("debug.overfit_ratio", lambda v: _num(v) and 0 < v < 1, "a fraction of the first epoch's loss in (0, 1)",
+     "debug.overfit_ratio=0.1"),
+    ("debug.profile_warmup", lambda v: _int(v) and v >= 1, "a whole number of steps >= 1 (the first compiles)",
+     "debug.profile_warmup=5"),
+    ("debug.profile_steps", lambda v: _int(v) and v >= 1, "a whole number of steps >= 1", "debug.profile_steps=20"),
+    ("debug.trace_steps", lambda v: _int(v) and v >= 0, "a whole number of steps >= 0 (0: no trace)",
+     "debug.trace_steps=5"),
+    ("logger.mlflow.timeout", lambda v: _int(v) and v >= 1, "a whole number of seconds >= 1",
+     "logger.mlflow.timeout=10"),
+    ("logger.mlflow.retries", lambda v: _int(v) and 0 <= v <= 10, "a whole number in [0, 10]",
+     "logger.mlflow.retries=0"),
+    ("logger.mlflow.experiment", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name",
+     "logger.mlflow.experiment=fashion"),
     ("dataset.limit", lambda v: v is None or (_int(v) and v >= 1), "null (all) or a whole number >= 1",
      "dataset.limit=1000"),
     ("dataset.image_size", _size, "a side of at least 8 pixels or [height, width]", "dataset.image_size=128"),

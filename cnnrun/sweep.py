@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 from hydra.experimental.callback import Callback
+from rich.markup import escape
 from rich.table import Table
 
 from cnnrun import CnnrunError, artifacts, record
@@ -71,9 +72,11 @@ def table_rows(runs: list[dict], base: Path | None = None) -> tuple[list[str], l
 
 def seed_groups(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Mean ± std of test accuracy over runs that differ only in trainer.seed."""
+    keys = {k for r in runs for k in r["overrides"] if k != "trainer.seed"}
+    varying = {k for k in keys if len({r["overrides"].get(k) for r in runs}) > 1}  # the label names only these
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        key = tuple(sorted((k, v) for k, v in r["overrides"].items() if k != "trainer.seed"))
+        key = tuple(sorted((k, v) for k, v in r["overrides"].items() if k in varying))
         groups.setdefault(key, []).append(r)
     rows = []
     for key, members in groups.items():
@@ -82,7 +85,7 @@ def seed_groups(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
             continue
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         ref = members[0]["metrics"].get("reference_accuracy")
-        rows.append([" ".join(f"{k}={v}" for k, v in key) or "(defaults)", str(len(accs)),
+        rows.append([" ".join(f"{k}={v}" for k, v in key) or "(all)", str(len(accs)),
                      f"{100 * statistics.mean(accs):.2f} ± {100 * sd:.2f}", _pct(ref)])
     rows.sort(key=lambda r: -float(r[2].split()[0]))
     return ["config", "seeds", "test_acc (mean ± std)", "article"], rows
@@ -102,16 +105,16 @@ def print_table(title, header, rows) -> None:
                          overflow="fold", max_width=48 if h == "error" else None)
     for row in rows:
         style = None if row[header.index("status")] == "ok" else "red"
-        table.add_row(*row, style=style)
+        table.add_row(*(escape(c) for c in row), style=style)  # logger=[a,b] is text, not rich markup
     console.print(table)
 
 
-def summarize(paths: list[Path], out: Path, stem: str, title: str) -> list[list[str]]:
-    """Writes {stem}.csv and {stem}.md into `out` and prints the table(s)."""
+def summarize(paths: list[Path], out: Path, stem: str, title: str) -> tuple[list[list[str]], list[list[str]]]:
+    """Writes {stem}.csv and {stem}.md into `out` and prints the table(s); returns the rows of both."""
     runs = [read_run(run) for p in paths for run in find_runs(p)]
     if not runs:
         console.print(f"no runs (metrics.json) found under {', '.join(map(str, paths))}")
-        return []
+        return [], []
     base = paths[0] if len(paths) == 1 else None
     header, rows = table_rows(runs, base)
     s_header, s_rows = seed_groups(runs)
@@ -127,10 +130,10 @@ def summarize(paths: list[Path], out: Path, stem: str, title: str) -> list[list[
         for h in s_header:
             table.add_column(h)
         for row in s_rows:
-            table.add_row(*row)
+            table.add_row(*(escape(c) for c in row))
         console.print(table)
     console.print(f"written: {out / (stem + '.csv')}, {out / (stem + '.md')}")
-    return rows
+    return rows, s_rows
 
 
 class SweepSummary(Callback):
@@ -143,8 +146,12 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if sweep_dir.is_dir():
-            rows = summarize([sweep_dir], sweep_dir, "summary", f"sweep {sweep_dir}")
+            rows, seed_rows = summarize([sweep_dir], sweep_dir, "summary", f"sweep {sweep_dir}")
             SweepSummary.not_ok = sum(1 for row in rows if row[-2] != "ok")
+            from cnnrun import loggers  # the MLflow parent run, when the jobs logged there
+
+            loggers.end_sweep(sweep_dir, len(rows), len(rows) - SweepSummary.not_ok, seed_rows,
+                              [sweep_dir / "summary.md", sweep_dir / "summary.csv", sweep_dir / "multirun.yaml"])
 
 
 def compare_main(args: list[str]) -> None:
@@ -156,7 +163,7 @@ def compare_main(args: list[str]) -> None:
     if missing:
         parser.error(f"no such run or sweep directory: {', '.join(missing)}")
     try:
-        found = summarize(ns.paths, ns.out, "comparison", "comparison")
+        found, _ = summarize(ns.paths, ns.out, "comparison", "comparison")
     except (CnnrunError, OSError) as e:
         error(f"cannot write the comparison into --out {ns.out}: {getattr(e, 'strerror', None) or e}; "
               "give a writable folder, e.g. --out .")

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from cnnrun import artifacts, backend, loop, record, resume, schema
+from cnnrun import artifacts, backend, debug, loggers, loop, record, resume, schema
 from cnnrun.augment import build_augment, preview
 from cnnrun.data import Dataset, load_dataset
 from cnnrun.models import build_model
@@ -43,7 +43,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Runs one experiment described by `cfg`, writing every artifact into `run_dir`. Returns metrics."""
     cfg = schema.validate(cfg)  # types, ranges, rules between keys, refused before anything is touched; defaults filled
     t, run_dir = cfg.trainer, Path(run_dir)
-    with record.Run(run_dir, cfg) as run:  # the directory's lock; an earlier run there is skipped, continued or set aside
+    trackers = loggers.build(cfg.logger, run_dir)  # csv, tensorboard, mlflow: mirrors of the run's own record
+    with record.Run(run_dir, cfg, loggers=trackers) as run:  # the lock; an earlier run is skipped, continued or set aside
         if run.action == "skip":
             log.info("%s already holds a finished run of this config; nothing to do (trainer.resume=false reruns it)",
                      run_dir)
@@ -88,7 +89,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             if checkpoint is not None:
                 run.update(resumed_from_epoch=checkpoint["meta"]["epoch"])
                 log.info("resuming %s after epoch %d of %d", run_dir, checkpoint["meta"]["epoch"], t.epochs)
-            fitted = loop.fit(trainer, data, t, run_dir, run.fingerprint, augment, images, checkpoint)
+            probe = debug.probe(cfg.debug, run_dir, data, t)  # debug=overfit / profile: watches the fit, then judges
+            fitted = loop.fit(trainer, data, t, run_dir, run.fingerprint, augment, images, checkpoint,
+                              on_epoch=run.epoch, probe=probe)
             run.update(**loop.history_metrics(fitted, data))
             artifacts.write_history(run_dir / "history.csv", fitted.history)
             if fitted.history:
@@ -97,6 +100,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 return run.end("interrupted", exit_code=fitted.exit_code, error=(
                     f"{signal.Signals(fitted.signum).name} after {len(fitted.history)} of {t.epochs} epochs; "
                     f"continue with: cnnrun resume {run_dir}"))
+
+            if probe is not None:  # its findings go into metrics.json; a failed check or a timing run ends here
+                status, findings = probe.verdict(fitted)
+                run.update(**findings)
+                if status is not None:
+                    return run.end(status)
 
             # Evaluate on the test set, once, with the classifier; then the reports, plots and the model.
             probs = loop.evaluate(classifier, data, t)

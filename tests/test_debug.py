@@ -1,10 +1,11 @@
 """debug=smoke: every preset in seconds, every artifact written and checked (the CI smoke run)."""
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
-from conftest import FASHION_DIR, make_config, read_metrics, run_cli
+from conftest import FASHION_DIR, make_config, read_metrics, refusal, run_cli
 
 from cnnrun import artifacts
 from cnnrun.train import train
@@ -48,3 +49,45 @@ def test_one_preset_smoke_run_is_quick(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     m = read_metrics(tmp_path / "run")
     assert m["status"] == "ok" and m["model"] == "resnet" and m["train_seconds"] < 30
+
+
+def test_overfit_passes_for_a_model_that_learns(tmp_path):
+    m = train(make_config("dataset=digits", "model=dense", "trainer.verbose=0", "debug=overfit", tiny=False),
+              tmp_path / "run")
+    o = m["overfit"]
+    assert m["status"] == "ok" and o["passed"] and o["end_loss"] <= 0.1 * o["start_loss"]
+    assert o["epochs"] == m["epochs"] < 100  # stopped as soon as the loss was low enough
+    assert m["train_images"] == 64 and m["final_train_accuracy"] >= 0.9
+
+
+def test_overfit_fails_clearly_when_the_loss_does_not_fall(tmp_path):
+    r = run_cli("train", "dataset=digits", "model=dense", "debug=overfit", "optimizer.lr=1e-9", "trainer.epochs=5",
+                f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    error = [line for line in r.stderr.splitlines() if line.startswith("cnnrun: error:")]
+    assert len(error) == 1 and "debug=overfit: the training loss went from" in error[0] and "optimizer.lr" in error[0]
+    m = read_metrics(tmp_path / "run")
+    assert m["status"] == "failed" and m["overfit"]["passed"] is False and m["epochs"] == 5
+
+
+def test_profile_times_the_steps_and_writes_a_trace(tmp_path):
+    m = train(make_config("model=cnn4", "debug=profile", "debug.profile_warmup=2", "debug.profile_steps=5",
+                          "debug.trace_steps=2", "trainer.epochs=3"), tmp_path / "run")
+    assert m["status"] == "ok"
+    p = m["profile"]
+    assert p["timed_steps"] == 5 and p["backend"] in ("tensorflow", "jax")
+    assert p["median_ms"]["step"] > 0 and p["median_ms"]["input"] >= 0 and p["input_alone_ms"] > 0
+    assert sum(p["share"].values()) == pytest.approx(1, abs=1e-3)
+    assert json.loads((tmp_path / "run" / "profile.json").read_text()) == p
+    text = (tmp_path / "run" / "profile.txt").read_text()
+    assert "step" in text and "input" in text and "callbacks" in text
+    traces = list((tmp_path / "run" / "profile").rglob("*.xplane.pb"))
+    assert traces and traces[0].stat().st_size > 1000  # the backend's own trace, for TensorBoard's profile tab
+    if p["backend"] == "jax":
+        assert list((tmp_path / "run" / "profile").rglob("perfetto_trace.json.gz"))
+    assert not (tmp_path / "run" / "model.keras").exists()  # a timing run, not a result
+
+
+def test_debug_options_are_checked():
+    assert "debug.profile_steps=0" in refusal("debug=profile", "debug.profile_steps=0")
+    assert "debug.overfit_ratio=2" in refusal("debug=overfit", "debug.overfit_ratio=2")

@@ -1,0 +1,197 @@
+"""The `debug` modes that watch the training itself: `overfit` (can this model learn at all?) and `profile`
+(where does a step's time go?). `smoke` needs nothing here: it is a config (conf/debug/smoke.yaml) plus
+artifacts.verify.
+
+A probe gives loop.fit a callback to run and a test for when to stop, and train() its verdict:
+
+    probe = debug.probe(cfg.debug, run_dir, data, t)       # None unless debug=overfit / profile
+    fitted = loop.fit(..., probe=probe)
+    status, findings = probe.verdict(fitted)                # status None: go on to the evaluation
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cnnrun import artifacts, backend
+
+log = logging.getLogger("cnnrun")
+
+
+def probe(cfg_debug, run_dir: Path, data, t):
+    """The probe for debug.mode (overfit, profile), else None."""
+    if cfg_debug.mode == "overfit":
+        return Overfit(cfg_debug.overfit_ratio)
+    if cfg_debug.mode == "profile":
+        return Profile(Path(run_dir), data, t, cfg_debug.profile_warmup, cfg_debug.profile_steps,
+                       cfg_debug.trace_steps)
+    return None
+
+
+class Overfit:
+    """debug=overfit: a few batches (conf/debug/overfit.yaml keeps 64 images) trained over and over until the
+    epoch loss falls below `ratio` times the first epoch's; the run fails, saying so, if it never does."""
+
+    def __init__(self, ratio: float):
+        self.ratio = ratio
+
+    def callbacks(self, others: list) -> list:
+        return others
+
+    def done(self, rows: list[dict]) -> bool:
+        return len(rows) > 1 and rows[-1]["loss"] <= rows[0]["loss"] * self.ratio
+
+    def verdict(self, fitted) -> tuple[str | None, dict]:
+        """(None, findings) when the loss fell enough: the run goes on to its evaluation."""
+        rows = fitted.history
+        if not rows:
+            return None, {}
+        start, end = rows[0]["loss"], min(r["loss"] for r in rows)
+        fields = {"overfit": {"start_loss": start, "end_loss": end, "epochs": len(rows), "ratio": self.ratio,
+                              "passed": self.done(rows) or end <= start * self.ratio}}
+        if fields["overfit"]["passed"]:
+            log.info("debug=overfit: the loss fell from %.4f to %.4f in %d epochs: this model can learn", start, end,
+                     len(rows))
+            return None, fields
+        return "failed", {**fields, "error": (
+            f"debug=overfit: the training loss went from {start:.4f} to {end:.4f} in {len(rows)} epochs on a few batches, "
+            f"never below {self.ratio:g} of its start; the model cannot fit even these images: check the labels, "
+            "optimizer.lr and the model (or raise trainer.epochs)")}
+
+
+class _Timed:
+    """Wraps a callback's batch hooks to add their time to a total."""
+
+    def __init__(self, profile: Profile, callback):
+        for hook in ("on_train_batch_begin", "on_train_batch_end"):
+            real = getattr(callback, hook)
+            if getattr(real, "__func__", None) is getattr(keras.callbacks.Callback, hook):
+                continue  # no hook of its own: Keras does not even call it
+            setattr(callback, hook, self._wrap(profile, real))
+
+    @staticmethod
+    def _wrap(profile, real):
+        def timed(batch, logs=None):
+            start = time.perf_counter()
+            real(batch, logs)
+            profile.callback_time += time.perf_counter() - start
+        return timed
+
+
+class Profile(keras.callbacks.Callback):
+    """debug=profile: per training step, the time spent in the step itself, in the input between steps and in
+    cnnrun's callbacks, after `warmup` steps (compilation); the input feed alone, timed apart; and the backend's
+    profiler trace of `trace` steps (TensorBoard's profile tab, or ui.perfetto.dev for JAX's trace.json.gz).
+    Training stops after warmup + steps: the epoch is broken off on purpose and is not a result."""
+
+    def __init__(self, run_dir: Path, data, t, warmup: int, steps: int, trace: int):
+        super().__init__()
+        self.run_dir, self.data, self.t = run_dir, data, t
+        self.warmup, self.steps, self.trace = warmup, steps, min(trace, steps)
+        self.rows: list[dict] = []
+        self.seen = 0  # training steps so far
+        self.callback_time = 0.0
+        self._begin = self._end = None
+        self._callbacks_at_begin = self._callbacks_at_end = 0.0
+        self._tracing = False
+        self.trace_dir = run_dir / "profile"
+
+    def callbacks(self, others: list) -> list:
+        for callback in others:
+            _Timed(self, callback)
+        return [self, *others]  # first: its begin stamp precedes theirs, its end stamp follows the step alone
+
+    def done(self, rows: list[dict]) -> bool:
+        return len(self.rows) > self.steps
+
+    def on_train_batch_begin(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._end is not None and self.rows and self.rows[-1]["input"] is None:  # since the last step ended
+            self.rows[-1]["input"] = now - self._end - (self.callback_time - self._callbacks_at_end)
+        if self.seen == self.warmup and self.trace and not self._tracing:
+            backend.trace_start(self.trace_dir)
+            self._tracing = True
+        self._callbacks_at_begin = self.callback_time
+        self._begin = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None:
+            float(keras.ops.convert_to_numpy(loss))  # wait for the step: asynchronous backends return at once
+        end = time.perf_counter()
+        self.seen += 1
+        if self.seen > self.warmup:  # the others' begin hooks ran inside [begin, end]: not the step's time
+            self.rows.append({"step": end - self._begin - (self.callback_time - self._callbacks_at_begin),
+                              "input": None})
+        if self._tracing and self.seen >= self.warmup + self.trace:
+            backend.trace_stop()
+            self._tracing = False
+        if len(self.rows) > self.steps:  # the last row only completes the one before it (its input)
+            self.model.stop_training = True
+        self._callbacks_at_end = self.callback_time
+        self._end = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        if self._tracing:
+            backend.trace_stop()
+            self._tracing = False
+
+    def _feed_alone(self, n: int) -> float:
+        """Seconds per batch to produce the training input without training: slicing (and moving to the
+        device) arrays, or decoding a folder's images."""
+        x, bs = self.data.x_train, self.t.batch_size
+        n = max(1, min(n, -(-len(x) // bs)))
+        start = time.perf_counter()
+        if isinstance(x, np.ndarray):
+            order = np.random.default_rng(0).permutation(len(x))
+            for i in range(n):
+                keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(x[order[i * bs:(i + 1) * bs]]))
+        else:
+            from cnnrun.folder import Batches
+
+            batches = Batches(x, self.data.y_train, bs)
+            for i in range(n):
+                batches[i]
+        return (time.perf_counter() - start) / n
+
+    def verdict(self, fitted) -> tuple[str, dict]:
+        """('ok', the timings) or ('failed', why): a timing run ends here, with no evaluation."""
+        rows = [r for r in self.rows if r["input"] is not None][:self.steps]
+        if not rows:
+            return "failed", {"error": f"debug=profile: no step was timed (the run has fewer than "
+                                       f"{self.warmup + 1} training steps; lower debug.profile_warmup)"}
+        extra = self.callback_time / max(1, self.seen)
+        phases = {"step": [r["step"] for r in rows], "input": [r["input"] or 0.0 for r in rows]}
+        ms = {k: 1000 * statistics.median(v) for k, v in phases.items()}
+        ms["callbacks"] = 1000 * extra
+        total = sum(ms.values())
+        summary = {
+            "backend": backend.name(), "device": backend.device(), "batch_size": self.t.batch_size,
+            "warmup_steps": self.warmup, "timed_steps": len(rows),
+            "median_ms": {k: round(v, 3) for k, v in ms.items()},
+            "share": {k: round(v / total, 4) for k, v in ms.items()},
+            "images_per_second": round(self.t.batch_size / (total / 1000), 1),
+            "input_alone_ms": round(1000 * self._feed_alone(len(rows)), 3),
+            "trace": str(self.trace_dir) if self.trace else None,
+        }
+        artifacts.write_json(self.run_dir / "profile.json", summary)
+        short = (f" (of {self.steps} asked: the run ended first; raise trainer.epochs)"
+                 if len(rows) < self.steps else "")
+        lines = [f"debug=profile: {len(rows)} steps{short} of batch {self.t.batch_size} after {self.warmup} warm-up "
+                 f"steps ({summary['backend']}, {summary['device']})", ""]
+        lines += [f"  {k:<10} {ms[k]:9.2f} ms  {100 * summary['share'][k]:5.1f} %" for k in ("input", "step", "callbacks")]
+        lines += [f"  {'total':<10} {total:9.2f} ms  {summary['images_per_second']:,.0f} images/s", "",
+                  f"  the input feed alone: {summary['input_alone_ms']:.2f} ms a batch "
+                  "(TensorFlow reads its input inside the step; JAX between steps)"]
+        if self.trace:
+            lines.append(f"  trace of {self.trace} steps: {self.trace_dir} (tensorboard --logdir {self.trace_dir}, "
+                         "profile tab; JAX's *.trace.json.gz opens in ui.perfetto.dev)")
+        artifacts.write_text(self.run_dir / "profile.txt", "\n".join(lines) + "\n")
+        log.info("\n".join(lines))
+        return "ok", {"profile": summary}

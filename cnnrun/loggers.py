@@ -1,0 +1,430 @@
+"""Where a run's results go besides its own directory: the `logger` config group.
+
+    logger=csv                    history.csv grows a row as each epoch ends (the default)
+    logger=tensorboard            event files in RUN_DIR/tensorboard/: `tensorboard --logdir SWEEP_DIR`
+    logger=mlflow                 one MLflow run per cnnrun run; a sweep is a parent run with a child per job
+    logger=[tensorboard,mlflow]   several at once
+
+The run's own files are the record (record.py); a logger mirrors them. A logger that fails (no server,
+a full disk in its store, a missing package) says so in one warning line and is switched off for the
+rest of the run: training goes on and the run directory is complete. Nothing here imports Keras or a
+backend, and mlflow/tensorboard are imported only when their logger is chosen.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+log = logging.getLogger("cnnrun")
+
+# The run's files a tracker gets: everything a person looks at, not the lock or the spent checkpoint.
+NOT_UPLOADED = {".lock", "checkpoint.npz", "tensorboard"}
+SWEEP_RECORD = "mlflow.json"  # in a sweep directory: the parent run's id and where it lives
+
+
+class Logger:
+    """One destination. Hooks are called through `Loggers`, which turns any exception into one warning."""
+
+    name = "logger"
+
+    def start(self, run) -> None:
+        """The run has started (or continues, `run.action == 'continue'`); `run.metrics` says running."""
+
+    def epoch(self, row: dict) -> None:
+        """An epoch ended whole: its history row (epoch, loss, accuracy, val_*, lr, seconds)."""
+
+    def end(self, run) -> None:
+        """The run ended with `run.metrics['status']`; its files are all written."""
+
+
+class Loggers:
+    """The chosen loggers, each guarded: the first failure warns once and switches that logger off."""
+
+    def __init__(self, loggers: list[Logger]):
+        self.loggers = loggers
+        self.failed: dict[str, str] = {}
+        self.seconds = {logger.name: 0.0 for logger in loggers}  # what each costs the run (metrics.json)
+
+    def _each(self, hook: str, *args) -> None:
+        for logger in self.loggers:
+            if logger.name in self.failed:
+                continue
+            start = time.perf_counter()
+            try:
+                getattr(logger, hook)(*args)
+            except Exception as e:  # noqa: BLE001 - a logger never fails the training
+                text = (str(e).strip().splitlines() or [""])[0][:300]
+                text = text if isinstance(e, (RuntimeError, ImportError)) else f"{type(e).__name__}: {text}"
+                self.failed[logger.name] = text
+                log.warning("logger %s failed: %s; it is off for the rest of this run, whose own files are "
+                            "complete", logger.name, text)
+            finally:
+                self.seconds[logger.name] += time.perf_counter() - start
+
+    def start(self, run) -> None:
+        self._each("start", run)
+
+    def epoch(self, row: dict) -> None:
+        self._each("epoch", row)
+
+    def end(self, run) -> None:
+        self._each("end", run)
+
+
+def build(cfg_logger, run_dir: Path) -> Loggers:
+    """The loggers `cfg.logger` names (csv, tensorboard, mlflow), in that order."""
+    chosen = cfg_logger or {}
+    out: list[Logger] = []
+    if chosen.get("csv") is not None:
+        out.append(CsvLogger(run_dir, chosen.csv))
+    if chosen.get("tensorboard") is not None:
+        out.append(TensorBoardLogger(run_dir, chosen.tensorboard))
+    if chosen.get("mlflow") is not None:
+        out.append(MlflowLogger(run_dir, chosen.mlflow))
+    return Loggers(out)
+
+
+def flatten(cfg, prefix: str = "") -> dict[str, object]:
+    """{'trainer.epochs': 5, ...}: every leaf of a config (lists as text)."""
+    data = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+    out: dict[str, object] = {}
+    for key, value in (data or {}).items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+NOT_METRICS = {"seed", "epochs_planned", "exit_code", "resumed_from_epoch", "test_images", "train_images",
+               "val_images"}  # numbers in metrics.json that describe the run rather than measure it (params, tags)
+
+
+def final_metrics(metrics: dict) -> dict[str, float]:
+    """The numeric, finite measurements in metrics.json (test_accuracy, train_seconds, ...)."""
+    return {k: float(v) for k, v in metrics.items() if k not in NOT_METRICS
+            and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def run_name(run_dir: Path) -> str:
+    """A sweep job's swept overrides ('model=cnn3 augment=flip'), else the run directory's name."""
+    run_dir = Path(run_dir)
+    try:
+        import yaml
+
+        job = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
+        sweep = yaml.safe_load((run_dir.parent / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
+    except Exception:  # noqa: BLE001 - not a sweep job (or an unreadable record): the directory names it
+        return run_dir.name
+    plain = lambda o: str(o).replace("\\", "")  # noqa: E731 - Hydra escapes ':' etc. in a job's own record
+    fixed = set(map(plain, sweep))  # an override the sweep gave every job as it is: not what tells jobs apart
+    items = [plain(o) for o in job if plain(o) not in fixed and not str(o).startswith("hydra.")]
+    return " ".join(items)[:250] or run_dir.name
+
+
+# --- csv -----------------------------------------------------------------------------------------------
+
+class CsvLogger(Logger):
+    """history.csv as the run goes: a row appended as each epoch ends, so `tail -f` follows a long run.
+    train() rewrites the whole file at the end, from the full history, whichever loggers are chosen."""
+
+    name = "csv"
+
+    def __init__(self, run_dir: Path, cfg):
+        self.path = Path(run_dir) / "history.csv"
+        self.live = bool(cfg.get("live", True))
+
+    def epoch(self, row: dict) -> None:
+        if not self.live:
+            return
+        import csv
+
+        new = not self.path.is_file()
+        with open(self.path, "a", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+# --- TensorBoard ---------------------------------------------------------------------------------------
+
+class TensorBoardLogger(Logger):
+    """Event files in RUN_DIR/tensorboard/, written with TensorBoard's own writer and protos (no TensorFlow,
+    so JAX runs log too): train/ and validation/ hold the per-epoch curves under the same tags (one chart,
+    two lines, as Keras' own callback does), the root holds the test metrics, the plots as images and the
+    run's config for the HPARAMS tab. `tensorboard --logdir SWEEP_DIR` compares the jobs of a sweep."""
+
+    name = "tensorboard"
+
+    def __init__(self, run_dir: Path, cfg):
+        self.dir = Path(run_dir) / "tensorboard"
+        self.cfg = cfg
+        self.writers: dict = {}
+
+    def _writer(self, sub: str):
+        if sub not in self.writers:
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+            self.writers[sub] = EventFileWriter(str(self.dir / sub if sub else self.dir), flush_secs=30)
+        return self.writers[sub]
+
+    def _write(self, sub: str, summary, step: int) -> None:
+        from tensorboard.compat.proto import event_pb2
+
+        self._writer(sub).add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    @staticmethod
+    def _scalars(values: dict):
+        from tensorboard.compat.proto import summary_pb2
+
+        return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=k, simple_value=float(v))
+                                          for k, v in values.items()])
+
+    def start(self, run) -> None:
+        from tensorboard.plugins.hparams import summary_v2 as hp
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if run.action == "continue" and any(self.dir.glob("events.*")):
+            return  # the session was opened by the process that started this run
+        hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v)  # lists (erasing's area) as text
+                   for k, v in flatten(_hparams(run.cfg)).items() if v is not None and k != "dataset.class_names"}
+        self._write("", hp.hparams_pb(hparams, trial_id=run.dir.name, start_time_secs=time.time()), 0)
+        self._flush()
+
+    def epoch(self, row: dict) -> None:
+        step = int(row["epoch"])
+        train = {f"epoch_{k}": v for k, v in row.items() if k in ("loss", "accuracy")}
+        train.update(epoch_learning_rate=row["lr"], epoch_seconds=row["seconds"])
+        self._write("train", self._scalars(train), step)
+        val = {f"epoch_{k[4:]}": v for k, v in row.items() if k.startswith("val_")}
+        if val:
+            self._write("validation", self._scalars(val), step)
+        self._flush()
+
+    def end(self, run) -> None:
+        from tensorboard.compat.proto import summary_pb2
+
+        metrics = run.metrics
+        step = int(metrics.get("epochs") or 0)
+        test = {f"test/{k[5:]}": v for k, v in final_metrics(metrics).items() if k.startswith("test_")}
+        if test:
+            self._write("", self._scalars(test), step)
+        if self.cfg.get("images", True):
+            images = []
+            for name in ("curves.png", "confusion_matrix.png", "confusion_matrix_normalized.png", "predictions.png"):
+                path = run.dir / name
+                if path.is_file():
+                    from PIL import Image
+
+                    with Image.open(path) as im:
+                        width, height = im.size
+                    images.append(summary_pb2.Summary.Value(tag=f"plots/{path.stem}", image=summary_pb2.Summary.Image(
+                        height=height, width=width, colorspace=4, encoded_image_string=path.read_bytes())))
+            if images:
+                self._write("", summary_pb2.Summary(value=images), step)
+        self._flush(close=True)
+
+    def _flush(self, close: bool = False) -> None:
+        for writer in self.writers.values():
+            writer.close() if close else writer.flush()
+        if close:
+            self.writers.clear()
+
+
+def _hparams(cfg) -> dict:
+    """What the HPARAMS tab shows: the groups that change a run's numbers, and its length."""
+    from cnnrun.record import identity
+
+    out = identity(cfg)
+    out["trainer"]["epochs"] = int(cfg.trainer.epochs)
+    return out
+
+
+# --- MLflow --------------------------------------------------------------------------------------------
+
+def tracking_uri(configured: str | None) -> str:
+    """logger.mlflow.tracking_uri, else $MLFLOW_TRACKING_URI, else a SQLite store at outputs/mlflow.db."""
+    if configured:
+        return str(configured)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path('outputs').resolve() / 'mlflow.db'}"
+
+
+def _client(cfg, uri: str):
+    """An MlflowClient for cfg (no process-wide MLflow state: sweep jobs share a process), failing fast:
+    a dead server costs `timeout` seconds once, not MLflow's default minutes of retries."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(int(cfg.get("retries", 0)))  # read per request
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(cfg.get("timeout", 10)))
+    for name in ("alembic", "mlflow"):  # the store's schema migrations and MLflow's own chatter: not the user's news
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        from mlflow import MlflowClient
+    except ImportError:
+        raise ImportError("logger=mlflow needs MLflow: pip install 'cnnrun[mlflow]'") from None
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment(client, uri: str, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):  # artifacts beside the database, not in ./mlruns of wherever we stand
+        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # noqa: BLE001 - another job of the sweep created it first
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def _log(client, run_id: str, metrics: dict | None = None, step: int = 0, params: dict | None = None,
+         tags: dict | None = None) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    m = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
+    p = [Param(k[:250], str(v)[:6000]) for k, v in (params or {}).items()]
+    t = [RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()]
+    for i in range(0, max(len(m), len(p), len(t), 1), 100):  # MLflow takes 100 params per batch
+        client.log_batch(run_id, metrics=m[i:i + 100], params=p[i:i + 100], tags=t[i:i + 100])
+
+
+_MLFLOW_STATUS = {"ok": "FINISHED", "interrupted": "KILLED"}  # failed, nan: FAILED
+
+
+class MlflowLogger(Logger):
+    """One MLflow run per cnnrun run: the flattened config as params, per-epoch metrics at their epoch,
+    the final metrics, tags (model, dataset, backend, device, status) and the run's files as artifacts.
+    In a sweep, every job is a child of one parent run (its id kept in SWEEP_DIR/mlflow.json); a resumed
+    run continues its own MLflow run (its id kept in metrics.json as mlflow_run_id)."""
+
+    name = "mlflow"
+
+    def __init__(self, run_dir: Path, cfg):
+        self.dir, self.cfg = Path(run_dir), cfg
+        self.client = self.run_id = None
+
+    def start(self, run) -> None:
+        cfg = run.cfg
+        uri = tracking_uri(self.cfg.get("tracking_uri"))
+        try:
+            self.client = _client(self.cfg, uri)
+            experiment = _experiment(self.client, uri, str(self.cfg.experiment))
+        except ImportError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the first contact: say where, briefly
+            reason = re.sub(r"\s+", " ", str(e).split(" (Caused by")[0])[:160]
+            raise RuntimeError(f"cannot use the tracking store {uri} ({reason}); check logger.mlflow.tracking_uri "
+                               "or MLFLOW_TRACKING_URI") from None
+        earlier = run.earlier or {}
+        if run.action == "continue" and earlier.get("mlflow_run_id") and earlier.get("mlflow_tracking_uri") == uri:
+            self.run_id = earlier["mlflow_run_id"]  # the same MLflow run goes on: its curves continue at their epochs
+            self.client.update_run(self.run_id, status="RUNNING")
+            run.update(mlflow_run_id=self.run_id, mlflow_tracking_uri=uri)
+            run.save()
+            log.info("mlflow: continuing run %s in %s", self.run_id, uri)
+            return
+        tags = {"mlflow.source.name": "cnnrun train", "mlflow.source.type": "LOCAL", "cnnrun.run_dir": str(run.dir),
+                "cnnrun.config_hash": run.fingerprint, "model": cfg.model.name, "dataset": cfg.dataset.name,
+                "status": "running"}
+        parent = sweep_parent(self.client, uri, experiment, self.dir.parent) if _in_sweep(self.dir) else None
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        self.run_id = self.client.create_run(experiment, run_name=run_name(self.dir), tags=tags).info.run_id
+        run.update(mlflow_run_id=self.run_id, mlflow_tracking_uri=uri)
+        run.save()  # the id is on disk before training: a resumed run finds it
+        params = {k: v for k, v in flatten(cfg).items() if not k.startswith("hydra.")}
+        _log(self.client, self.run_id, params=params)
+        log.info("mlflow: run %s in %s (view: mlflow ui --backend-store-uri %s)", self.run_id, uri, uri)
+
+    def epoch(self, row: dict) -> None:
+        values = {k: v for k, v in row.items() if k != "epoch"}
+        _log(self.client, self.run_id, metrics=values, step=int(row["epoch"]))
+
+    def end(self, run) -> None:
+        if self.client is None or self.run_id is None:
+            return
+        m = run.metrics
+        tags = {"status": m.get("status"), "backend": m.get("backend"), "device": m.get("device")}
+        if m.get("error"):
+            tags["cnnrun.error"] = m["error"]
+        _log(self.client, self.run_id, metrics=final_metrics(m), step=int(m.get("epochs") or 0),
+             tags={k: v for k, v in tags.items() if v is not None})
+        if self.cfg.get("artifacts", True):
+            for path in sorted(run.dir.rglob("*")):
+                rel = path.relative_to(run.dir)
+                if path.is_file() and rel.parts[0] not in NOT_UPLOADED and not path.name.startswith(".cnnrun"):
+                    if rel.suffix == ".keras" and not self.cfg.get("log_model", True):
+                        continue
+                    parent = str(rel.parent) if rel.parent != Path(".") else None
+                    self.client.log_artifact(self.run_id, str(path), parent)
+        self.client.set_terminated(self.run_id, status=_MLFLOW_STATUS.get(m.get("status"), "FAILED"))
+
+
+def _in_sweep(run_dir: Path) -> bool:
+    return (Path(run_dir).parent / "multirun.yaml").is_file()
+
+
+def sweep_parent(client, uri: str, experiment: str, sweep_dir: Path) -> str:
+    """The sweep's parent run: made by its first job, found by the others (a file lock, for parallel jobs)."""
+    record = Path(sweep_dir) / SWEEP_RECORD
+    with open(Path(sweep_dir) / ".mlflow.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if record.is_file():
+            saved = json.loads(record.read_text())
+            if saved.get("tracking_uri") == uri:
+                client.update_run(saved["parent_run_id"], status="RUNNING")
+                return saved["parent_run_id"]
+        tags = {"mlflow.source.name": "cnnrun train -m", "cnnrun.sweep_dir": str(sweep_dir), "cnnrun.sweep": "parent"}
+        parent = client.create_run(experiment, run_name=Path(sweep_dir).name, tags=tags).info.run_id
+        record.write_text(json.dumps({"parent_run_id": parent, "tracking_uri": uri, "experiment_id": experiment}))
+        return parent
+
+
+def end_sweep(sweep_dir: Path, jobs: int, jobs_ok: int, seed_rows: list[list[str]], files: list[Path]) -> None:
+    """After a multirun: the summary table and the mean ± std over seeds on the parent run, which then ends
+    FINISHED (every job ok) or FAILED. Nothing to do when no job logged to MLflow; never raises."""
+    record = Path(sweep_dir) / SWEEP_RECORD
+    if not record.is_file():
+        return
+    try:
+        saved = json.loads(record.read_text())
+        from mlflow import MlflowClient
+
+        client, parent = MlflowClient(tracking_uri=saved["tracking_uri"]), saved["parent_run_id"]
+        metrics = {"jobs": jobs, "jobs_ok": jobs_ok}
+        for config, seeds, mean_std, _ in seed_rows:  # compare's "across seeds" table, one metric pair per config
+            key = _metric_key(config)
+            mean, _, std = mean_std.partition(" ± ")
+            metrics[f"test_acc_mean/{key}"] = float(mean) / 100  # fractions, as test_accuracy is
+            metrics[f"test_acc_std/{key}"] = float(std) / 100
+            metrics[f"seeds/{key}"] = float(seeds)
+        _log(client, parent, metrics=metrics)
+        for path in files:
+            if Path(path).is_file():
+                client.log_artifact(parent, str(path))
+        client.set_terminated(parent, status="FINISHED" if jobs_ok == jobs else "FAILED")
+    except Exception as e:  # noqa: BLE001 - the sweep's own summary is written; the tracker is a mirror
+        log.warning("logger mlflow: could not finish the sweep's parent run (%s: %s)", type(e).__name__,
+                    (str(e).strip().splitlines() or [""])[0][:300])
+
+
+def _metric_key(text: str) -> str:
+    """MLflow metric names allow letters, digits, _ - . / and spaces."""
+    return re.sub(r"[^\w\-./ ]", "_", text)[:200] or "defaults"
