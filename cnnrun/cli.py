@@ -21,6 +21,8 @@ commands:
   compare PATH [PATH ...]       one table for runs and sweep directories (mean ± std over seeds)
   predict RUN_DIR IMAGE|DIR ... classify images with a finished run's model
   export RUN_DIR [--format F]   the model as a TensorFlow SavedModel, ONNX, LiteRT; each verified
+  explain RUN_DIR [IMAGE ...]   Grad-CAM heat-maps (misclassified test images, any images given) and
+                                an embedding map of the test set (t-SNE), into RUN_DIR/explain
 
 examples:
   cnnrun train dataset=fashion model=cnn4
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         print(USAGE, file=sys.stderr)
-        print("cnnrun: error: a command is needed (train, resume, compare, predict, export)", file=sys.stderr)
+        print("cnnrun: error: a command is needed (train, resume, compare, predict, export, explain)", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)
     if argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -310,6 +312,11 @@ def main(argv: list[str] | None = None) -> None:
         from cnnrun.predict import predict_main
 
         predict_main(rest)
+    elif command == "explain":
+        start_backend()
+        from cnnrun.explain import explain_main
+
+        explain_main(rest)
     elif command == "export":
         import importlib.util
 
@@ -324,6 +331,6 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"cnnrun {__version__}")
     else:
-        print(f"cnnrun: error: unknown command {command!r}; expected train, resume, compare, predict or export (cnnrun --help)",
+        print(f"cnnrun: error: unknown command {command!r}; expected train, resume, compare, predict, export or explain (cnnrun --help)",
               file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)

@@ -239,11 +239,26 @@ class Augment:
     erasing: Optional[Erasing] = None
 
 
+class Cam(StrEnum):
+    hirescam = "hirescam"
+    gradcam = "gradcam"
+
+
+class Embedding(StrEnum):
+    tsne = "tsne"
+    pca = "pca"
+    none = "none"
+
+
 @dataclass
 class Output:
     misclassified_max: int = 100
     predictions_grid: int = 30
     save_model: bool = True
+    explain: bool = False
+    explain_max: int = 16
+    explain_embedding: Embedding = Embedding.tsne
+    explain_cam: Cam = Cam.hirescam
 
 
 @dataclass
@@ -399,6 +414,7 @@ RULES = [
     ("debug.profile_steps", lambda v: _int(v) and v >= 1, "a whole number of steps >= 1", "debug.profile_steps=20"),
     ("debug.trace_steps", lambda v: _int(v) and v >= 0, "a whole number of steps >= 0 (0: no trace)",
      "debug.trace_steps=5"),
+    ("output.explain_max", lambda v: _int(v) and v >= 0, "a whole number of images >= 0", "output.explain_max=16"),
     ("logger.mlflow.timeout", lambda v: _int(v) and v >= 1, "a whole number of seconds >= 1",
      "logger.mlflow.timeout=10"),
     ("logger.mlflow.retries", lambda v: _int(v) and 0 <= v <= 10, "a whole number in [0, 10]",

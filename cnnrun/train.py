@@ -110,6 +110,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             # Evaluate on the test set, once, with the classifier; then the reports, plots and the model.
             probs = loop.evaluate(classifier, data, t)
             run.update(**artifacts.write_evaluation(run_dir, data, probs, cfg.output, classifier))
+            if cfg.output.explain:  # what the model looks at, and how it arranges the test set (explain.py)
+                from cnnrun.explain import explain_run
+
+                run.update(explained=explain_run(run_dir, classifier, data, probs, cfg.output, t.seed))
             if cfg.debug.check_artifacts:  # debug=smoke: every file is there and holds what it should
                 problems = artifacts.verify(run_dir, run.metrics, cfg.output, augmented=augment is not None)
                 if problems:

@@ -1,0 +1,290 @@
+"""`cnnrun explain RUN_DIR [IMAGE|DIR ...]`: what a run's model looks at, and how it arranges the test set.
+
+- **Grad-CAM** (Selvaraju et al., 2017): the feature maps of one convolutional layer, weighted by the gradient
+  of log p(class) with respect to them, averaged over the map (backend.log_prob_gradients: the one
+  backend-specific part). Drawn over the image for the predicted and the true class, for the misclassified
+  test images (capped) and any images given: `explain/gradcam.png` (a grid) and `explain/gradcam/*.png`.
+- **Embedding map**: the features the classifier's last layer reads (the penultimate layer) for every test
+  image, projected to 2-D with t-SNE (after PCA to 50 dimensions) or PCA alone, coloured by true class with
+  the misclassified marked: `explain/embedding.png` and `explain/embedding.csv`.
+
+The target layer is the last convolutional feature map before the head (dropout and pooling skipped, so the
+map keeps its resolution), or `--layer NAME`. Works on every model family (ResNet's last block output,
+VGG16's block5 convolution) because the head is rebuilt from that layer's output by Keras' functional API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cnnrun import CnnrunError, artifacts, backend
+
+log = logging.getLogger("cnnrun")
+
+SKIPPED = (keras.layers.Dropout, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.SpatialDropout2D)
+
+
+@dataclass
+class Parts:
+    """A classifier (uint8 pixels -> softmax) cut at its target layer."""
+    prep: list          # the layers before the network (scaling)
+    features: keras.Model
+    head: keras.Model
+    embed: keras.Model
+    layer: str
+
+
+def cut(model: keras.Model, layer: str | None = None) -> Parts:
+    nested = [m for m in model.layers if isinstance(m, keras.Model)]
+    network = nested[-1] if nested else model
+    prep = [m for m in model.layers[1:] if m is not network] if nested else []
+    maps = [m for m in network.layers if len(m.output.shape) == 4 and not isinstance(m, keras.layers.InputLayer)]
+    if layer is None:
+        if not maps:
+            raise CnnrunError(f"{network.name} has no convolutional feature map for Grad-CAM (a dense model); "
+                              "explain it with --embedding only (--max 0)")
+        last = network.layers.index(maps[-1])
+        while last > 0 and isinstance(network.layers[last], SKIPPED):
+            last -= 1
+        layer = network.layers[last].name
+    elif layer not in {m.name for m in maps}:
+        raise CnnrunError(f"--layer {layer} is not a feature map of {network.name}; expected one of "
+                          f"{', '.join(m.name for m in maps[-6:])} (the last six)")
+    target = network.get_layer(layer).output
+    last_dense = [m for m in network.layers if isinstance(m, keras.layers.Dense)][-1]
+    return Parts(prep, keras.Model(network.inputs, target), keras.Model(target, network.outputs),
+                 keras.Model(network.inputs, last_dense.input), layer)
+
+
+def _prepare(parts: Parts, pixels: np.ndarray):
+    x = keras.ops.convert_to_tensor(pixels)
+    for layer in parts.prep:
+        x = layer(x)
+    return x
+
+
+def gradcam(parts: Parts, pixels: np.ndarray, classes, method: str = "hirescam", batch: int = 64) -> np.ndarray:
+    """Heat maps in [0, 1], one per image, at the image's size, for the given class of each.
+
+    `gradcam` weighs each channel by its gradient averaged over the map; `hirescam` (Draelos & Carin, 2020)
+    multiplies gradient and activation place by place before summing the channels. Behind a global-average
+    pooling head (ResNet) the two are the same; behind Flatten -> Dense (the articles' CNNs) the gradient
+    differs from place to place, averaging it blurs where the evidence is, and only HiResCAM shows it.
+    """
+    out = []
+    for i in range(0, len(pixels), batch):
+        maps = keras.ops.convert_to_numpy(parts.features(_prepare(parts, pixels[i:i + batch]), training=False))
+        grads = backend.log_prob_gradients(parts.head, maps, classes[i:i + batch]).astype("float64")
+        if method == "gradcam":
+            cam = np.einsum("nhwk,nk->nhw", maps.astype("float64"), grads.mean(axis=(1, 2)))  # a weight per channel
+        else:
+            cam = (grads * maps).sum(axis=-1)
+        cam = np.maximum(cam, 0)
+        cam /= np.maximum(cam.max(axis=(1, 2), keepdims=True), 1e-12)
+        out.append(keras.ops.convert_to_numpy(
+            keras.ops.image.resize(cam[..., None].astype("float32"), pixels.shape[1:3], interpolation="bilinear"))[..., 0])
+    return np.clip(np.concatenate(out), 0, 1) if out else np.zeros((0, *pixels.shape[1:3]))
+
+
+def embedding(parts: Parts, pixels: np.ndarray, method: str = "tsne", seed: int = 0, batch: int = 512) -> np.ndarray:
+    """2-D coordinates of the penultimate-layer features of `pixels`."""
+    from sklearn.decomposition import PCA
+
+    feats = np.concatenate([keras.ops.convert_to_numpy(parts.embed(_prepare(parts, pixels[i:i + batch]), training=False))
+                            for i in range(0, len(pixels), batch)]).reshape(len(pixels), -1).astype("float64")
+    if method == "pca" or len(feats) < 5:
+        return PCA(n_components=2, random_state=seed).fit_transform(feats)
+    from sklearn.manifold import TSNE
+
+    reduced = PCA(n_components=min(50, *feats.shape), random_state=seed).fit_transform(feats)
+    perplexity = float(min(30, max(2, (len(feats) - 1) // 3)))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(reduced)
+
+
+def _overlay(ax, image, heat, title):
+    artifacts._show(ax, image)
+    ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
+    ax.set_title(title, fontsize=8)
+
+
+def plot_gradcam(path: Path, images, rows: list[dict], heat_pred, heat_true) -> Path:
+    """Image | Grad-CAM for the predicted class | for the true class, a row per image."""
+    import matplotlib.pyplot as plt
+
+    cols = 3 if heat_true is not None else 2
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.3 * cols, 2.4 * len(rows)), squeeze=False)
+    for i, row in enumerate(rows):
+        artifacts._show(axes[i, 0], images[i])
+        axes[i, 0].set_title(row["name"], fontsize=8)
+        _overlay(axes[i, 1], images[i], heat_pred[i], f"pred: {row['pred']} ({100 * row['p']:.0f} %)")
+        if heat_true is not None:
+            _overlay(axes[i, 2], images[i], heat_true[i], f"true: {row['true']}")
+    name = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM"}.get(rows[0]["cam"], rows[0]["cam"]) if rows else ""
+    fig.suptitle(f"{name} at layer {rows[0]['layer']}" if rows else "", fontsize=9)
+    fig.tight_layout()
+    return artifacts.save_figure(fig, path)
+
+
+def plot_embedding(path: Path, xy, y_true, y_pred, class_names, method: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 7))
+    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for k, name in enumerate(class_names):
+        mine = y_true == k
+        ax.scatter(xy[mine, 0], xy[mine, 1], s=4, color=cmap(k % cmap.N), label=name, alpha=0.7, linewidths=0)
+    wrong = y_true != y_pred
+    ax.scatter(xy[wrong, 0], xy[wrong, 1], s=14, marker="x", color="black", linewidths=0.6,
+               label=f"misclassified ({int(wrong.sum())})")
+    ax.legend(markerscale=3, fontsize=8, loc="best", framealpha=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"test set, penultimate-layer features ({'t-SNE' if method == 'tsne' else 'PCA'}), coloured by true class")
+    fig.tight_layout()
+    return artifacts.save_figure(fig, path)
+
+
+def explain(out: Path, model: keras.Model, class_names: list[str], x_test=None, y_test=None, probs=None,
+            files: list[Path] | None = None, max_images: int = 16, layer: str | None = None,
+            method: str = "tsne", seed: int = 0, cam: str = "hirescam") -> dict:
+    """Writes Grad-CAM pictures and the embedding map into `out`; returns what was written."""
+    out = Path(out)
+    (out / "gradcam").mkdir(parents=True, exist_ok=True)
+    needs_maps = bool(max_images > 0 or files)
+    if needs_maps and layer is None and not _has_maps(model):
+        log.info("explain: %s has no convolutional feature map: no Grad-CAM, the embedding map only", model.name)
+        needs_maps = max_images = 0
+        files = None
+    parts = cut(model, layer) if needs_maps else cut_embedding_only(model)
+    done: dict = {"layer": parts.layer}
+    images, rows, true = [], [], []
+    if x_test is not None and max_images > 0:
+        probs = probs if probs is not None else model.predict(x_test, batch_size=256, verbose=0)
+        pred = probs.argmax(axis=1)
+        wrong = np.flatnonzero(pred != y_test)[:max_images]
+        for i in wrong:
+            images.append(x_test[i])
+            true.append(int(y_test[i]))
+            rows.append({"name": f"test {i}", "index": int(i), "pred_k": int(pred[i]), "p": float(probs[i, pred[i]]),
+                         "pred": class_names[pred[i]], "true": class_names[y_test[i]], "layer": parts.layer,
+                         "cam": cam})
+    if files:
+        from cnnrun.folder import decode
+
+        height, width, channels = model.input_shape[1:]
+        for f in files:
+            image = decode(str(f), (height, width), channels)
+            p = model.predict(image[None], verbose=0)[0]
+            images.append(image)
+            true.append(None)
+            rows.append({"name": Path(f).name, "file": str(f), "pred_k": int(p.argmax()), "p": float(p.max()),
+                         "pred": class_names[int(p.argmax())], "true": "", "layer": parts.layer, "cam": cam})
+    if images:
+        pixels = np.stack(images)
+        heat_pred = gradcam(parts, pixels, np.array([r["pred_k"] for r in rows]), cam)
+        known = all(t is not None for t in true)
+        heat_true = gradcam(parts, pixels, np.array(true), cam) if known else None
+        plot_gradcam(out / "gradcam.png", pixels, rows, heat_pred, heat_true)
+        for i, row in enumerate(rows):
+            stem = artifacts.safe_name(f"{row.get('index', i)}_{row['true']}_to_{row['pred']}" if known
+                                       else f"{Path(row['name']).stem}_{row['pred']}")
+            plot_gradcam(out / "gradcam" / f"{stem}.png", pixels[i:i + 1], [row], heat_pred[i:i + 1],
+                         None if heat_true is None else heat_true[i:i + 1])
+        done["gradcam"] = len(rows)
+        done["heat_pred"], done["rows"] = heat_pred, rows
+    if x_test is not None and method != "none":
+        xy = embedding(parts, x_test, method, seed)
+        pred = (probs if probs is not None else model.predict(x_test, batch_size=256, verbose=0)).argmax(axis=1)
+        artifacts.write_csv(out / "embedding.csv", ["index", "x", "y", "true", "pred", "correct"],
+                            [[i, f"{a:.5f}", f"{b:.5f}", class_names[t], class_names[q], int(t == q)]
+                             for i, ((a, b), t, q) in enumerate(zip(xy, y_test, pred))])
+        plot_embedding(out / "embedding.png", xy, np.asarray(y_test), pred, class_names, method)
+        done["embedding"] = len(xy)
+    return done
+
+
+def explain_run(run_dir: Path, classifier, data, probs, cfg_output, seed: int) -> dict:
+    """output.explain=true at the end of train(): the test set is in memory already. Returns a summary."""
+    if not isinstance(data.x_test, np.ndarray):
+        log.warning("output.explain: the test images are read from disk (dataset.cache=false); run "
+                    "cnnrun explain %s afterwards", run_dir)
+        return {}
+    done = explain(Path(run_dir) / "explain", classifier, data.class_names, data.x_test, data.y_test, probs,
+                   max_images=cfg_output.explain_max, method=str(cfg_output.explain_embedding), seed=seed,
+                   cam=str(cfg_output.explain_cam))
+    return {k: done[k] for k in ("layer", "gradcam", "embedding") if k in done}
+
+
+def _has_maps(model: keras.Model) -> bool:
+    nested = [m for m in model.layers if isinstance(m, keras.Model)]
+    network = nested[-1] if nested else model
+    return any(len(m.output.shape) == 4 and not isinstance(m, keras.layers.InputLayer) for m in network.layers)
+
+
+def cut_embedding_only(model: keras.Model) -> Parts:
+    nested = [m for m in model.layers if isinstance(m, keras.Model)]
+    network = nested[-1] if nested else model
+    last_dense = [m for m in network.layers if isinstance(m, keras.layers.Dense)][-1]
+    prep = [m for m in model.layers[1:] if m is not network] if nested else []
+    return Parts(prep, None, None, keras.Model(network.inputs, last_dense.input), "")
+
+
+def explain_main(args: list[str]) -> None:
+    from cnnrun.console import console, error
+    from cnnrun.predict import collect, finished_model
+
+    ap = argparse.ArgumentParser(prog="cnnrun explain",
+                                 description="Grad-CAM heat-maps and an embedding map of a finished run's model.")
+    ap.add_argument("run_dir", type=Path, help="a run directory (holds model.keras)")
+    ap.add_argument("inputs", nargs="*", type=Path, help="image files or folders to explain besides the test set")
+    ap.add_argument("--max", type=int, default=16, help="misclassified test images to explain (default 16; 0: none)")
+    ap.add_argument("--layer", default=None, help="the feature map for Grad-CAM (default: the last convolutional one)")
+    ap.add_argument("--cam", choices=["hirescam", "gradcam"], default="hirescam",
+                    help="hirescam (default: gradient x activation place by place) or classic gradcam (channel weights)")
+    ap.add_argument("--embedding", choices=["tsne", "pca", "none"], default="tsne", help="the 2-D map of the test set")
+    ap.add_argument("--out", type=Path, default=None, help="where to write (default: RUN_DIR/explain)")
+    ns = ap.parse_args(args)
+    if ns.max < 0:
+        ap.error(f"--max {ns.max} must be 0 or more")
+    missing = [str(p) for p in ns.inputs if not p.exists()]
+    if missing:
+        ap.error(f"no such file or folder: {', '.join(missing)}")
+    try:
+        model_file, metrics = finished_model(ns.run_dir)
+        model = keras.models.load_model(model_file, compile=False)
+        if ns.layer:
+            cut(model, ns.layer)  # a wrong layer name is refused before the test set is loaded
+        data = run_test_set(ns.run_dir) if ns.max > 0 or ns.embedding != "none" else None
+        names = metrics.get("class_names") or (data.class_names if data else [str(i) for i in range(model.output_shape[-1])])
+        out = ns.out or ns.run_dir / "explain"
+        with console.status("explaining: Grad-CAM, then the embedding map of the test set"):
+            done = explain(out, model, names, *((data.x_test, data.y_test) if data else (None, None)),
+                           files=collect(ns.inputs) if ns.inputs else None, max_images=ns.max, layer=ns.layer,
+                           method=ns.embedding, seed=int(metrics.get("seed") or 0), cam=ns.cam)
+    except CnnrunError as e:
+        error(str(e))
+        raise SystemExit(2) from None
+    console.print(f"{ns.cam} at layer {done['layer']}: {done.get('gradcam', 0)} images; embedding map: "
+                  f"{done.get('embedding', 0)} test images; written: {out}")
+
+
+def run_test_set(run_dir: Path):
+    """The run's own test set, loaded again from its saved config."""
+    from omegaconf import OmegaConf
+
+    from cnnrun import schema
+    from cnnrun.data import load_dataset
+
+    saved = Path(run_dir) / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise CnnrunError(f"{run_dir} has no .hydra/config.yaml to load its test set from; pass --max 0 "
+                          "--embedding none and image files instead")
+    cfg = schema.validate(OmegaConf.load(saved))
+    t = cfg.trainer
+    return load_dataset(cfg.dataset, seed=t.seed, val_split=t.val_split, batch_size=t.batch_size)
