@@ -40,26 +40,53 @@ class Parts:
     layer: str
 
 
+def _maps(network) -> list:
+    return [m for m in network.layers if len(m.output.shape) == 4 and not isinstance(m, keras.layers.InputLayer)]
+
+
+def _target(network, layer: str | None) -> str:
+    """The feature map Grad-CAM reads: `layer`, or the last one, dropout and pooling after it skipped."""
+    maps = _maps(network)
+    if layer is not None:
+        if layer not in {m.name for m in maps}:
+            raise CnnrunError(f"--layer {layer} is not a feature map of {network.name}; expected one of "
+                              f"{', '.join(m.name for m in maps[-6:])} (the last six)")
+        return layer
+    if not maps:
+        raise CnnrunError(f"{network.name} has no convolutional feature map for Grad-CAM (a dense model); "
+                          "explain it with --embedding only (--max 0)")
+    last = network.layers.index(maps[-1])
+    while last > 0 and isinstance(network.layers[last], SKIPPED):
+        last -= 1
+    return network.layers[last].name
+
+
+def _split(network, layer: str | None) -> tuple[keras.Model, keras.Model, str]:
+    """(features, head, name): `network` cut at a feature map. A map inside a nested model (VGG16's Keras
+    application base) is reached by cutting that model and joining its two halves to the layers around it."""
+    inner = [m for m in network.layers if isinstance(m, keras.Model)]
+    nested = next((m for m in inner if layer is not None and layer in {x.name for x in _maps(m)}), None)
+    name = layer if nested is not None else _target(network, layer)
+    target = network.get_layer(name) if nested is None else nested
+    if not isinstance(target, keras.Model):
+        out = target.output
+        return keras.Model(network.inputs, out), keras.Model(out, network.outputs), name
+    i = network.layers.index(target)  # a nested model in a chain: the tensors around it are its input and output
+    before, after = network.layers[i - 1].output, network.layers[i + 1].input
+    inner_features, inner_head, inner_name = _split(target, layer if nested is not None else None)
+    features = keras.Model(network.inputs, inner_features(before))
+    maps = keras.Input(inner_features.output.shape[1:])
+    head = keras.Model(maps, keras.Model(after, network.outputs)(inner_head(maps)))
+    return features, head, f"{target.name}/{inner_name}"
+
+
 def cut(model: keras.Model, layer: str | None = None) -> Parts:
     nested = [m for m in model.layers if isinstance(m, keras.Model)]
     network = nested[-1] if nested else model
     prep = [m for m in model.layers[1:] if m is not network] if nested else []
-    maps = [m for m in network.layers if len(m.output.shape) == 4 and not isinstance(m, keras.layers.InputLayer)]
-    if layer is None:
-        if not maps:
-            raise CnnrunError(f"{network.name} has no convolutional feature map for Grad-CAM (a dense model); "
-                              "explain it with --embedding only (--max 0)")
-        last = network.layers.index(maps[-1])
-        while last > 0 and isinstance(network.layers[last], SKIPPED):
-            last -= 1
-        layer = network.layers[last].name
-    elif layer not in {m.name for m in maps}:
-        raise CnnrunError(f"--layer {layer} is not a feature map of {network.name}; expected one of "
-                          f"{', '.join(m.name for m in maps[-6:])} (the last six)")
-    target = network.get_layer(layer).output
+    features, head, name = _split(network, layer)
     last_dense = [m for m in network.layers if isinstance(m, keras.layers.Dense)][-1]
-    return Parts(prep, keras.Model(network.inputs, target), keras.Model(target, network.outputs),
-                 keras.Model(network.inputs, last_dense.input), layer)
+    return Parts(prep, features, head, keras.Model(network.inputs, last_dense.input), name)
 
 
 def _prepare(parts: Parts, pixels: np.ndarray):
@@ -127,7 +154,7 @@ def plot_gradcam(path: Path, images, rows: list[dict], heat_pred, heat_true) -> 
             _overlay(axes[i, 2], images[i], heat_true[i], f"true: {row['true']}")
     name = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM"}.get(rows[0]["cam"], rows[0]["cam"]) if rows else ""
     fig.suptitle(f"{name} at layer {rows[0]['layer']}" if rows else "", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title above the first row
     return artifacts.save_figure(fig, path)
 
 
@@ -140,8 +167,8 @@ def plot_embedding(path: Path, xy, y_true, y_pred, class_names, method: str) -> 
         mine = y_true == k
         ax.scatter(xy[mine, 0], xy[mine, 1], s=4, color=cmap(k % cmap.N), label=name, alpha=0.7, linewidths=0)
     wrong = y_true != y_pred
-    ax.scatter(xy[wrong, 0], xy[wrong, 1], s=14, marker="x", color="black", linewidths=0.6,
-               label=f"misclassified ({int(wrong.sum())})")
+    ax.scatter(xy[wrong, 0], xy[wrong, 1], s=7, marker="x", color="black", linewidths=0.4, alpha=0.5,
+               label=f"misclassified ({int(wrong.sum())})")  # light: the colours beneath still show
     ax.legend(markerscale=3, fontsize=8, loc="best", framealpha=0.8)
     ax.set_xticks([])
     ax.set_yticks([])

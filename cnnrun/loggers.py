@@ -367,13 +367,14 @@ class MlflowLogger(Logger):
         _log(self.client, self.run_id, metrics=final_metrics(m), step=int(m.get("epochs") or 0),
              tags={k: v for k, v in tags.items() if v is not None})
         if self.cfg.get("artifacts", True):
-            for path in sorted(run.dir.rglob("*")):
-                rel = path.relative_to(run.dir)
-                if path.is_file() and rel.parts[0] not in NOT_UPLOADED and not path.name.startswith(".cnnrun"):
-                    if rel.suffix == ".keras" and not self.cfg.get("log_model", True):
-                        continue
-                    parent = str(rel.parent) if rel.parent != Path(".") else None
-                    self.client.log_artifact(self.run_id, str(path), parent)
+            for path in sorted(run.dir.iterdir()):  # a folder (misclassified/, .hydra/) in one call, not a file each
+                if path.name in NOT_UPLOADED or path.name.startswith(".cnnrun") or (
+                        path.suffix == ".keras" and not self.cfg.get("log_model", True)):
+                    continue
+                if path.is_dir():
+                    self.client.log_artifacts(self.run_id, str(path), path.name)
+                elif path.is_file():
+                    self.client.log_artifact(self.run_id, str(path))
         self.client.set_terminated(self.run_id, status=_MLFLOW_STATUS.get(m.get("status"), "FAILED"))
 
 

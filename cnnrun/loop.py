@@ -17,6 +17,7 @@ import numpy as np
 
 from cnnrun import CnnrunError, backend, resume
 from cnnrun.augment import AugmentFrom
+from cnnrun.optim import average_weights
 from cnnrun.progress import RichProgress
 from cnnrun.resident import train_feed, validation_feed
 
@@ -79,6 +80,70 @@ class EpochLog(keras.callbacks.Callback):
         self.rows.append(row)
 
 
+def _snapshot(model) -> list[np.ndarray]:
+    return [np.array(v.numpy()) for v in resume.state_variables(model)]
+
+
+def _assign(model, values: list[np.ndarray]) -> None:
+    for v, value in zip(resume.state_variables(model), values):
+        v.assign(value)
+
+
+def evaluation_weights(model) -> list[np.ndarray]:
+    """The model's state as it would be evaluated now: with trainer.ema, the moving average of the weights."""
+    raw = _snapshot(model)
+    if not average_weights(model):
+        return raw
+    evaluated = _snapshot(model)
+    _assign(model, raw)  # training goes on from its own weights
+    return evaluated
+
+
+class Best:
+    """trainer.patience / trainer.restore_best: the best epoch by trainer.monitor on the validation set, the
+    weights it would be evaluated with, and whether training has gone `patience` epochs without beating it."""
+
+    def __init__(self, t):
+        self.monitor, self.patience, self.keep = str(t.monitor), t.patience, bool(t.restore_best)
+        self.epoch: int | None = None
+        self.value: float | None = None
+        self.weights: list[np.ndarray] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.patience is not None or self.keep
+
+    def see(self, row: dict, model) -> bool:
+        """Takes an epoch's row; True when training should stop."""
+        value = row.get(self.monitor)
+        if value is None or not np.isfinite(value):
+            return False
+        higher = self.monitor.endswith("accuracy")
+        if self.value is None or (value > self.value if higher else value < self.value):
+            self.epoch, self.value = int(row["epoch"]), float(value)
+            if self.keep:
+                self.weights = evaluation_weights(model)
+        return self.patience is not None and int(row["epoch"]) - self.epoch >= self.patience
+
+    def restore_from(self, checkpoint: dict) -> None:
+        saved = checkpoint["meta"].get("best") or {}
+        self.epoch, self.value = saved.get("epoch"), saved.get("value")
+        arrays = checkpoint["arrays"]
+        n = sum(1 for k in arrays if k.startswith("b"))
+        self.weights = [arrays[f"b{i}"] for i in range(n)] if n else None
+
+
+def finish(model, fitted) -> str:
+    """Puts the weights to evaluate and save into `model`; says which they are."""
+    best = fitted.best
+    if best is not None and best.keep and best.weights is not None:
+        _assign(model, best.weights)
+        return f"epoch {best.epoch} (best {best.monitor} {best.value:.4f})"
+    if average_weights(model):
+        return "moving average (trainer.ema)"
+    return "last epoch"
+
+
 @dataclass
 class Fitted:
     """What the loop did: the whole history (earlier epochs of a resumed run included) and how it ended."""
@@ -89,6 +154,8 @@ class Fitted:
     nan_epoch: int | None = None
     signum: int | None = None    # the signal that stopped it
     exit_code: int = 0
+    best: Best | None = None     # trainer.patience / restore_best
+    stopped_early: int | None = None  # the epoch after which trainer.patience stopped training
 
 
 def _steps_done(model) -> int:
@@ -102,8 +169,11 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
     (debug.py) adds its callback and may end training early (`probe.done(history)`)."""
     out = Fitted()
     epoch_log = EpochLog()
+    best = Best(t)
+    out.best = best if best.active else None
     if checkpoint is not None:
         resume.restore(trainer, checkpoint)
+        best.restore_from(checkpoint)
         out.first_epoch, out.seconds = checkpoint["meta"]["epoch"], checkpoint["meta"].get("train_seconds", 0.0)
         epoch_log.rows = list(checkpoint["meta"]["history"])
     steps = -(-len(data.x_train) // t.batch_size)
@@ -140,12 +210,17 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
                     del epoch_log.rows[epoch:]  # broken off by a signal (or debug=profile): not a result
                     break
                 finite = epoch_log.nan_epoch is None  # NaN weights are not worth a checkpoint
-                if finite and t.checkpoint and (epoch + 1 < t.epochs or stop.signum is not None):
+                patience_out = out.best is not None and best.see(epoch_log.rows[-1], trainer)
+                if finite and t.checkpoint and (epoch + 1 < t.epochs or stop.signum is not None) and not patience_out:
                     seconds = out.seconds + time.perf_counter() - start
-                    resume.save(run_dir, trainer, epoch + 1, epoch_log.rows, config_hash, seconds)
+                    resume.save(run_dir, trainer, epoch + 1, epoch_log.rows, config_hash, seconds, out.best)
                 if on_epoch is not None:
                     on_epoch(epoch_log.rows[-1])
-                if not finite or (probe is not None and probe.done(epoch_log.rows)):
+                if patience_out:
+                    out.stopped_early = epoch + 1
+                    log.info("no better %s for %d epochs (best: epoch %d, %.4f): stopping after epoch %d",
+                             best.monitor, best.patience, best.epoch, best.value, epoch + 1)
+                if not finite or patience_out or (probe is not None and probe.done(epoch_log.rows)):
                     break
         finally:
             progress.close()
@@ -178,6 +253,8 @@ def history_metrics(fitted: Fitted, data) -> dict:
         final_train_accuracy=history[-1].get("accuracy") if history else None,
         best_val_accuracy=None, best_epoch=None, last_val_accuracy=None,
     )
+    if fitted.stopped_early is not None:
+        metrics["stopped_early_after"] = fitted.stopped_early
     if len(data.x_val) and history:
         val = [row["val_accuracy"] for row in history]
         metrics.update(best_val_accuracy=max(val), best_epoch=int(np.argmax(val)) + 1, last_val_accuracy=val[-1])

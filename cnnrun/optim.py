@@ -21,8 +21,27 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "total_steps": self.total, "warmup_steps": self.warmup}
 
 
-def build_optimizer(cfg, total_steps: int = 1) -> keras.optimizers.Optimizer:
-    """The optimizer with its learning-rate schedule over `total_steps` gradient steps."""
+def build_optimizer(cfg, total_steps: int = 1, ema: float | None = None) -> keras.optimizers.Optimizer:
+    """The optimizer with its learning-rate schedule over `total_steps` gradient steps; with `ema`, it also
+    keeps an exponential moving average of the weights (see average_weights)."""
+    optimizer = _optimizer(cfg, total_steps, ema)
+    if ema:
+        # Keras swaps the average into the model at the end of every fit(); cnnrun calls fit() once per epoch,
+        # so that would restart training from the average each epoch. The swap is done once, by average_weights.
+        optimizer.finalize_variable_values = lambda var_list: None
+    return optimizer
+
+
+def average_weights(model: keras.Model) -> bool:
+    """Puts the optimizer's moving average of the weights into `model` (trainer.ema); False when there is none."""
+    optimizer = model.optimizer
+    if not getattr(optimizer, "use_ema", False):
+        return False
+    type(optimizer).finalize_variable_values(optimizer, model.trainable_weights)
+    return True
+
+
+def _optimizer(cfg, total_steps: int, ema: float | None) -> keras.optimizers.Optimizer:
     schedule = cfg.get("schedule", "constant")
     warmup = int(float(cfg.get("warmup", 0.0)) * total_steps)
     if schedule == "constant":
@@ -34,9 +53,11 @@ def build_optimizer(cfg, total_steps: int = 1) -> keras.optimizers.Optimizer:
     else:  # onecycle
         lr = OneCycle(cfg.lr, total_steps, warmup or int(0.3 * total_steps))
     decay = cfg.get("weight_decay")
+    average = {"use_ema": bool(ema), "ema_momentum": float(ema or 0.99)}  # updated inside the compiled step
     if cfg.name == "adam":
-        return keras.optimizers.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon, weight_decay=decay)
-    return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=decay)
+        return keras.optimizers.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon, weight_decay=decay,
+                                     **average)
+    return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=decay, **average)
 
 
 def build_loss(label_smoothing: float, num_classes: int):

@@ -49,7 +49,10 @@ IDENTITY = {
     "augment": None,
     "dataset": {"exclude": ("path", "cache", "cache_max_mb", "bad_files")},
     "trainer": {"include": ("seed", "batch_size", "val_split", "precision", "jit", "deterministic",
-                            "augment_after", "label_smoothing", "tta")},
+                            "augment_after", "label_smoothing", "tta", "ema", "patience", "monitor",
+                            "restore_best"),
+                # keys added after runs were recorded: left out while off, so those runs keep their identity
+                "omit_when": {"ema": None, "patience": None, "monitor": "val_accuracy", "restore_best": False}},
 }
 
 
@@ -68,6 +71,8 @@ def identity(cfg: DictConfig) -> dict:
             data = {k: v for k, v in data.items() if v is not None}
         if rule and "include" in rule:
             data = {k: data.get(k) for k in rule["include"]}
+        if rule and "omit_when" in rule:
+            data = {k: v for k, v in data.items() if k not in rule["omit_when"] or v != rule["omit_when"][k]}
         if rule and "exclude" in rule:
             data = {k: v for k, v in data.items() if k not in rule["exclude"]}
         out[group] = data

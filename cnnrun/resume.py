@@ -31,13 +31,18 @@ def state_variables(model) -> list:
     return [v for v in model.variables if not v.path.startswith(RESIDENT_DATA + "/")]
 
 
-def save(run_dir: Path, model, epoch: int, history: list[dict], config_hash: str, train_seconds: float = 0.0) -> Path:
-    """Writes the state after `epoch` completed epochs, atomically (the previous checkpoint survives a crash)."""
+def save(run_dir: Path, model, epoch: int, history: list[dict], config_hash: str, train_seconds: float = 0.0,
+         best=None) -> Path:
+    """Writes the state after `epoch` completed epochs, atomically (the previous checkpoint survives a crash).
+    `best` (loop.Best) adds the best epoch so far and its weights: early stopping resumes where it was."""
     variables = state_variables(model)
     arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
     arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(model.optimizer.variables)})
     meta = {"epoch": epoch, "history": history, "config_hash": config_hash, "train_seconds": round(train_seconds, 3),
             "n_variables": len(variables), "n_optimizer": len(model.optimizer.variables)}
+    if best is not None:
+        meta["best"] = {"epoch": best.epoch, "value": best.value}
+        arrays.update({f"b{i}": w for i, w in enumerate(best.weights or [])})
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     return artifacts.atomic_write(Path(run_dir) / CHECKPOINT, lambda tmp: np.savez(tmp, **arrays))
 

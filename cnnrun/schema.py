@@ -63,6 +63,11 @@ class Fill(StrEnum):
 
 # --- groups ---------------------------------------------------------------------------------------
 
+class Monitor(StrEnum):
+    val_accuracy = "val_accuracy"
+    val_loss = "val_loss"
+
+
 @dataclass
 class Trainer:
     epochs: int = 5
@@ -83,6 +88,10 @@ class Trainer:
     label_smoothing: float = 0.0
     tta: TTA = TTA.none
     fresh_process: bool = False
+    ema: Optional[float] = None        # decay of an exponential moving average of the weights; null: off
+    patience: Optional[int] = None     # stop after this many epochs without a better `monitor`; null: off
+    monitor: Monitor = Monitor.val_accuracy
+    restore_best: bool = False         # evaluate and save the weights of the best epoch by `monitor`
 
 
 @dataclass
@@ -389,6 +398,10 @@ RULES = [
      "trainer.steps_per_execution=16"),
     ("trainer.augment_after", lambda v: _int(v) and v >= 0, "a whole number of plain epochs >= 0",
      "trainer.augment_after=10"),
+    ("trainer.ema", lambda v: v is None or (_num(v) and 0 < v < 1), "null (off) or a decay in (0, 1), e.g. 0.999",
+     "trainer.ema=0.999"),
+    ("trainer.patience", lambda v: v is None or (_int(v) and v >= 1), "null (off) or a whole number of epochs >= 1",
+     "trainer.patience=5"),
     ("trainer.label_smoothing", lambda v: _num(v) and 0 <= v < 1, "in [0, 1)", "trainer.label_smoothing=0.1"),
     ("optimizer.lr", lambda v: _num(v) and v > 0, "a positive number", "optimizer.lr=0.001"),
     ("optimizer.warmup", lambda v: _num(v) and 0 <= v < 1, "a fraction of the run in [0, 1)", "optimizer.warmup=0.1"),
@@ -463,6 +476,10 @@ def _cross_rules(cfg) -> None:
     if t.device_data and cfg.dataset.name == "folder" and cfg.dataset.get("cache") is False:
         raise CnnrunError("trainer.device_data=true needs the images in memory but dataset.cache=false streams them; "
                           "set dataset.cache=auto or trainer.device_data=false")
+    if (t.patience is not None or t.restore_best) and not t.val_split:
+        what = f"trainer.patience={t.patience}" if t.patience is not None else "trainer.restore_best=true"
+        raise CnnrunError(f"{what} watches {t.monitor} on the validation set, but trainer.val_split=0 holds none out; "
+                          "set trainer.val_split=0.1 (or more)")
     if t.tta == "flip" and cfg.dataset.name == "folder" and cfg.dataset.get("cache") is False:
         raise CnnrunError("trainer.tta=flip needs the test images in memory but dataset.cache=false streams them; "
                           "set dataset.cache=auto or trainer.tta=none")

@@ -74,7 +74,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             classifier, trainer = assemble(cfg.model, data, augment, images)
             steps = -(-len(data.x_train) // t.batch_size)
             trainer.compile(
-                optimizer=build_optimizer(cfg.optimizer, total_steps=steps * t.epochs),
+                optimizer=build_optimizer(cfg.optimizer, total_steps=steps * t.epochs, ema=t.ema),
                 loss=build_loss(t.label_smoothing, data.num_classes),  # cross-entropy on integer labels
                 metrics=["accuracy"], jit_compile=t.jit,
                 steps_per_execution=t.steps_per_execution,  # >1: several steps per call, less Python per step
@@ -108,6 +108,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                     return run.end(status)
 
             # Evaluate on the test set, once, with the classifier; then the reports, plots and the model.
+            run.update(evaluated_weights=loop.finish(trainer, fitted))  # the best epoch's, the average, or the last
             probs = loop.evaluate(classifier, data, t)
             run.update(**artifacts.write_evaluation(run_dir, data, probs, cfg.output, classifier))
             if cfg.output.explain:  # what the model looks at, and how it arranges the test set (explain.py)

@@ -53,6 +53,17 @@ def test_the_heat_map_peaks_on_the_patch_that_decides_the_class(patch_run):
                for h, k in zip(other, data.y_test[:20])) < 20
 
 
+def test_vgg16_is_cut_at_its_last_convolution():
+    network = build_model(make_config("model=vgg16", "model.weights=null").model, (32, 32, 1), 10)
+    pixels = keras.Input((32, 32, 1), dtype="uint8")
+    model = keras.Model(pixels, network(keras.layers.Rescaling(1 / 255, name="scale")(pixels)))
+    parts = explain.cut(model)
+    assert parts.layer == "vgg16/block5_conv3"  # inside Keras' VGG16; block5_pool after it is skipped
+    x = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 1)).astype("uint8")
+    heat = explain.gradcam(parts, x, np.array([0, 1, 2]))
+    assert heat.shape == (3, 32, 32) and np.isfinite(heat).all() and heat.max() <= 1
+
+
 def test_gradcam_and_hirescam_agree_behind_global_pooling():
     cfg = make_config("model=resnet", "model.depth=8")
     network = build_model(cfg.model, (28, 28, 1), 10)
