@@ -49,6 +49,7 @@ def test_two_by_two_sweep(tmp_path, launcher):
 
 
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+@pytest.mark.slow  # all nine article001 presets as one sweep: `make test-full`
 def test_glob_reruns_article001s_table(tmp_path):
     sweep = tmp_path / "sweep"
     out = run_cli("train", "-m", "experiment=glob(article001_*)", "dataset.limit=200", "trainer.epochs=1",
@@ -63,6 +64,7 @@ def test_glob_reruns_article001s_table(tmp_path):
 
 
 @needs("hydra_plugins.hydra_optuna_sweeper")
+@pytest.mark.slow  # an optional sweeper plugin, several trials: `make test-full`
 def test_optuna_search_maximises_validation_accuracy(tmp_path):
     sweep = tmp_path / "sweep"
     out = run_cli("train", "hparams_search=optuna_fashion", "dataset=digits", "dataset.limit=300", "trainer.epochs=1",
@@ -80,6 +82,7 @@ def test_optuna_search_maximises_validation_accuracy(tmp_path):
 
 
 @needs("hydra_plugins.hydra_submitit_launcher")
+@pytest.mark.slow  # an optional launcher plugin, a process per job: `make test-full`
 def test_submitit_launcher_local_executor(tmp_path):
     sweep = tmp_path / "sweep"
     out = run_cli("train", "-m", *TINY, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
@@ -130,6 +133,7 @@ def test_each_parallel_worker_gets_its_own_gpu(tmp_path, monkeypatch):
     assert all(type(g) is str for g in launch.visible_gpus())  # plain strings, ready for CUDA_VISIBLE_DEVICES
 
 
+@pytest.mark.slow  # a backend start-up per job: `make test-full`
 def test_fresh_process_jobs_give_the_same_results(tmp_path):
     """trainer.fresh_process=true: each job in a new process, same numbers as in one process."""
     sweeps = {}
