@@ -80,6 +80,20 @@ def export(run_dir: Path, formats: list[str], out: Path, allow_unfinished: bool 
     model_file, metrics = finished_model(run_dir, allow_unfinished)
     for fmt in formats:
         check_available(fmt)
+    from cnnrun import record
+
+    record.claim(run_dir)  # the run's directory is written into: not while a run (or another export) owns it
+    try:
+        return _export(run_dir, model_file, metrics, formats, out)
+    finally:
+        record.release(run_dir)
+
+
+def _export(run_dir: Path, model_file: Path, metrics: dict, formats: list[str], out: Path) -> dict:
+    import keras
+
+    from cnnrun.artifacts import write_json, write_text
+
     model = keras.models.load_model(model_file)
     names = metrics.get("class_names") or [str(i) for i in range(model.output_shape[-1])]
     x, source = reference_images(run_dir, model.input_shape[1:])

@@ -51,3 +51,15 @@ def test_a_missing_converter_is_one_line_naming_the_extra(finished, tmp_path, mo
     with pytest.raises(CnnrunError, match=r'--format onnx needs tf2onnx.*pip install "cnnrun\[export\]"'):
         export.export(finished, ["onnx"], tmp_path / "out")
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_a_run_directory_in_use_is_refused(finished, tmp_path):
+    from cnnrun import record
+
+    record.claim(finished)  # a live process owns it (a real OS lock, held by this test process)
+    try:
+        r = run_cli("export", str(finished), "--format", "onnx", "--out", str(tmp_path / "out"))
+    finally:
+        record.release(finished)
+    assert r.returncode == 2 and "is in use by process" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
