@@ -268,7 +268,8 @@ def build_augment(cfg, seed: int, gated: bool = False) -> Augment | None:
 
     `gated` adds the on/off switch that `AugmentFrom` drives (trainer.augment_after > 0).
     """
-    cfg = {k: v for k, v in dict(cfg or {}).items() if v is not None}  # the schema lists every option, unset = None
+    cfg = {k: v for k, v in dict(cfg or {}).items()  # the schema lists every option, unset = None
+           if v is not None and k not in MIXING}  # mixup / cutmix mix labels too: build_mix
     for option, params in cfg.items():
         if option not in KNOWN:
             raise CnnrunError(f"augment.{option} is unknown; the augment options are {sorted(KNOWN)}")
@@ -315,6 +316,112 @@ def build_augment(cfg, seed: int, gated: bool = False) -> Augment | None:
         )
     layer = Augment(seed=seed, gated=gated, name="augment", **kwargs)
     return layer if (layer.flip_horizontal or layer.flip_vertical or layer.has_affine or layer.erase_p) else None
+
+
+MIXING = ("mixup", "cutmix")
+GAMMA_TRIES = 16  # Marsaglia-Tsang candidates drawn at once; each is accepted with probability > 0.95
+
+
+def beta_sample(alpha: float, generator):
+    """One draw from Beta(alpha, alpha), as two Gamma(alpha) draws by Marsaglia and Tsang's method with a fixed
+    number of candidates (the first accepted is used). keras.random.beta compiles to a gamma kernel that
+    XLA lacks on TensorFlow; this is plain arithmetic, so the step stays compiled on every backend."""
+
+    def gamma():
+        d = alpha + 1.0 - 1.0 / 3.0  # Gamma(alpha + 1), then the boost U ** (1 / alpha) gives Gamma(alpha)
+        c = 1.0 / math.sqrt(9.0 * d)
+        x = keras.random.normal((GAMMA_TRIES,), seed=generator)
+        v = (1.0 + c * x) ** 3
+        u = keras.random.uniform((GAMMA_TRIES,), seed=generator)
+        ok = (v > 0) & (ops.log(u) < 0.5 * x * x + d - d * v + d * ops.log(ops.maximum(v, 1e-12)))
+        first = ops.argmax(ops.cast(ok, "int32"))
+        value = ops.where(ops.any(ok), d * ops.take(v, first), d)
+        boost = keras.random.uniform((), minval=1e-7, maxval=1.0, seed=generator) ** (1.0 / alpha)
+        return value * boost
+
+    a, b = gamma(), gamma()
+    return a / (a + b)
+
+
+@keras.saving.register_keras_serializable(package="cnnrun")
+class Mix(keras.layers.Layer):
+    """Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) of a batch and its labels, inside the train step.
+
+    Called on [images in [0, 1], integer labels]; returns [images, soft targets]. In training each batch is
+    paired with itself reversed (as timm does) and, with probability `p`, mixed: mixup blends whole images
+    with a weight lam ~ Beta(alpha, alpha); cutmix pastes one box of the partner into every image, its area
+    1 - lam, and lam is then the area actually kept. With both on, each batch takes one of them at even odds.
+    The targets are the same blend of one-hot labels, so they sum to 1. Outside training: the images as they
+    are and one-hot targets. Seeded, `keras.ops` only: it compiles with the step on every backend.
+    """
+
+    def __init__(self, num_classes, mixup_alpha=None, mixup_p=1.0, cutmix_alpha=None, cutmix_p=1.0, seed=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.mixup_alpha, self.mixup_p = mixup_alpha, float(mixup_p)
+        self.cutmix_alpha, self.cutmix_p = cutmix_alpha, float(cutmix_p)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+        self.supports_jit = True
+
+    def _cut(self, images, partner):
+        """(images with one partner box pasted, the fraction of each image kept)."""
+        height, width = images.shape[1], images.shape[2]
+        lam = beta_sample(self.cutmix_alpha, self.generator)
+        ratio = ops.sqrt(1.0 - lam)
+        cy = keras.random.uniform((), 0.0, float(height), seed=self.generator)
+        cx = keras.random.uniform((), 0.0, float(width), seed=self.generator)
+        y1, y2 = ops.clip(cy - ratio * height / 2, 0, height), ops.clip(cy + ratio * height / 2, 0, height)
+        x1, x2 = ops.clip(cx - ratio * width / 2, 0, width), ops.clip(cx + ratio * width / 2, 0, width)
+        ys, xs = ops.meshgrid(ops.arange(height, dtype="float32") + 0.5, ops.arange(width, dtype="float32") + 0.5,
+                              indexing="ij")
+        box = (ys >= y1) & (ys < y2) & (xs >= x1) & (xs < x2)
+        kept = 1.0 - ops.mean(ops.cast(box, "float32"))
+        return ops.where(box[None, :, :, None], partner, images), kept
+
+    def call(self, inputs, training=False):
+        images, labels = inputs
+        targets = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), self.num_classes)
+        if not training:
+            return [images, targets]
+        partner, partner_targets = ops.flip(images, axis=0), ops.flip(targets, axis=0)
+        out, lam = images, ops.convert_to_tensor(1.0)
+        use_cut = None
+        if self.cutmix_alpha:
+            cut, kept = self._cut(images, partner)
+            use_cut = keras.random.uniform((), seed=self.generator) < self.cutmix_p
+            if self.mixup_alpha:  # both: one or the other per batch
+                use_cut = use_cut & (keras.random.uniform((), seed=self.generator) < 0.5)
+            out, lam = ops.where(use_cut, cut, out), ops.where(use_cut, kept, lam)
+        if self.mixup_alpha:
+            weight = beta_sample(self.mixup_alpha, self.generator)
+            use_mix = keras.random.uniform((), seed=self.generator) < self.mixup_p
+            if use_cut is not None:
+                use_mix = use_mix & ops.logical_not(use_cut)
+            out = ops.where(use_mix, weight * images + (1.0 - weight) * partner, out)
+            lam = ops.where(use_mix, weight, lam)
+        lam = ops.cast(lam, targets.dtype)
+        return [ops.cast(out, images.dtype), lam * targets + (1.0 - lam) * partner_targets]
+
+    def compute_output_shape(self, input_shape):
+        return [input_shape[0], (input_shape[1][0], self.num_classes)]
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "mixup_alpha": self.mixup_alpha,
+                "mixup_p": self.mixup_p, "cutmix_alpha": self.cutmix_alpha, "cutmix_p": self.cutmix_p,
+                "seed": self.seed}
+
+
+def build_mix(cfg, num_classes: int, seed: int) -> Mix | None:
+    """The Mix layer for augment.mixup / augment.cutmix, or None when neither is on."""
+    mixup, cutmix = (cfg or {}).get("mixup"), (cfg or {}).get("cutmix")
+    if mixup is None and cutmix is None:
+        return None
+    return Mix(num_classes, mixup_alpha=float(mixup.alpha) if mixup is not None else None,
+               mixup_p=float(mixup.p) if mixup is not None else 1.0,
+               cutmix_alpha=float(cutmix.alpha) if cutmix is not None else None,
+               cutmix_p=float(cutmix.p) if cutmix is not None else 1.0, seed=seed + 1, name="mix")
 
 
 def preview(layer: Augment, images: np.ndarray, copies: int = 3) -> np.ndarray:

@@ -38,6 +38,12 @@ def _one(args: tuple):
     return args if len(args) == 2 else args[0]
 
 
+def _with_labels(args: tuple) -> tuple:
+    """(x, y) -> ([x, y], y): the trainer of a mixup / cutmix run reads the labels as an input too."""
+    x, y = args
+    return [x, y], y
+
+
 def predict(model: keras.Model, x, batch_size: int) -> np.ndarray:
     """Class probabilities (float64) for arrays or on-disk images."""
     return model.predict(*feed(x, None, batch_size)[:1], batch_size=batch_size if isinstance(x, np.ndarray) else None,
@@ -181,6 +187,9 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
     validation = _one(feed(data.x_val, data.y_val, t.eval_batch_size)) if has_val else None
     if images is not None and has_val:
         validation = validation_feed(data.y_val, offset=len(data.x_train))
+    labelled = len(trainer.inputs) == 2  # mixup / cutmix: the trainer takes the labels as an input too
+    if labelled and validation is not None:
+        validation = _with_labels(validation)
     callbacks = [epoch_log, progress := RichProgress(t.epochs, steps, t.verbose)]
     if augment is not None and augment.gated:
         callbacks.append(AugmentFrom(augment, t.augment_after))
@@ -196,9 +205,10 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
                 if stop.signum is not None:  # fit() would clear the stop request and run a whole epoch
                     break
                 before = _steps_done(trainer)
+                args = (feed(data.x_train, data.y_train, t.batch_size, order) if images is None
+                        else train_feed(data.y_train, order))
                 trainer.fit(
-                    *(feed(data.x_train, data.y_train, t.batch_size, order) if images is None
-                      else train_feed(data.y_train, order)),
+                    *(_with_labels(args) if labelled else args),
                     batch_size=t.batch_size if isinstance(data.x_train, np.ndarray) else None,
                     initial_epoch=epoch, epochs=epoch + 1, validation_data=validation,
                     validation_batch_size=t.eval_batch_size if isinstance(data.x_val, np.ndarray) else None,

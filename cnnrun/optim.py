@@ -60,8 +60,15 @@ def _optimizer(cfg, total_steps: int, ema: float | None) -> keras.optimizers.Opt
     return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=decay, **average)
 
 
-def build_loss(label_smoothing: float, num_classes: int):
-    """Cross-entropy on integer labels; with smoothing, on softened one-hot targets."""
+def build_loss(label_smoothing: float, num_classes: int, mixed: bool = False):
+    """Cross-entropy on integer labels; with smoothing, on softened one-hot targets. `mixed` (mixup / cutmix):
+    the model outputs [predictions | mixed targets] and the loss reads its targets from there."""
+    if mixed:
+        def mixed_crossentropy(y_true, y_pred):
+            probs, targets = y_pred[:, :num_classes], y_pred[:, num_classes:]
+            return keras.losses.categorical_crossentropy(targets, probs, label_smoothing=label_smoothing)
+
+        return mixed_crossentropy
     if not label_smoothing:
         return "sparse_categorical_crossentropy"
 
@@ -70,3 +77,14 @@ def build_loss(label_smoothing: float, num_classes: int):
         return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=label_smoothing)
 
     return smoothed_crossentropy
+
+
+def accuracy(num_classes: int, mixed: bool = False):
+    """The `accuracy` metric; with mixed targets, of the predictions against the batch's own labels."""
+    if not mixed:
+        return "accuracy"
+
+    def mixed_accuracy(y_true, y_pred):
+        return keras.metrics.sparse_categorical_accuracy(y_true, y_pred[:, :num_classes])
+
+    return keras.metrics.MeanMetricWrapper(mixed_accuracy, name="accuracy")

@@ -239,7 +239,21 @@ class Erasing:
 
 
 @dataclass
+class Mixup:
+    alpha: float = 0.2
+    p: float = 1.0
+
+
+@dataclass
+class CutMix:
+    alpha: float = 1.0
+    p: float = 1.0
+
+
+@dataclass
 class Augment:
+    mixup: Optional[Mixup] = None
+    cutmix: Optional[CutMix] = None
     flip: Optional[Flip] = None
     rotate: Optional[Rotate] = None
     shift: Optional[Shift] = None
@@ -398,6 +412,10 @@ RULES = [
      "trainer.steps_per_execution=16"),
     ("trainer.augment_after", lambda v: _int(v) and v >= 0, "a whole number of plain epochs >= 0",
      "trainer.augment_after=10"),
+    ("augment.mixup.alpha", lambda v: _num(v) and v > 0, "a positive Beta parameter, e.g. 0.2", "augment.mixup.alpha=0.2"),
+    ("augment.mixup.p", lambda v: _num(v) and 0 <= v <= 1, "a probability in [0, 1]", "augment.mixup.p=1.0"),
+    ("augment.cutmix.alpha", lambda v: _num(v) and v > 0, "a positive Beta parameter, e.g. 1.0", "augment.cutmix.alpha=1.0"),
+    ("augment.cutmix.p", lambda v: _num(v) and 0 <= v <= 1, "a probability in [0, 1]", "augment.cutmix.p=1.0"),
     ("trainer.ema", lambda v: v is None or (_num(v) and 0 < v < 1), "null (off) or a decay in (0, 1), e.g. 0.999",
      "trainer.ema=0.999"),
     ("trainer.patience", lambda v: v is None or (_int(v) and v >= 1), "null (off) or a whole number of epochs >= 1",
@@ -480,6 +498,10 @@ def _cross_rules(cfg) -> None:
         what = f"trainer.patience={t.patience}" if t.patience is not None else "trainer.restore_best=true"
         raise CnnrunError(f"{what} watches {t.monitor} on the validation set, but trainer.val_split=0 holds none out; "
                           "set trainer.val_split=0.1 (or more)")
+    mixing = [k for k in ("mixup", "cutmix") if (cfg.get("augment") or {}).get(k) is not None]
+    if mixing and cfg.dataset.name == "folder" and cfg.dataset.get("cache") is False:
+        raise CnnrunError(f"augment={mixing[0]} mixes labels inside the train step, which needs the images in memory, "
+                          "but dataset.cache=false streams them; set dataset.cache=auto")
     if t.tta == "flip" and cfg.dataset.name == "folder" and cfg.dataset.get("cache") is False:
         raise CnnrunError("trainer.tta=flip needs the test images in memory but dataset.cache=false streams them; "
                           "set dataset.cache=auto or trainer.tta=none")

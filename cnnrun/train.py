@@ -11,32 +11,39 @@ import numpy as np
 from omegaconf import DictConfig
 
 from cnnrun import artifacts, backend, debug, loggers, loop, record, resume, schema
-from cnnrun.augment import build_augment, preview
+from cnnrun.augment import build_augment, build_mix, preview
 from cnnrun.data import Dataset, load_dataset
 from cnnrun.models import build_model
-from cnnrun.optim import build_loss, build_optimizer
+from cnnrun.optim import accuracy, build_loss, build_optimizer
 from cnnrun.resident import ResidentImages, resident_layer
 
 log = logging.getLogger("cnnrun")
 
 
-def assemble(cfg_model, data: Dataset, augment, images: ResidentImages | None = None) -> tuple[keras.Model, keras.Model]:
+def assemble(cfg_model, data: Dataset, augment, images: ResidentImages | None = None,
+             mix=None) -> tuple[keras.Model, keras.Model]:
     """(classifier, trainer): they share every weight.
 
     The classifier (uint8 pixels → scale → network) is what gets saved and predicts. The trainer
     model adds the augmentation between scaling and network, so it runs on the device and only in
-    training; with device-resident `images` it takes image indices instead of pixels.
+    training; with device-resident `images` it takes image indices instead of pixels. With `mix`
+    (mixup / cutmix) it takes the labels too and outputs [predictions | mixed targets] for the loss.
     """
     network = build_model(cfg_model, data.input_shape, data.num_classes)
     scale = keras.layers.Rescaling(1.0 / 255, name="scale")
     pixels = keras.Input(data.input_shape, dtype="uint8", name="pixels")
     classifier = keras.Model(pixels, network(scale(pixels)), name=network.name)
-    if augment is None and images is None:
+    if augment is None and images is None and mix is None:
         return classifier, classifier
     inputs = pixels if images is None else keras.Input((), dtype="int32", name="index")
     x = scale(inputs if images is None else images(inputs))
     x = x if augment is None else augment(x)
-    return classifier, keras.Model(inputs, network(x), name=f"{network.name}_train")
+    if mix is None:
+        return classifier, keras.Model(inputs, network(x), name=f"{network.name}_train")
+    labels = keras.Input((), dtype="int32", name="labels")
+    x, targets = mix([x, labels])
+    outputs = keras.layers.Concatenate(name="with_targets", dtype="float32")([network(x), targets])
+    return classifier, keras.Model([inputs, labels], outputs, name=f"{network.name}_train")
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -65,18 +72,19 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
             # trainer.augment_after > 0: plain images first, then augmented ones (article 000's schedule).
             augment = build_augment(cfg.augment, seed=t.seed, gated=t.augment_after > 0)
+            mix = build_mix(cfg.augment, data.num_classes, seed=t.seed)  # mixup / cutmix: labels mixed in the step
             if augment is not None:
                 sample = np.asarray(data.x_train[:8])
                 artifacts.plot_augment_preview(run_dir / "augment_preview.png", sample, preview(augment, sample))
 
             # With trainer.device_data the pixels go to the device once; fit() then feeds indices and labels.
             images = resident_layer(data.x_train, data.x_val) if t.device_data else None
-            classifier, trainer = assemble(cfg.model, data, augment, images)
+            classifier, trainer = assemble(cfg.model, data, augment, images, mix)
             steps = -(-len(data.x_train) // t.batch_size)
             trainer.compile(
                 optimizer=build_optimizer(cfg.optimizer, total_steps=steps * t.epochs, ema=t.ema),
-                loss=build_loss(t.label_smoothing, data.num_classes),  # cross-entropy on integer labels
-                metrics=["accuracy"], jit_compile=t.jit,
+                loss=build_loss(t.label_smoothing, data.num_classes, mixed=mix is not None),  # cross-entropy
+                metrics=[accuracy(data.num_classes, mixed=mix is not None)], jit_compile=t.jit,
                 steps_per_execution=t.steps_per_execution,  # >1: several steps per call, less Python per step
             )
             artifacts.write_summary(run_dir / "summary.txt", classifier)

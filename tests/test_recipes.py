@@ -93,3 +93,70 @@ def test_runs_recorded_before_these_settings_keep_their_identity():
     ident = record.identity(make_config())["trainer"]
     assert not {"ema", "patience", "monitor", "restore_best"} & set(ident)  # off: left out, as before they existed
     assert record.identity(make_config("trainer.ema=0.99"))["trainer"]["ema"] == 0.99
+
+
+def _mix(**kwargs):
+    from cnnrun.augment import Mix
+
+    return Mix(4, seed=7, **kwargs)
+
+
+def _batch():
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 1, (8, 12, 12, 1)).astype("float32"), np.array([0, 1, 2, 3, 0, 1, 2, 3], "int32")
+
+
+def test_mixup_blends_images_and_labels_alike():
+    x, y = _batch()
+    layer = _mix(mixup_alpha=0.4)
+    for _ in range(5):
+        images, targets = (keras.ops.convert_to_numpy(t) for t in layer([x, y], training=True))
+        onehot = np.eye(4)[y]
+        lam = float(np.linalg.lstsq((onehot - onehot[::-1]).reshape(-1, 1), (targets - onehot[::-1]).reshape(-1),
+                                    rcond=None)[0][0])
+        np.testing.assert_allclose(targets, lam * onehot + (1 - lam) * onehot[::-1], atol=1e-6)
+        np.testing.assert_allclose(images, lam * x + (1 - lam) * x[::-1], atol=1e-5)
+        np.testing.assert_allclose(targets.sum(axis=1), 1, atol=1e-6)
+        assert 0 <= images.min() and images.max() <= 1 and 0 <= lam <= 1
+
+
+def test_cutmix_pastes_one_box_and_weighs_the_labels_by_area():
+    x, y = _batch()
+    seen = set()
+    layer = _mix(cutmix_alpha=1.0)
+    for _ in range(6):
+        images, targets = (keras.ops.convert_to_numpy(t) for t in layer([x, y], training=True))
+        own = np.isclose(images, x).all(axis=-1)
+        other = np.isclose(images, x[::-1]).all(axis=-1)
+        assert (own | other).all()  # every pixel is its own or its partner's
+        taken = (~own[0]).mean()
+        kept = targets[0, y[0]]  # image 0's partner has another label (y[-1] = 3)
+        assert kept == pytest.approx(1 - taken, abs=1e-6)
+        np.testing.assert_allclose(targets.sum(axis=1), 1, atol=1e-6)
+        seen.add(round(float(taken), 3))
+    assert len(seen) > 1  # a new box each batch
+
+
+def test_mix_is_the_identity_outside_training_and_beta_draws_are_right():
+    x, y = _batch()
+    images, targets = _mix(mixup_alpha=0.2, cutmix_alpha=1.0)([x, y], training=False)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(images), x)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(targets), np.eye(4)[y])
+    from cnnrun.augment import beta_sample
+
+    generator = keras.random.SeedGenerator(0)
+    draws = np.array([float(beta_sample(0.5, generator)) for _ in range(2000)])
+    assert draws.min() >= 0 and draws.max() <= 1
+    assert draws.mean() == pytest.approx(0.5, abs=0.03) and draws.var() == pytest.approx(1 / 8, abs=0.015)
+
+
+def test_a_mixup_cutmix_run_stays_compiled_and_saves_a_plain_classifier(tmp_path):
+    m = train(make_config("model=mnist_cnn", "augment=[flip,mixup,cutmix]", "trainer.jit=true",
+                          "trainer.val_split=0.2", "trainer.label_smoothing=0.1", "trainer.epochs=2"), tmp_path / "run")
+    assert m["status"] == "ok" and m["jit"] is True and m["test_accuracy"] > 0.3
+    rows = history(tmp_path / "run")
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0]) and len(rows) == 2
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert "mix" not in {layer.name for layer in model.layers} and len(model.inputs) == 1
+    assert "augment=cutmix mixes labels" in refusal("dataset=folder", "dataset.path=/tmp", "dataset.cache=false",
+                                                    "augment=cutmix")
