@@ -80,13 +80,29 @@ def _split(network, layer: str | None) -> tuple[keras.Model, keras.Model, str]:
     return features, head, f"{target.name}/{inner_name}"
 
 
-def cut(model: keras.Model, layer: str | None = None) -> Parts:
+def _network(model: keras.Model) -> tuple[list, keras.Model]:
+    """(the layers before the network — scaling —, the network): a cnnrun classifier nests its network."""
     nested = [m for m in model.layers if isinstance(m, keras.Model)]
-    network = nested[-1] if nested else model
-    prep = [m for m in model.layers[1:] if m is not network] if nested else []
-    features, head, name = _split(network, layer)
+    if not nested:
+        return [], model
+    return [m for m in model.layers[1:] if m is not nested[-1]], nested[-1]
+
+
+def _embedder(network: keras.Model) -> keras.Model:
+    """The features the classifier's last Dense layer reads (the penultimate layer)."""
     last_dense = [m for m in network.layers if isinstance(m, keras.layers.Dense)][-1]
-    return Parts(prep, features, head, keras.Model(network.inputs, last_dense.input), name)
+    return keras.Model(network.inputs, last_dense.input)
+
+
+def cut(model: keras.Model, layer: str | None = None) -> Parts:
+    prep, network = _network(model)
+    features, head, name = _split(network, layer)
+    return Parts(prep, features, head, _embedder(network), name)
+
+
+def cut_embedding_only(model: keras.Model) -> Parts:
+    prep, network = _network(model)
+    return Parts(prep, None, None, _embedder(network), "")
 
 
 def _prepare(parts: Parts, pixels: np.ndarray):
@@ -191,8 +207,9 @@ def explain(out: Path, model: keras.Model, class_names: list[str], x_test=None, 
     parts = cut(model, layer) if needs_maps else cut_embedding_only(model)
     done: dict = {"layer": parts.layer}
     images, rows, true = [], [], []
+    if x_test is not None and probs is None:
+        probs = model.predict(x_test, batch_size=256, verbose=0)  # once, for the pictures and the map
     if x_test is not None and max_images > 0:
-        probs = probs if probs is not None else model.predict(x_test, batch_size=256, verbose=0)
         pred = probs.argmax(axis=1)
         wrong = np.flatnonzero(pred != y_test)[:max_images]
         for i in wrong:
@@ -224,10 +241,9 @@ def explain(out: Path, model: keras.Model, class_names: list[str], x_test=None, 
             plot_gradcam(out / "gradcam" / f"{stem}.png", pixels[i:i + 1], [row], heat_pred[i:i + 1],
                          None if heat_true is None else heat_true[i:i + 1])
         done["gradcam"] = len(rows)
-        done["heat_pred"], done["rows"] = heat_pred, rows
     if x_test is not None and method != "none":
         xy = embedding(parts, x_test, method, seed)
-        pred = (probs if probs is not None else model.predict(x_test, batch_size=256, verbose=0)).argmax(axis=1)
+        pred = probs.argmax(axis=1)
         artifacts.write_csv(out / "embedding.csv", ["index", "x", "y", "true", "pred", "correct"],
                             [[i, f"{a:.5f}", f"{b:.5f}", class_names[t], class_names[q], int(t == q)]
                              for i, ((a, b), t, q) in enumerate(zip(xy, y_test, pred))])
@@ -249,17 +265,7 @@ def explain_run(run_dir: Path, classifier, data, probs, cfg_output, seed: int) -
 
 
 def _has_maps(model: keras.Model) -> bool:
-    nested = [m for m in model.layers if isinstance(m, keras.Model)]
-    network = nested[-1] if nested else model
-    return any(len(m.output.shape) == 4 and not isinstance(m, keras.layers.InputLayer) for m in network.layers)
-
-
-def cut_embedding_only(model: keras.Model) -> Parts:
-    nested = [m for m in model.layers if isinstance(m, keras.Model)]
-    network = nested[-1] if nested else model
-    last_dense = [m for m in network.layers if isinstance(m, keras.layers.Dense)][-1]
-    prep = [m for m in model.layers[1:] if m is not network] if nested else []
-    return Parts(prep, None, None, keras.Model(network.inputs, last_dense.input), "")
+    return bool(_maps(_network(model)[1]))
 
 
 def explain_main(args: list[str]) -> None:

@@ -72,9 +72,6 @@ def run_export(fmt: str, path: Path, x: np.ndarray) -> np.ndarray:
 
 def export(run_dir: Path, formats: list[str], out: Path, allow_unfinished: bool = False) -> dict:
     """Exports and verifies; returns export.json's content. Refuses before any work what it cannot do."""
-    import keras
-
-    from cnnrun.artifacts import write_json, write_text
     from cnnrun.predict import finished_model
 
     model_file, metrics = finished_model(run_dir, allow_unfinished)
