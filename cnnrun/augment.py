@@ -365,9 +365,8 @@ class Mix(keras.layers.Layer):
         self.generator = keras.random.SeedGenerator(seed)
         self.supports_jit = True
 
-    def _cut(self, images, partner):
-        """(images with one partner box pasted, the fraction of each image kept)."""
-        height, width = images.shape[1], images.shape[2]
+    def _box(self, height, width):
+        """(a (height, width) map, 1 inside one random box whose area is 1 - lam, the fraction of it kept)."""
         lam = beta_sample(self.cutmix_alpha, self.generator)
         ratio = ops.sqrt(1.0 - lam)
         cy = keras.random.uniform((), 0.0, float(height), seed=self.generator)
@@ -376,9 +375,8 @@ class Mix(keras.layers.Layer):
         x1, x2 = ops.clip(cx - ratio * width / 2, 0, width), ops.clip(cx + ratio * width / 2, 0, width)
         ys, xs = ops.meshgrid(ops.arange(height, dtype="float32") + 0.5, ops.arange(width, dtype="float32") + 0.5,
                               indexing="ij")
-        box = (ys >= y1) & (ys < y2) & (xs >= x1) & (xs < x2)
-        kept = 1.0 - ops.mean(ops.cast(box, "float32"))
-        return ops.where(box[None, :, :, None], partner, images), kept
+        box = ops.cast((ys >= y1) & (ys < y2) & (xs >= x1) & (xs < x2), "float32")
+        return box, 1.0 - ops.mean(box)
 
     def call(self, inputs, training=False):
         images, labels = inputs
@@ -386,23 +384,27 @@ class Mix(keras.layers.Layer):
         if not training:
             return [images, targets]
         partner, partner_targets = ops.flip(images, axis=0), ops.flip(targets, axis=0)
-        out, lam = images, ops.convert_to_tensor(1.0)
+        # Both recipes are one blend, images * own + partner * (1 - own), with `own` a per-pixel map (a box of
+        # zeros for CutMix, the weight everywhere for mixup, ones for an unmixed batch): the per-batch choices
+        # are made on that small map, so the batch itself is touched once (bench/recipes.py).
+        height, width = images.shape[1], images.shape[2]
+        own, lam = ops.ones((height, width), "float32"), ops.convert_to_tensor(1.0)
         use_cut = None
         if self.cutmix_alpha:
-            cut, kept = self._cut(images, partner)
+            box, kept = self._box(height, width)
             use_cut = keras.random.uniform((), seed=self.generator) < self.cutmix_p
             if self.mixup_alpha:  # both: one or the other per batch
                 use_cut = use_cut & (keras.random.uniform((), seed=self.generator) < 0.5)
-            out, lam = ops.where(use_cut, cut, out), ops.where(use_cut, kept, lam)
+            own, lam = ops.where(use_cut, 1.0 - box, own), ops.where(use_cut, kept, lam)
         if self.mixup_alpha:
             weight = beta_sample(self.mixup_alpha, self.generator)
             use_mix = keras.random.uniform((), seed=self.generator) < self.mixup_p
             if use_cut is not None:
                 use_mix = use_mix & ops.logical_not(use_cut)
-            out = ops.where(use_mix, weight * images + (1.0 - weight) * partner, out)
-            lam = ops.where(use_mix, weight, lam)
+            own, lam = ops.where(use_mix, weight * ops.ones_like(own), own), ops.where(use_mix, weight, lam)
+        own = ops.cast(own[None, :, :, None], images.dtype)
         lam = ops.cast(lam, targets.dtype)
-        return [ops.cast(out, images.dtype), lam * targets + (1.0 - lam) * partner_targets]
+        return [images * own + partner * (1.0 - own), lam * targets + (1.0 - lam) * partner_targets]
 
     def compute_output_shape(self, input_shape):
         return [input_shape[0], (input_shape[1][0], self.num_classes)]
