@@ -242,11 +242,24 @@ def preflight(args: list[str]) -> None:
         raise SystemExit(EXIT_CONFIG) from None
 
 
+def _hide_schema_groups() -> None:
+    """`cnnrun train --help` lists the groups a user picks options from. The `schema/*` groups (the types in
+    cnnrun/schema.py, which every option extends) are not among them, and Hydra has no switch to hide a group,
+    so its group lister is wrapped for this one help call."""
+    from hydra._internal.hydra import Hydra
+
+    lister = Hydra.list_all_config_groups
+    Hydra.list_all_config_groups = lambda self, parent="": [g for g in lister(self, parent)
+                                                            if g.split("/")[0] != "schema"]
+
+
 def train_main(args: list[str]) -> None:
     import hydra
 
     register_resolvers()
     preflight(args)
+    if "--help" in args or "-h" in args:
+        _hide_schema_groups()
     sys.argv = ["cnnrun train", *args]
     hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(run_job)()
     from cnnrun.sweep import SweepSummary

@@ -18,6 +18,7 @@ def test_train_help_lists_config_groups():
     assert out.returncode == 0
     for group in ("dataset: digits, fashion, folder, mnist", "model:", "cnn3pad", "optimizer: adam, sgd", "augment:"):
         assert group in out.stdout, group
+    assert "schema" not in out.stdout.split("== Config ==")[0]  # the types behind the options are not options
 
 
 def test_two_runs_started_together_get_their_own_directories(tmp_path):
