@@ -105,6 +105,26 @@ def evaluation_weights(model) -> list[np.ndarray]:
     return evaluated
 
 
+class ValidateTheAverage(keras.callbacks.Callback):
+    """trainer.ema: each epoch's validation measures the moving average of the weights, which is what will be
+    evaluated, saved and (with restore_best) chosen; training then goes on from its own weights."""
+
+    def __init__(self):
+        super().__init__()
+        self._raw: list[np.ndarray] | None = None
+
+    def on_test_begin(self, logs=None):
+        self._raw = [np.array(v.numpy()) for v in self.model.trainable_weights]
+        average_weights(self.model)
+        for v in self.model.trainable_weights:  # a copy, not the average's own buffer: JAX's step donates it
+            v.assign(np.array(v.numpy()))
+
+    def on_test_end(self, logs=None):
+        for v, value in zip(self.model.trainable_weights, self._raw):
+            v.assign(value)
+        self._raw = None
+
+
 class Best:
     """trainer.patience / trainer.restore_best: the best epoch by trainer.monitor on the validation set, the
     weights it would be evaluated with, and whether training has gone `patience` epochs without beating it."""
@@ -191,6 +211,8 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
     if labelled and validation is not None:
         validation = _with_labels(validation)
     callbacks = [epoch_log, progress := RichProgress(t.epochs, steps, t.verbose)]
+    if has_val and t.get("ema"):
+        callbacks.append(ValidateTheAverage())
     if augment is not None and augment.gated:
         callbacks.append(AugmentFrom(augment, t.augment_after))
     if probe is not None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cnnrun.data import load_dataset
+from cnnrun.loop import ValidateTheAverage
 from cnnrun.optim import average_weights, build_optimizer
 from cnnrun.train import train
 from tests.conftest import make_config, refusal
@@ -19,13 +20,18 @@ def test_ema_equals_the_closed_form_average_and_training_goes_on_from_its_own_we
     model.compile(optimizer=build_optimizer(cfg.optimizer, total_steps=6, ema=0.9),
                   loss=lambda y, p: keras.ops.mean(p))  # d loss / d w = mean(x) = 1: w_t = -0.1 t exactly
     x, y = np.ones((8, 1), "float32"), np.zeros((8, 1), "float32")
-    for epoch in range(3):  # cnnrun's loop: one fit() per epoch, two steps each
-        model.fit(x, y, batch_size=4, epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0)
+    val_losses = []
+    for epoch in range(3):  # cnnrun's loop: one fit() per epoch, two steps each, validation on the average
+        h = model.fit(x, y, batch_size=4, epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0,
+                      validation_data=(x, y), callbacks=[ValidateTheAverage()])
+        val_losses += h.history["val_loss"]
     w = float(model.weights[0].numpy()[0, 0])
-    assert w == pytest.approx(-0.6, abs=1e-6)  # not reset to the average after each epoch
-    average = 0.0
+    assert w == pytest.approx(-0.6, abs=1e-6)  # not reset to the average after each epoch or validation
+    average, averages = 0.0, []
     for t in range(1, 7):  # Keras' rule: the first step copies the weights, then a = 0.9 a + 0.1 w_t
         average = -0.1 if t == 1 else 0.9 * average + 0.1 * (-0.1 * t)
+        averages.append(average)
+    assert val_losses == pytest.approx(averages[1::2], abs=1e-6)  # each epoch's validation saw the average
     assert average_weights(model)
     assert float(model.weights[0].numpy()[0, 0]) == pytest.approx(average, abs=1e-6)
 
