@@ -15,7 +15,8 @@ from cnnrun.train import train
 from tests.conftest import read_metrics
 
 
-@pytest.mark.parametrize("preset", ["fast_fashion", "best_fashion", "best_mnist"])
+@pytest.mark.parametrize("preset", ["fast_fashion", "best_fashion_recipes", "best_mnist"])  # best_fashion: in its
+# variant and in the smoke sweep (test_debug.py)
 def test_preset_trains_at_tiny_size_on_cpu(cfg_factory, tmp_path, preset):
     cfg = cfg_factory(f"experiment={preset}", "dataset=digits", "dataset.limit=200", "trainer.epochs=2",
                       "trainer.batch_size=64", "trainer.verbose=0")
@@ -25,6 +26,10 @@ def test_preset_trains_at_tiny_size_on_cpu(cfg_factory, tmp_path, preset):
     with open(tmp_path / "history.csv") as f:
         lrs = [float(row["lr"]) for row in csv.DictReader(f)]
     assert lrs[-1] < cfg.optimizer.lr  # the schedule really moves the learning rate
+    if preset == "best_fashion_recipes":  # EMA, mixup/cutmix and the best epoch's averaged weights
+        assert cfg.trainer.ema and cfg.augment.mixup and cfg.augment.cutmix and m["val_images"] == 20
+        assert m["evaluated_weights"].startswith("epoch ") and "val_accuracy" in m["evaluated_weights"]
+        assert len(keras.saving.load_model(tmp_path / "model.keras").inputs) == 1  # a plain classifier
 
 
 def test_best_fashion_stays_under_two_million_parameters(cfg_factory):
