@@ -5,7 +5,7 @@
 # On an offline GPU box with JAX but no TensorFlow/Keras (see ../shared/gpu/README.md): first, on a
 # machine with the package index, `bash ../shared/gpu/prepare.sh` fills .whl/ and .data/; carry both.
 #
-#   bash bench/gpu.sh                                        # fast_fashion, article000_cnn4_augment, best_fashion
+#   bash bench/gpu.sh                                        # fast_fashion, article000_cnn4_augment, best_fashion(_recipes)
 #   PRESETS=fast_fashion bash bench/gpu.sh trainer.epochs=16 # one preset, extra overrides for every job
 #
 # Results go to $OUT/gpu (or outputs/gpu): summary.md/csv of the sweep, each job's run directory,
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DEST=${OUT:-outputs}/gpu
-PRESETS=${PRESETS:-fast_fashion,article000_cnn4_augment,best_fashion}
+PRESETS=${PRESETS:-fast_fashion,article000_cnn4_augment,best_fashion,best_fashion_recipes}  # the variant last: a timed-out call still returns the others
 
 if ! "$PY" -c "import keras, hydra" 2>/dev/null; then
   [ -d .whl ] || { echo "gpu.sh: keras/hydra missing and no .whl/ here; run bash ../shared/gpu/prepare.sh first" >&2; exit 2; }
