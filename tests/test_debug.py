@@ -28,6 +28,7 @@ def test_smoke_sweep_runs_every_preset_and_names_what_is_missing(tmp_path):
         elif FASHION_DIR.is_dir():
             assert row["status"] == "ok", (name, row["error"])
             assert m["epochs"] == 1 and m["train_images"] <= 128 and m["test_images"] == 64, name
+            assert m["train_seconds"] < 30, (name, m["train_seconds"])  # a smoke run is quick, ResNet-20 too
     assert r.returncode == (1 if any(row["status"] != "ok" for row in rows.values()) else 0)
 
 
@@ -41,14 +42,6 @@ def test_the_artifact_check_finds_a_broken_file(tmp_path):
     problems = artifacts.verify(tmp_path / "run", m, cfg.output, augmented=False)
     assert problems[0] == "history.csv is wrong" and problems[1].startswith("curves.png: UnidentifiedImageError")
     assert len(problems) == 2
-
-
-@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-def test_one_preset_smoke_run_is_quick(tmp_path):
-    r = run_cli("train", "experiment=best_fashion", "debug=smoke", f"hydra.run.dir={tmp_path / 'run'}")
-    assert r.returncode == 0, r.stderr[-2000:]
-    m = read_metrics(tmp_path / "run")
-    assert m["status"] == "ok" and m["model"] == "resnet" and m["train_seconds"] < 30
 
 
 def test_overfit_passes_for_a_model_that_learns(tmp_path):
