@@ -4,6 +4,10 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 ARGS    ?=
+# Test processes: pytest-xdist spreads the suite over the cores, each test module's tests in one process
+# (its module-scoped runs are made once). Many tests are whole processes that mostly start up and wait.
+TEST_WORKERS ?= auto
+PYTEST  := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 .DEFAULT_GOAL := help
 .PHONY: help setup data train test test-jax test-full bench reproduce demo-folder clean
@@ -28,14 +32,14 @@ data: setup ## provision Fashion-MNIST (found locally, Keras download, or Debian
 train: setup data ## train the default experiment (Fashion-MNIST, cnn4); more with ARGS="model=cnn3 ..."
 	$(VENV)/bin/cnnrun train $(ARGS)
 
-test: setup ## the fast test suite (default backend, TensorFlow)
-	$(PY) -m pytest
+test: setup ## the fast test suite (default backend, TensorFlow), one process per core
+	$(PYTEST)
 
 test-jax: setup ## the fast test suite on Keras' JAX backend
-	KERAS_BACKEND=jax $(PY) -m pytest
+	KERAS_BACKEND=jax $(PYTEST)
 
 test-full: setup ## every test, slow ones included
-	$(PY) -m pytest -m ""
+	$(PYTEST) -m ""
 
 bench: setup ## benchmarks: cnnrun vs plain Keras throughput, augmentation cost
 	$(PY) bench/throughput.py
