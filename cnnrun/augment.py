@@ -401,7 +401,7 @@ class Mix(keras.layers.Layer):
             use_mix = keras.random.uniform((), seed=self.generator) < self.mixup_p
             if use_cut is not None:
                 use_mix = use_mix & ops.logical_not(use_cut)
-            own, lam = ops.where(use_mix, weight * ops.ones_like(own), own), ops.where(use_mix, weight, lam)
+            own, lam = ops.where(use_mix, weight, own), ops.where(use_mix, weight, lam)
         own = ops.cast(own[None, :, :, None], images.dtype)
         lam = ops.cast(lam, targets.dtype)
         return [images * own + partner * (1.0 - own), lam * targets + (1.0 - lam) * partner_targets]

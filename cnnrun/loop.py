@@ -114,14 +114,11 @@ class ValidateTheAverage(keras.callbacks.Callback):
         self._raw: list[np.ndarray] | None = None
 
     def on_test_begin(self, logs=None):
-        self._raw = [np.array(v.numpy()) for v in self.model.trainable_weights]
-        average_weights(self.model)
-        for v in self.model.trainable_weights:  # a copy, not the average's own buffer: JAX's step donates it
-            v.assign(np.array(v.numpy()))
+        self._raw = _snapshot(self.model)
+        _assign(self.model, evaluation_weights(self.model))  # copies: JAX's step donates the average's own buffer
 
     def on_test_end(self, logs=None):
-        for v, value in zip(self.model.trainable_weights, self._raw):
-            v.assign(value)
+        _assign(self.model, self._raw)
         self._raw = None
 
 
