@@ -72,7 +72,18 @@ def write_text(path: Path, text: str) -> Path:
 
 
 def write_json(path: Path, data) -> Path:
-    return write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+    """Strict JSON (what every parser reads): NaN and infinities are written as null."""
+    return write_text(path, json.dumps(_finite(data), indent=2, default=_jsonable, allow_nan=False) + "\n")
+
+
+def _finite(data):
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    if isinstance(data, (float, np.floating)) and not np.isfinite(data):
+        return None
+    return data
 
 
 def _jsonable(value):

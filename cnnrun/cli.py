@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -92,7 +93,7 @@ def run_job(cfg) -> float | None:
         gpu = claim_gpu(Path(hc.sweep.dir) / ".gpus")  # before anything imports the backend
 
     from cnnrun import CnnrunError, console
-    from cnnrun.record import RunRefused, mark_failed
+    from cnnrun.record import RunFailed, RunRefused, mark_failed
 
     fresh = multirun and cfg.trainer.get("fresh_process", False)
     if not fresh:  # a fresh-process job keeps the backend out of this (long-lived) process
@@ -110,9 +111,17 @@ def run_job(cfg) -> float | None:
             metrics = train(cfg, run_dir)
     except RunRefused as e:  # another process's directory, or a finished run of another config: untouched
         console.error(str(e))
-        if multirun:
+        if multirun:  # the sweep's summary counts it, and its exit code says so
+            from cnnrun.sweep import note_refused
+
+            note_refused(Path(hc.sweep.dir), run_dir.name, str(e))
             return None
         raise SystemExit(EXIT_CONFIG) from None
+    except RunFailed as e:  # failed after work began (exit 1); a refusal before any work is exit 2
+        console.error(str(e))
+        if multirun:
+            return None
+        raise SystemExit(EXIT_FAILED) from None
     except CnnrunError as e:
         mark_failed(run_dir, str(e))  # train() recorded it already when it got that far; else a record is made
         console.error(str(e))
@@ -120,10 +129,12 @@ def run_job(cfg) -> float | None:
             return None  # the sweep goes on; its summary shows this job as failed
         raise SystemExit(EXIT_CONFIG) from None
     except KeyboardInterrupt:  # outside fit (e.g. while loading data); inside, fit stops after the batch
+        from cnnrun import signals
+
         mark_failed(run_dir, f"interrupted before training finished; start again with: cnnrun resume {run_dir}",
                     status="interrupted")
         console.error(f"interrupted; {run_dir} is marked interrupted")
-        raise SystemExit(130) from None
+        raise SystemExit(signals.exit_code()) from None
     except Exception as e:
         mark_failed(run_dir, f"{type(e).__name__}: {e}")
         if multirun:
@@ -145,25 +156,33 @@ def run_job(cfg) -> float | None:
         if status != "ok":
             console.error(metrics.get("error", status))
             raise SystemExit(EXIT_FAILED)
-    return metrics.get("best_val_accuracy") or metrics.get("test_accuracy")
+    # What a sweeper that optimises (Optuna) reads: validation accuracy only, never the test set's (preflight
+    # refuses such a search without a validation split).
+    return metrics.get("best_val_accuracy")
 
 
 class CheckOutputDir(Callback):
     """Hydra callback, before Hydra writes anything into the output directory: refuses one that cannot be
     written, takes its lock, and settles what an earlier run there means (cnnrun/record.py), in one line."""
 
-    def _check(self, path) -> None:
-        from cnnrun import console
+    def _refuse_foreign(self, path, config, sweep: bool = False) -> None:
+        from cnnrun import CnnrunError, console, record
 
-        path = Path(str(path))
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / f".cnnrun-write-test-{os.getpid()}"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as e:
-            console.error(f"cannot write to output directory {path}: {e.strerror or e}; "
-                          "choose a writable place with hydra.run.dir=DIR (or hydra.sweep.dir=DIR for -m)")
+            record.refuse_inside_data(path, config)
+            record.refuse_foreign(path, sweep)
+        except CnnrunError as e:
+            console.error(str(e))
+            raise SystemExit(EXIT_CONFIG) from None
+
+    def _check(self, path) -> None:
+        from cnnrun import CnnrunError, console, record
+
+        try:
+            record.writable_folder(path, "the output directory", "choose a writable place with hydra.run.dir=DIR "
+                                   "(or hydra.sweep.dir=DIR for -m)")
+        except CnnrunError as e:
+            console.error(str(e))
             raise SystemExit(EXIT_CONFIG) from None
 
     def _own(self, path, decide) -> None:
@@ -183,21 +202,55 @@ class CheckOutputDir(Callback):
 
         HydraConfig.instance().set_config(config)  # run.dir names ${hydra:runtime.choices.model}
         run_dir = Path(str(config.hydra.run.dir))
+        self._refuse_foreign(run_dir, config)
         self._check(run_dir)
         self._own(run_dir, lambda: record.decide(run_dir, config))  # Hydra's .hydra/ and train.log come next
+
+    def on_job_start(self, config, **kwargs) -> None:
+        """Hydra has saved the job's config: secrets a config file carried are blanked in those copies, and
+        the run's log handlers get the redacting filter (cnnrun/redact.py)."""
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        from cnnrun.redact import guard_logging, redact
+
+        guard_logging()
+        hc = HydraConfig.get()
+        files = list((Path(hc.runtime.output_dir) / str(hc.output_subdir or ".hydra")).glob("*.yaml"))
+        if hc.mode == RunMode.MULTIRUN:
+            files.append(Path(str(hc.sweep.dir)) / "multirun.yaml")
+        for file in files:
+            try:
+                text = file.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            if redact(text) != text:
+                file.write_text(redact(text), encoding="utf-8")
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from hydra.core.hydra_config import HydraConfig
 
         HydraConfig.instance().set_config(config)
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        self._refuse_foreign(sweep_dir, config, sweep=True)
         self._check(sweep_dir)
         self._own(sweep_dir, lambda: own_sweep(sweep_dir, config))
 
 
+# Overrides that change no job's numbers: a sweep relaunched with other values of these is still the same sweep.
+NOT_IDENTITY = ("trainer.resume=", "trainer.verbose=", "trainer.threads=", "trainer.eval_batch_size=",
+                "trainer.device_data=", "trainer.steps_per_execution=", "trainer.fresh_process=", "trainer.checkpoint=",
+                "logger", "output.", "hydra")
+
+
+def _identity_overrides(overrides) -> set[str]:
+    return {str(o) for o in overrides if not str(o).lstrip("+~").startswith(NOT_IDENTITY)}
+
+
 def own_sweep(sweep_dir: Path, config) -> None:
-    """A sweep directory holds one sweep: relaunching the same one (or `cnnrun resume`) continues it; another
-    sweep is refused; trainer.resume=false sets the earlier sweep aside whole."""
+    """A sweep directory holds one sweep: relaunching the same one (or `cnnrun resume`) continues it; a sweep of
+    other overrides is refused before anything is written there; trainer.resume=false sets the earlier sweep
+    aside whole."""
     import yaml
 
     from cnnrun import record
@@ -214,11 +267,13 @@ def own_sweep(sweep_dir: Path, config) -> None:
     except Exception:  # noqa: BLE001 - an unreadable record is not a sweep to protect
         return
     now = list(config.hydra.overrides.task)
-    same = {o for o in earlier if not o.startswith("trainer.resume=")} <= set(now) or os.environ.get(RESUMING)
-    if not same and any(record.read(p.parent) for p in sweep_dir.glob("*/metrics.json")):
+    if _identity_overrides(earlier) != _identity_overrides(now) and \
+            any(record.read(p.parent) for p in sweep_dir.glob("*/metrics.json")):
+        differ = sorted(_identity_overrides(earlier) ^ _identity_overrides(now))
         raise record.RunRefused(
-            f"{sweep_dir} holds another sweep ({' '.join(earlier)}); choose a new hydra.sweep.dir, continue that one "
-            f"with: cnnrun resume {sweep_dir}, or add trainer.resume=false to keep it as {sweep_dir.name}.earlier-N")
+            f"{sweep_dir} holds another sweep ({' '.join(map(str, earlier))}; differs in {' '.join(differ[:4])}); "
+            f"choose a new hydra.sweep.dir, continue that one with: cnnrun resume {sweep_dir}, or add "
+            f"trainer.resume=false to keep it as {sweep_dir.name}.earlier-N")
 
 
 RESUMING = "CNNRUN_RESUMING"  # set by `cnnrun resume`: the sweep's own overrides, plus whatever it was given
@@ -232,6 +287,11 @@ def preflight(args: list[str]) -> None:
     from cnnrun import CnnrunError, console, schema
 
     ns, unknown = get_args_parser().parse_known_args(args)  # -m, --cfg ... as Hydra reads them
+    chdir = [o for o in ns.overrides if re.fullmatch(r"\+*hydra\.job\.chdir=(?i:true|yes|on|1)", o)]
+    if chdir:  # the run's files, relative dataset paths and the trackers all assume the working directory stays
+        console.error(f"{chdir[0]} is not supported: cnnrun passes each run its directory and keeps the working "
+                      "directory where you started it; drop the override (relative paths then keep working)")
+        raise SystemExit(EXIT_CONFIG)
     if unknown or ns.help or ns.hydra_help or ns.cfg or ns.info or ns.shell_completion \
             or ns.experimental_rerun or ns.config_name or ns.config_path or ns.config_dir:
         return  # Hydra's own business: it prints, or refuses, in its own way
@@ -268,6 +328,48 @@ def train_main(args: list[str]) -> None:
         raise SystemExit(EXIT_FAILED)
 
 
+# What `cnnrun resume` takes from a run or sweep directory (README: "What resume replays"). A directory is data:
+# it may come from anyone (a CI artifact, a colleague), so only cnnrun's own keys with plain values are replayed.
+# Hydra's keys (callbacks, searchpath, run.dir ...), `_target_`-like keys and interpolations (${oc.env:...}) never
+# are: whatever must run or be imported is named by the user on the command line or in their own config.
+REPLAYED_GROUPS = ("dataset", "model", "optimizer", "augment", "trainer", "experiment", "logger", "debug", "output",
+                   "reference", "hparams_search")
+REPLAYED_LAUNCHER_KEYS = ("hydra.launcher.n_jobs", "hydra.launcher.timeout_min", "hydra.launcher.cpus_per_task",
+                          "hydra.launcher.gpus_per_node", "hydra.launcher.tasks_per_node", "hydra.launcher.mem_gb",
+                          "hydra.launcher.nodes", "hydra.launcher.partition", "hydra.sweeper.n_trials",
+                          "hydra.sweeper.n_jobs")
+_PLAIN = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_CHOICE = re.compile(r"^[\[\]()A-Za-z0-9_,/.\- *]*$")
+
+
+def replayable(override: str, launcher: bool = False) -> bool:
+    """Whether `cnnrun resume` may replay `override`, read from a run or sweep directory."""
+    key, eq, value = str(override).partition("=")
+    key = key.lstrip("+~")
+    parts = re.split(r"[./@]", key)
+    if not eq or "${" in value or any(p.startswith("_") for p in parts if p):
+        return False
+    if launcher:
+        return (key in ("hydra/launcher", "hydra/sweeper") and bool(_PLAIN.match(value))) or \
+            (key in REPLAYED_LAUNCHER_KEYS and bool(_PLAIN.match(value)))
+    if parts[0] not in REPLAYED_GROUPS:
+        return False
+    if "." not in key and "/" not in key:  # a group's option: a name (or a list of names), never a path out
+        return bool(_CHOICE.match(value)) and ".." not in value
+    return True
+
+
+def _replay(overrides, source: Path, launcher: bool = False) -> list[str]:
+    kept = [str(o) for o in overrides or [] if replayable(o, launcher)]
+    dropped = [str(o) for o in overrides or [] if not replayable(o, launcher)]
+    if dropped:
+        from cnnrun import console
+
+        console.console.print(f"resume: not replayed from {source} (only cnnrun's own settings are; give any you "
+                              f"mean on the command line): {' '.join(dropped)}", soft_wrap=True, markup=False)
+    return kept
+
+
 def resume_main(args: list[str]) -> None:
     """`cnnrun resume PATH [KEY=VALUE ...]`: the original command again, pointed at the same directory."""
     import yaml
@@ -278,21 +380,37 @@ def resume_main(args: list[str]) -> None:
         console.error("resume needs a run or sweep directory: cnnrun resume outputs/2026-11-24/10-00-00_cnn4_ab12cd")
         raise SystemExit(2)
     path, extra = Path(args[0]), args[1:]
+    given_resume = [o for o in extra if o.lstrip("+~").startswith("trainer.resume=")]  # the user's word wins
+
+    def load(file: Path):
+        try:
+            return yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            console.error(f"{file} is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                          "resume needs the directory a run or sweep wrote")
+            raise SystemExit(2) from None
+
     if (path / ".hydra" / "overrides.yaml").is_file():  # one run
-        overrides = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
-        overrides = [o for o in overrides if not o.startswith(("trainer.resume=", "hydra.run.dir="))]
+        saved = load(path / ".hydra" / "overrides.yaml")
+        overrides = _replay([o for o in (saved if isinstance(saved, list) else [])
+                             if not str(o).startswith("trainer.resume=")], path / ".hydra" / "overrides.yaml")
         from cnnrun import record
 
         resume = "true" if (path / record.CHECKPOINT).is_file() else "auto"
-        if resume == "auto" and (record.read(path) or {}).get("status") != "ok":  # nothing to continue from
+        if resume == "auto" and not given_resume and (record.read(path) or {}).get("status") != "ok":
             console.console.print(f"{path} has no checkpoint to continue from: starting the run over with its own config "
-                          f"(the earlier files are kept in {path.name}.earlier-N)", soft_wrap=True)
-        train_main([*overrides, *extra, f"trainer.resume={resume}", f"hydra.run.dir={path}"])
+                          f"(the earlier files are kept in {path.name}.earlier-N)", soft_wrap=True, markup=False)
+        own = [] if given_resume else [f"trainer.resume={resume}"]
+        train_main([*overrides, *extra, *own, f"hydra.run.dir={path}"])
     elif (path / "multirun.yaml").is_file():  # a sweep: each finished job is skipped, each broken-off one resumed
-        saved = yaml.safe_load((path / "multirun.yaml").read_text())
-        overrides = [o for o in saved["hydra"]["overrides"]["task"] if not o.startswith("hydra.sweep.dir=")]
-        launcher = [o for o in saved["hydra"]["overrides"]["hydra"]
-                    if not o.startswith(("hydra.sweep.dir=", "hydra.run.dir=", "hydra.mode="))]
+        saved = load(path / "multirun.yaml")
+        try:
+            task, hydra_overrides = saved["hydra"]["overrides"]["task"], saved["hydra"]["overrides"]["hydra"]
+        except (TypeError, KeyError):
+            console.error(f"{path / 'multirun.yaml'} holds no sweep's overrides; resume needs the directory a sweep wrote")
+            raise SystemExit(2) from None
+        overrides = _replay(task, path / "multirun.yaml")
+        launcher = _replay(hydra_overrides, path / "multirun.yaml", launcher=True)
         os.environ[RESUMING] = "1"
         train_main(["-m", *launcher, *overrides, *extra, f"hydra.sweep.dir={path}"])
     else:
@@ -311,7 +429,47 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     _quiet_backends()
-    command, rest = argv[0], argv[1:]
+    from cnnrun import signals
+    from cnnrun.redact import take_credentials
+
+    signals.install()  # Ctrl-C and SIGTERM from the first moment on, never lost (cnnrun/signals.py)
+
+    command, rest = argv[0], take_credentials(argv[1:])  # a tracking URI's password goes to MLflow's variables only
+    try:
+        _dispatch(command, rest)
+    except KeyboardInterrupt:  # a signal outside any run (composing, loading a model): nothing to record
+        print("cnnrun: interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(signals.exit_code()) from None
+
+
+BACKENDS = {"tensorflow": "tensorflow", "jax": "jax"}  # KERAS_BACKEND: the module each needs
+
+
+def check_backend(command: str) -> None:
+    """$KERAS_BACKEND names a backend cnnrun runs on, and it is installed: else one line, before any work."""
+    import importlib.util
+
+    if command not in ("train", "resume", "predict", "explain"):
+        return  # compare needs no backend; export picks TensorFlow itself
+    name = os.environ.get("KERAS_BACKEND", "").strip()
+    if not name:
+        return
+    if name not in BACKENDS:
+        from cnnrun import console
+
+        console.error(f"KERAS_BACKEND={name} is not a backend cnnrun runs on; expected tensorflow (the default) or "
+                      "jax, e.g. KERAS_BACKEND=jax, or unset it")
+        raise SystemExit(EXIT_CONFIG)
+    if importlib.util.find_spec(BACKENDS[name]) is None:
+        from cnnrun import console
+
+        console.error(f"KERAS_BACKEND={name} but {BACKENDS[name]} is not installed; pip install 'cnnrun[jax]' "
+                      "(or unset KERAS_BACKEND for TensorFlow)")
+        raise SystemExit(EXIT_CONFIG)
+
+
+def _dispatch(command: str, rest: list[str]) -> None:
+    check_backend(command)
     if command == "train":
         train_main(rest)
     elif command == "resume":

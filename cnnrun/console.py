@@ -12,7 +12,17 @@ import tempfile
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=False, highlight=False)
+from cnnrun.redact import redact
+
+
+class _Console(Console):
+    """rich's Console, with secrets blanked from every text it prints (cnnrun/redact.py)."""
+
+    def print(self, *objects, **kwargs) -> None:
+        super().print(*(redact(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+console = _Console(stderr=False, highlight=False)
 
 
 def results_table(metrics: dict, run_dir) -> None:
@@ -38,14 +48,14 @@ def results_table(metrics: dict, run_dir) -> None:
     ]
     for key, value in rows:
         if value is not None:
-            table.add_row(key, str(value))
+            table.add_row(key, redact(str(value)))
     console.print(table)
     console.print(f"run directory: [bold]{run_dir}[/bold]")
 
 
 def error(message: str) -> None:
     """One line on stderr, no traceback: for mistakes the user can fix."""
-    print(f"cnnrun: error: {message}", file=sys.stderr, flush=True)
+    print(f"cnnrun: error: {redact(message)}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

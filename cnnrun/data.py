@@ -195,6 +195,76 @@ def load_mnist_like(name: str, path: str | None) -> tuple[dict[str, np.ndarray],
     return arrays, f"keras.datasets ({keras_cache_dir()})"
 
 
+# --- what the data is: a digest in each run's identity -------------------------------------------------
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # folder.EXTENSIONS, without importing Keras
+_digests: dict[tuple, str | None] = {}
+
+
+def digest(cfg) -> str | None:
+    """A short hash of the data a run of `cfg` (the dataset group) reads, without decoding it: the contents of
+    the IDX / .npz files; a folder's file list with sizes and modification times; the bundled digits. Paths
+    are left out, so a moved data set is the same data. None when it cannot be told (a download to come).
+    Kept per process: a run asks twice (before Hydra writes, and when it starts)."""
+    import hashlib
+
+    key = (cfg.name, str(cfg.get("path")), str(cfg.get("image_size")))
+    if key in _digests:
+        return _digests[key]
+    h = hashlib.sha256(cfg.name.encode())
+    try:
+        if cfg.name in IDX_FILES_OF:
+            src = _find_mnist_like(cfg.name, cfg.get("path"))
+            if src is None:
+                return None
+            files = [src[k] for k in IDX_FILES] if isinstance(src, dict) else [src]
+            for f in files:
+                with open(f, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+        elif cfg.name == "digits":
+            from sklearn.datasets import load_digits
+
+            h.update(np.ascontiguousarray(load_digits().images).tobytes())
+        elif cfg.name == "folder":
+            root = Path(str(cfg.path)).expanduser()
+            if not root.is_dir():
+                return None
+            for dirpath, dirs, names in os.walk(root):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(names):
+                    if name.lower().endswith(IMAGE_EXTENSIONS):
+                        st = os.stat(os.path.join(dirpath, name))
+                        rel = os.path.relpath(os.path.join(dirpath, name), root)
+                        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        else:
+            return None
+    except OSError:
+        return None
+    _digests[key] = h.hexdigest()[:16]
+    return _digests[key]
+
+
+def forget_digests() -> None:
+    """The next digest() reads the data again (each job of a sweep in one process)."""
+    _digests.clear()
+
+
+IDX_FILES_OF = ("fashion", "mnist")
+
+
+def _find_mnist_like(name: str, path: str | None):
+    """The IDX set or .npz that load_mnist_like would read, or None (not there: it would download or refuse)."""
+    if path:
+        p = Path(path).expanduser()
+        return p if p.is_file() else _source_in(p, name)
+    for folder in search_places(name):
+        src = _source_in(folder, name)
+        if src is not None:
+            return src
+    return None
+
+
 def available_memory() -> int:
     """Bytes of memory this machine can still give (MemAvailable), or its whole memory where that is unknown."""
     try:

@@ -166,14 +166,17 @@ class Profile(keras.callbacks.Callback):
         if not rows:
             return "failed", {"error": f"debug=profile: no step was timed (the run has fewer than "
                                        f"{self.warmup + 1} training steps; lower debug.profile_warmup)"}
-        extra = self.callback_time / max(1, self.seen)
-        phases = {"step": [r["step"] for r in rows], "input": [r["input"] or 0.0 for r in rows]}
+        # With trainer.steps_per_execution=N, Keras calls the batch hooks once per compiled call of N steps:
+        # each timed row covers N steps, so every figure is divided by N to stay per training step.
+        per = int(self.t.get("steps_per_execution") or 1)
+        extra = self.callback_time / max(1, self.seen) / per
+        phases = {"step": [r["step"] / per for r in rows], "input": [(r["input"] or 0.0) / per for r in rows]}
         ms = {k: 1000 * statistics.median(v) for k, v in phases.items()}
         ms["callbacks"] = 1000 * extra
         total = sum(ms.values())
         summary = {
             "backend": backend.name(), "device": backend.device(), "batch_size": self.t.batch_size,
-            "warmup_steps": self.warmup, "timed_steps": len(rows),
+            "warmup_steps": self.warmup * per, "timed_steps": len(rows) * per, "steps_per_execution": per,
             "median_ms": {k: round(v, 3) for k, v in ms.items()},
             "share": {k: round(v / total, 4) for k, v in ms.items()},
             "images_per_second": round(self.t.batch_size / (total / 1000), 1),
@@ -183,8 +186,9 @@ class Profile(keras.callbacks.Callback):
         artifacts.write_json(self.run_dir / "profile.json", summary)
         short = (f" (of {self.steps} asked: the run ended first; raise trainer.epochs)"
                  if len(rows) < self.steps else "")
-        lines = [f"debug=profile: {len(rows)} steps{short} of batch {self.t.batch_size} after {self.warmup} warm-up "
-                 f"steps ({summary['backend']}, {summary['device']})", ""]
+        calls = f" in {len(rows)} calls of {per}" if per > 1 else ""
+        lines = [f"debug=profile: {len(rows) * per} steps{calls}{short} of batch {self.t.batch_size} after "
+                 f"{self.warmup * per} warm-up steps ({summary['backend']}, {summary['device']}); times per step", ""]
         lines += [f"  {k:<10} {ms[k]:9.2f} ms  {100 * summary['share'][k]:5.1f} %" for k in ("input", "step", "callbacks")]
         lines += [f"  {'total':<10} {total:9.2f} ms  {summary['images_per_second']:,.0f} images/s", "",
                   f"  the input feed alone: {summary['input_alone_ms']:.2f} ms a batch "

@@ -270,7 +270,7 @@ def _has_maps(model: keras.Model) -> bool:
 
 def explain_main(args: list[str]) -> None:
     from cnnrun.console import console, error
-    from cnnrun.predict import collect, finished_model
+    from cnnrun.predict import class_names, collect, finished_model, load_model, writable_folder
 
     ap = argparse.ArgumentParser(prog="cnnrun explain",
                                  description="Grad-CAM heat-maps and an embedding map of a finished run's model.")
@@ -290,12 +290,13 @@ def explain_main(args: list[str]) -> None:
         ap.error(f"no such file or folder: {', '.join(missing)}")
     try:
         model_file, metrics = finished_model(ns.run_dir)
-        model = keras.models.load_model(model_file, compile=False)
+        out = ns.out or ns.run_dir / "explain"
+        writable_folder(out, "--out")  # before any work: not after minutes of Grad-CAM
+        model = load_model(model_file, compile=False)
         if ns.layer:
             cut(model, ns.layer)  # a wrong layer name is refused before the test set is loaded
         data = run_test_set(ns.run_dir) if ns.max > 0 or ns.embedding != "none" else None
-        names = metrics.get("class_names") or (data.class_names if data else [str(i) for i in range(model.output_shape[-1])])
-        out = ns.out or ns.run_dir / "explain"
+        names = class_names(metrics, model) if metrics.get("class_names") or not data else data.class_names
         with console.status("explaining: Grad-CAM, then the embedding map of the test set"):
             done = explain(out, model, names, *((data.x_test, data.y_test) if data else (None, None)),
                            files=collect(ns.inputs) if ns.inputs else None, max_images=ns.max, layer=ns.layer,

@@ -72,7 +72,7 @@ def run_export(fmt: str, path: Path, x: np.ndarray) -> np.ndarray:
 
 def export(run_dir: Path, formats: list[str], out: Path, allow_unfinished: bool = False) -> dict:
     """Exports and verifies; returns export.json's content. Refuses before any work what it cannot do."""
-    from cnnrun.predict import finished_model
+    from cnnrun.predict import finished_model, writable_folder
 
     model_file, metrics = finished_model(run_dir, allow_unfinished)
     for fmt in formats:
@@ -81,40 +81,80 @@ def export(run_dir: Path, formats: list[str], out: Path, allow_unfinished: bool 
 
     record.claim(run_dir)  # the run's directory is written into: not while a run (or another export) owns it
     try:
+        writable_folder(out, "--out")  # before any work: an existing file or a read-only place
         return _export(run_dir, model_file, metrics, formats, out)
     finally:
         record.release(run_dir)
 
 
 def _export(run_dir: Path, model_file: Path, metrics: dict, formats: list[str], out: Path) -> dict:
-    import keras
-
     from cnnrun.artifacts import write_json, write_text
+    from cnnrun.predict import class_names, load_model
 
-    model = keras.models.load_model(model_file)
-    names = metrics.get("class_names") or [str(i) for i in range(model.output_shape[-1])]
+    model = load_model(model_file)
+    names = class_names(metrics, model)
     x, source = reference_images(run_dir, model.input_shape[1:])
     expected = model.predict(x, verbose=0)
-    out.mkdir(parents=True, exist_ok=True)
     write_text(out / "labels.txt", "".join(f"{n}\n" for n in names))
     report = {"run": str(run_dir), "input": {"dtype": "uint8", "shape": [None, *model.input_shape[1:]],
                                             "pixels": "raw 0-255; scaling is inside the model"},
-              "class_names": names, "verified_on": source, "tolerance": TOLERANCE, "formats": {}}
+              "class_names": names, "verified_on": source, "tolerance": TOLERANCE,
+              "formats": _earlier_formats(out, names, model.input_shape[1:])}
     for fmt in formats:
         keras_format, name, _ = FORMATS[fmt]
         target = out / name
-        with console.status(f"exporting {fmt} ..."):
-            model.export(str(target), format=keras_format, verbose=False)
-            got = np.asarray(run_export(fmt, target, x))
-        diff = float(np.abs(got - expected).max())
-        agree = float(np.mean(got.argmax(1) == expected.argmax(1)))
+        # While a format is being made, export.json does not list it: an interrupted or failed export never
+        # looks verified. The new export is made beside the old one and takes its place only once verified.
+        report["formats"].pop(fmt, None)
+        write_json(out / "export.json", report)
+        partial = out / f".partial-{name}"  # the suffix kept: exporters check it
+        _remove(partial)
+        try:
+            with console.status(f"exporting {fmt} ..."):
+                model.export(str(partial), format=keras_format, verbose=False)
+                got = np.asarray(run_export(fmt, partial, x))
+            diff = float(np.abs(got - expected).max())
+            agree = float(np.mean(got.argmax(1) == expected.argmax(1)))
+            if not (diff <= TOLERANCE and agree == 1.0):
+                raise CnnrunError(f"the {fmt} export disagrees with model.keras on {source} (largest difference "
+                                  f"{diff:.2e}, same class for {100 * agree:.1f} %); nothing was kept")
+            _remove(target)
+            partial.replace(target)
+        except OSError as e:
+            raise CnnrunError(f"cannot write the {fmt} export into {out}: {e.strerror or e}; free some disk space "
+                              "or give another --out") from None
+        finally:
+            _remove(partial)
+            _remove(Path(str(partial) + "_temp"))  # TensorFlow's own scratch folder beside a SavedModel
+            for scratch in out.glob("variables_temp*"):
+                _remove(scratch)
         report["formats"][fmt] = {"path": str(target), "max_abs_difference": diff, "same_class": agree,
-                                  "verified": diff <= TOLERANCE and agree == 1.0}
-        if not report["formats"][fmt]["verified"]:
-            raise CnnrunError(f"the {fmt} export disagrees with model.keras on {source} (largest difference {diff:.2e}, "
-                              f"same class for {100 * agree:.1f} %); it is in {target}, not to be trusted")
-    write_json(out / "export.json", report)
+                                  "verified": True}
+        write_json(out / "export.json", report)
     return report
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def _earlier_formats(out: Path, names: list[str], shape) -> dict:
+    """Formats an earlier `cnnrun export` of this same model verified, whose files are still there."""
+    import json
+
+    try:
+        earlier = json.loads((out / "export.json").read_text(encoding="utf-8"))
+        if earlier.get("class_names") != names or earlier.get("input", {}).get("shape", [None])[1:] != list(shape):
+            return {}
+        return {f: r for f, r in earlier.get("formats", {}).items()
+                if f in FORMATS and r.get("verified") is True and (out / FORMATS[f][1]).exists()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
 
 
 def export_main(args: list[str]) -> None:
@@ -131,6 +171,9 @@ def export_main(args: list[str]) -> None:
     except CnnrunError as e:
         error(str(e))
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        error("interrupted; the format being exported was not kept, and export.json lists only verified ones")
+        raise SystemExit(130) from None
     from rich.table import Table
 
     table = Table(title=f"export · {ns.run_dir} · verified on {report['verified_on']}")

@@ -126,9 +126,25 @@ class Batches(keras.utils.PyDataset):
             self.order = self.rng.permutation(len(self.x))
 
 
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the file system's encoding could not decode (surrogate escapes)
+        return False
+    return True
+
+
+def _shown(path) -> str:
+    """A path as printable text, whatever bytes its name holds."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _class_folders(root: Path) -> dict[str, list[Path]]:
     classes = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not _utf8(d.name):  # a class name goes into reports, plots and file names: it must be text
+            raise CnnrunError(f"class folder '{_shown(d.name)}' in {_shown(root)} has a name that is not UTF-8; rename it to UTF-8 "
+                              "(e.g. convmv -f latin1 -t utf8 -r --notest DIR) and run again")
         classes[d.name] = sorted(f for f in d.rglob("*") if f.suffix.lower() in EXTENSIONS and f.is_file())
     return classes
 
@@ -139,6 +155,9 @@ def _check_files(files: list[Path], policy: str, notes: list[str], limits: tuple
     min_side, max_pixels = limits
     bad = []
     for f in files:
+        if not _utf8(str(f)):
+            bad.append((f, "its name is not UTF-8; rename it"))
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit below
@@ -155,13 +174,13 @@ def _check_files(files: list[Path], policy: str, notes: list[str], limits: tuple
         elif w * h > max_pixels:
             bad.append((f, f"{w}x{h} px, over dataset.max_pixels={max_pixels}"))
     if bad and policy == "error":
-        listed = ", ".join(f"{f} ({why})" for f, why in bad[:5])
+        listed = ", ".join(f"{_shown(f)} ({why})" for f, why in bad[:5])
         raise CnnrunError(
             f"{len(bad)} unusable image file(s): {listed}{' ...' if len(bad) > 5 else ''}; "
             "remove them or set dataset.bad_files=warn to skip them"
         )
     if bad:
-        notes.append(f"skipped {len(bad)} unusable image file(s): " + ", ".join(f"{f} ({why})" for f, why in bad[:5])
+        notes.append(f"skipped {len(bad)} unusable image file(s): " + ", ".join(f"{_shown(f)} ({why})" for f, why in bad[:5])
                      + (" ..." if len(bad) > 5 else ""))
     bad_set = {f for f, _ in bad}
     return [f for f in files if f not in bad_set]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -66,8 +67,12 @@ def _child(cfg_yaml: str, run_dir: str) -> None:
 
     from cnnrun import CnnrunError  # noqa: PLC0415
     from cnnrun.cli import start_backend  # noqa: PLC0415
-    from cnnrun.record import RunRefused  # noqa: PLC0415
+    from cnnrun.record import RunFailed, RunRefused  # noqa: PLC0415
 
+    from cnnrun import signals  # noqa: PLC0415
+
+    os.setpgrp()  # its own process group: a terminal's Ctrl-C reaches the parent, which passes it on once
+    signals.install()
     start_backend()
     from cnnrun.train import train  # noqa: PLC0415
 
@@ -82,10 +87,12 @@ def _child(cfg_yaml: str, run_dir: str) -> None:
     except RunRefused as e:
         print(f"cnnrun: error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(3) from None
+    except RunFailed:
+        raise SystemExit(4) from None
     except CnnrunError:
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        raise SystemExit(130) from None
+        raise SystemExit(signals.exit_code()) from None
 
 
 def train_in_fresh_process(cfg, run_dir: Path) -> dict:
@@ -105,7 +112,11 @@ def train_in_fresh_process(cfg, run_dir: Path) -> dict:
     child.start()
     try:
         child.join()
-    except KeyboardInterrupt:  # the child got the Ctrl-C too: it stops after its batch and saves
+    except KeyboardInterrupt:  # passed on to the child (its own process group): it stops after its batch and saves
+        from cnnrun import signals  # noqa: PLC0415
+
+        if child.exitcode is None:
+            os.kill(child.pid, signals.received() or signal.SIGINT)
         child.join()
     from cnnrun import record  # noqa: PLC0415
 
@@ -114,6 +125,8 @@ def train_in_fresh_process(cfg, run_dir: Path) -> dict:
         metrics = {"status": "failed", "error": f"the job's process exited with {child.exitcode} before writing metrics"}
     if child.exitcode == 3:
         raise record.RunRefused(f"{run_dir} is not this job's to write (see the job's output)")
+    if child.exitcode == 4:
+        raise record.RunFailed(metrics.get("error", "the job failed"))
     if child.exitcode == 2:
         raise CnnrunError(metrics.get("error", "the job failed"))
     if child.exitcode not in (0, 130, 143) and metrics.get("status") in ("failed", "running"):

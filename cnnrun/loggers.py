@@ -254,9 +254,12 @@ def _hparams(cfg) -> dict:
 
 def tracking_uri(configured: str | None) -> str:
     """logger.mlflow.tracking_uri, else $MLFLOW_TRACKING_URI, else a SQLite store at outputs/mlflow.db."""
-    if configured:
-        return str(configured)
+    from cnnrun.redact import take_credentials
+
+    if configured:  # user-info in a URI from a config file: into MLflow's own variables, out of every record
+        return take_credentials([f"tracking_uri={configured}"])[0].partition("=")[2]
     if os.environ.get("MLFLOW_TRACKING_URI"):
+        take_credentials([])
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{Path('outputs').resolve() / 'mlflow.db'}"
 
@@ -298,9 +301,11 @@ def _log(client, run_id: str, metrics: dict | None = None, step: int = 0, params
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
+    from cnnrun.redact import redact
+
     m = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
-    p = [Param(k[:250], str(v)[:6000]) for k, v in (params or {}).items()]
-    t = [RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()]
+    p = [Param(k[:250], redact(str(v))[:6000]) for k, v in (params or {}).items()]  # no secret reaches the tracker
+    t = [RunTag(k, redact(str(v))[:5000]) for k, v in (tags or {}).items()]
     for i in range(0, max(len(m), len(p), len(t), 1), 100):  # MLflow takes 100 params per batch
         client.log_batch(run_id, metrics=m[i:i + 100], params=p[i:i + 100], tags=t[i:i + 100])
 

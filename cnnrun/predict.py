@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnrun import CnnrunError, record
+from cnnrun.record import writable_folder  # noqa: F401 - explain and export take it from here
 from cnnrun.console import console, error
 from cnnrun.folder import EXTENSIONS, decode
 
@@ -48,17 +49,45 @@ def finished_model(run_dir: Path, allow_unfinished: bool = False) -> tuple[Path,
     return model_file, metrics
 
 
-def predict_files(run_dir: Path, files: list[Path], top: int = 1, allow_unfinished: bool = False):
-    """(rows, unreadable): rows are (file, [(class, probability)] * top) for each readable image."""
+def load_model(model_file: Path, compile: bool = True):
+    """A run's model.keras, in Keras' safe mode only: a file that would run code on loading (a Lambda layer,
+    a TFSMLayer, a crafted config) is refused in one line. cnnrun never loads with safe_mode=False."""
     import keras
 
     import cnnrun.backend  # noqa: F401 - registers cnnrun's layers: models saved before model.keras was portable
     import cnnrun.vgg  # noqa: F401 - and VGGPreprocess, for the same older models
 
+    try:
+        return keras.models.load_model(model_file, compile=compile, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - zip, JSON, h5 and Keras' deserialisation each fail their own way
+        text = " ".join(str(e).split())
+        if "safe_mode" in text or "lambda" in text.lower() or "unsafe" in text.lower():
+            why = "it would run code when loaded (a Lambda layer or a crafted config), which cnnrun refuses"
+        else:
+            why = f"it is not a Keras model cnnrun can read ({text[:160] or type(e).__name__})"
+        raise CnnrunError(f"{model_file} cannot be loaded: {why}; use the model.keras of a run cnnrun made, "
+                          "or retrain the run") from None
+
+
+def class_names(metrics: dict, model) -> list[str]:
+    """The run's class names, checked against the model's outputs (a record edited by hand, or another run's)."""
+    units = int(model.output_shape[-1])
+    names = metrics.get("class_names")
+    if names is None:
+        return [str(i) for i in range(units)]
+    if not isinstance(names, list) or len(names) != units or len(set(map(str, names))) != len(names):
+        shown = names if not isinstance(names, list) else f"{len(names)} names"
+        raise CnnrunError(f"metrics.json's class_names ({str(shown)[:80]}) do not match the model's {units} distinct "
+                          "outputs; the record does not belong to this model.keras: use the run directory as cnnrun wrote it")
+    return [str(n) for n in names]
+
+
+def predict_files(run_dir: Path, files: list[Path], top: int = 1, allow_unfinished: bool = False):
+    """(rows, unreadable): rows are (file, [(class, probability)] * top) for each readable image."""
     model_file, metrics = finished_model(run_dir, allow_unfinished)
-    model = keras.models.load_model(model_file)
+    model = load_model(model_file)
     height, width, channels = model.input_shape[1:]
-    names = metrics.get("class_names") or [str(i) for i in range(model.output_shape[-1])]
+    names = class_names(metrics, model)
     images, readable, unreadable = [], [], []
     for f in files:
         try:
@@ -84,6 +113,8 @@ def predict_main(args: list[str]) -> None:
     ap.add_argument("--allow-unfinished", action="store_true",
                     help="use the model of a run that did not end ok (nan, failed, interrupted)")
     ns = ap.parse_args(args)
+    if ns.top < 1:
+        ap.error(f"--top {ns.top} must be 1 or more (the K most likely classes), e.g. --top 3")
     missing = [str(p) for p in ns.inputs if not p.exists()]
     if missing:
         ap.error(f"no such file or folder: {', '.join(missing)}")
@@ -92,7 +123,7 @@ def predict_main(args: list[str]) -> None:
         ap.error(f"no images ({', '.join(sorted(EXTENSIONS))}) in {', '.join(map(str, ns.inputs))}")
     try:
         check_writable(ns.out)  # before any work; predict_files refuses an unfinished run before decoding
-        rows, unreadable = predict_files(ns.run_dir, files, max(1, ns.top), ns.allow_unfinished)
+        rows, unreadable = predict_files(ns.run_dir, files, ns.top, ns.allow_unfinished)
     except CnnrunError as e:
         error(str(e))
         raise SystemExit(2) from None
@@ -102,10 +133,10 @@ def predict_main(args: list[str]) -> None:
 
     table = Table(title=f"predictions · {ns.run_dir}")
     table.add_column("file", overflow="fold")
-    for k in range(max(1, ns.top)):
+    for k in range(ns.top):
         table.add_column("class" if k == 0 else f"#{k + 1}")
         table.add_column("confidence", justify="right")
-    header = ["file"] + [c for k in range(max(1, ns.top)) for c in (f"class_{k + 1}", f"confidence_{k + 1}")]
+    header = ["file"] + [c for k in range(ns.top) for c in (f"class_{k + 1}", f"confidence_{k + 1}")]
     csv_rows = []
     for f, top in rows:
         table.add_row(str(f), *[c for name, p in top for c in (name, f"{100 * p:.1f} %")])

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from datetime import datetime, timezone
@@ -40,6 +41,72 @@ METRICS = "metrics.json"
 LOCK = ".lock"
 CHECKPOINT = "checkpoint.npz"
 HYDRA_FILES = (".hydra", "train.log")  # written by Hydra itself before a sweep job's task function starts
+# Everything cnnrun (and Hydra for it) writes into a run directory. A directory holding anything else is not
+# cnnrun's: it is never set aside or written into (`hydra.run.dir=.` in a project, `~`, `/`).
+RUN_FILES = {METRICS, LOCK, CHECKPOINT, *HYDRA_FILES, "history.csv", "curves.png", "classification_report.txt",
+             "classification_report.json", "confusion_matrix.csv", "confusion_matrix.png",
+             "confusion_matrix_normalized.png", "misclassified", "misclassified.csv", "predictions.png",
+             "augment_preview.png", "summary.txt", "model.keras", "export", "tensorboard", "explain", "profile",
+             "profile.txt", "profile.json", "reproduce.log", "reproduce.json", "predictions.csv"}
+SWEEP_FILES = {LOCK, "multirun.yaml", "summary.csv", "summary.md", "mlflow.json", ".mlflow.lock", ".gpus",
+               ".refused"}
+
+
+def _own_entry(name: str, sweep: bool) -> bool:
+    if name in (SWEEP_FILES if sweep else RUN_FILES) or name.startswith((".cnnrun-", ".partial-")):
+        return True
+    if re.fullmatch(r"\..+\.tmp(\.\w+)?", name):  # an atomic write cut short
+        return True
+    return sweep and re.fullmatch(r"\d+(\.earlier-\d+)?", name) is not None  # the jobs' directories
+
+
+def foreign_entries(path: Path, sweep: bool = False) -> list[str]:
+    """Names in `path` that no cnnrun run (or sweep) writes: [] for a missing, empty or cnnrun directory."""
+    path = Path(path)
+    try:
+        return sorted(p.name for p in path.iterdir() if not _own_entry(p.name, sweep)) if path.is_dir() else []
+    except OSError:
+        return []
+
+
+def writable_folder(path: Path, what: str, fix: str = "give a writable folder") -> None:
+    """Makes `path` (a folder) or refuses in one line: an existing file, a read-only place, a full disk."""
+    path = Path(str(path))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".cnnrun-write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        why = "it is a file" if path.is_file() or isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
+        raise CnnrunError(f"cannot write into {what} {path}: {why or e}; {fix}") from None
+
+
+def refuse_inside_data(path: Path, cfg: DictConfig) -> None:
+    """Refuses an output directory inside the image folder a run reads: it would be read as a class of images."""
+    dataset = cfg.get("dataset") or {}
+    if dataset.get("name") != "folder" or OmegaConf.is_missing(dataset, "path") or not dataset.get("path"):
+        return
+    root = Path(str(dataset.path)).expanduser().resolve()
+    where = Path(path).resolve()
+    if where == root or root in where.parents:
+        raise RunRefused(f"the output directory {where} lies inside dataset.path={dataset.path}, where it would be "
+                         "read as a class of images; write runs elsewhere, e.g. hydra.run.dir=../outputs/run1 "
+                         "(hydra.sweep.dir for -m), or move the images into a folder of their own")
+
+
+def refuse_foreign(path: Path, sweep: bool = False) -> None:
+    """Refuses (RunRefused) a directory that holds files no cnnrun run wrote: cnnrun moves only its own."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunRefused(f"output directory {path} is a file; choose a directory with "
+                         f"{'hydra.sweep.dir' if sweep else 'hydra.run.dir'}=DIR")
+    foreign = foreign_entries(path, sweep)
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+        key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+        raise RunRefused(f"{path.resolve()} holds files that are not a cnnrun {'sweep' if sweep else 'run'}'s ({shown}); "
+                         f"cnnrun writes only into a new, empty or cnnrun directory: choose another with {key}=DIR")
 
 # What changes the numbers a run produces: its identity. Everything else (display, feed, paths, caches,
 # how long it goes on) may change between a run and its continuation.
@@ -54,6 +121,10 @@ IDENTITY = {
                 # keys added after runs were recorded: left out while off, so those runs keep their identity
                 "omit_when": {"ema": None, "patience": None, "monitor": "val_accuracy", "restore_best": False}},
 }
+
+
+class RunFailed(CnnrunError):
+    """A run that failed after its work began (exit code 1, not 2): recorded as failed in metrics.json."""
 
 
 class RunRefused(CnnrunError):
@@ -84,6 +155,22 @@ def fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def data_digest(cfg: DictConfig) -> str | None:
+    """The digest of the data `cfg` reads (data.digest): part of a run's identity, beside the config's."""
+    from cnnrun.data import digest
+
+    try:
+        return digest(cfg.dataset)
+    except Exception:  # noqa: BLE001 - an unfinished config (no path yet): the data's own check says what is wrong
+        return None
+
+
+def same_data(earlier: dict, cfg: DictConfig) -> bool:
+    """Whether an earlier run read the data `cfg` reads (runs recorded before digests existed: assumed so)."""
+    before, now = earlier.get("data_digest"), data_digest(cfg)
+    return before is None or now is None or before == now
+
+
 def read(run_dir: Path) -> dict | None:
     """metrics.json of `run_dir`: None when there is none; `status: unreadable` when it cannot be parsed."""
     path = Path(run_dir) / METRICS
@@ -99,7 +186,9 @@ def read(run_dir: Path) -> dict | None:
 def write(run_dir: Path, metrics: dict) -> None:
     from cnnrun import artifacts  # matplotlib: only once a run actually writes
 
-    artifacts.write_json(Path(run_dir) / METRICS, metrics)
+    from cnnrun.redact import redact_data
+
+    artifacts.write_json(Path(run_dir) / METRICS, redact_data(metrics))  # no secret ever reaches the record
 
 
 # --- the lock -------------------------------------------------------------------------------------------
@@ -127,10 +216,29 @@ def claim(run_dir: Path) -> None:
     f.seek(0)
     f.truncate()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    f.write(f"process {os.getpid()} on {socket.gethostname()} since {started} "
-            f"({' '.join(['cnnrun', *sys.argv[1:]])[:200]})\n")
+    from cnnrun.redact import redact
+
+    f.write(redact(f"process {os.getpid()} on {socket.gethostname()} since {started} "
+                   f"({' '.join(['cnnrun', *sys.argv[1:]])[:200]})") + "\n")
     f.flush()
     _held[key] = [f, 1]
+
+
+def live(run_dir: Path) -> bool:
+    """Whether another process holds `run_dir`'s lock now (a run still running there). Creates nothing."""
+    path = Path(run_dir) / LOCK
+    if holds(run_dir) or not path.is_file():
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
 
 
 def release(run_dir: Path) -> None:
@@ -188,6 +296,9 @@ def _differences(run_dir: Path, cfg: DictConfig, limit: int = 3) -> str:
 
     a, b = dict(flat(old)), dict(flat(new))
     diffs = [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    earlier = read(run_dir) or {}
+    if not same_data(earlier, cfg):
+        diffs.insert(0, f"its data: {earlier.get('data_digest')} -> {data_digest(cfg)}")
     return " (differs in " + ", ".join(diffs[:limit]) + (" ..." if len(diffs) > limit else "") + ")" if diffs else ""
 
 
@@ -198,6 +309,7 @@ def decide(run_dir: Path, cfg: DictConfig, keep_hydra: bool = False) -> str:
     resume, epochs = cfg.trainer.resume, int(cfg.trainer.epochs)
     earlier = read(run_dir)
     checkpoint = run_dir / CHECKPOINT
+    refuse_foreign(run_dir)  # nothing but a cnnrun run's files is ever set aside or written over
     if earlier is None and not checkpoint.exists():
         if resume is True:
             raise RunRefused(f"trainer.resume=true but {run_dir} holds no run to continue; drop trainer.resume "
@@ -207,7 +319,7 @@ def decide(run_dir: Path, cfg: DictConfig, keep_hydra: bool = False) -> str:
                         set_aside(run_dir, keep_hydra))
         return "start"
     earlier = earlier or {}
-    same = earlier.get("config_hash") == fingerprint(cfg)
+    same = earlier.get("config_hash") == fingerprint(cfg) and same_data(earlier, cfg)
     finished = earlier.get("status") == "ok"
     if resume is False:
         aside = set_aside(run_dir, keep_hydra)
@@ -265,6 +377,7 @@ class Run:
         self.loggers = loggers
         self.fingerprint = fingerprint(cfg)
         self.action = ""
+        self.working = False
         self.metrics: dict = {}
         self.earlier: dict | None = None
 
@@ -279,6 +392,7 @@ class Run:
         return self
 
     def __exit__(self, kind, error, tb) -> bool:
+        working = self.metrics.get("status") == "running" and self.working
         try:
             if error is not None and self.metrics.get("status") == "running":
                 interrupted = isinstance(error, KeyboardInterrupt)
@@ -288,7 +402,13 @@ class Run:
                 self.end("interrupted" if interrupted else "failed", error=text.splitlines()[0] if text else kind.__name__)
         finally:
             release(self.dir)
+        if isinstance(error, CnnrunError) and not isinstance(error, (RunFailed, RunRefused)) and working:
+            raise RunFailed(str(error)) from None  # it failed mid-run: exit 1, not "refused before any work"
         return False
+
+    def begin_work(self) -> None:
+        """Training starts: from here on, an error is a failed run (exit 1), no longer a refusal (exit 2)."""
+        self.working = True
 
     def start(self, **fields) -> None:
         t = self.cfg.trainer
@@ -296,7 +416,7 @@ class Run:
             "status": "running", **fields, "seed": t.seed,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "reference_accuracy": (self.cfg.get("reference") or {}).get("accuracy"),
-            "config_hash": self.fingerprint, "epochs_planned": int(t.epochs),
+            "config_hash": self.fingerprint, "data_digest": data_digest(self.cfg), "epochs_planned": int(t.epochs),
         }
         write(self.dir, self.metrics)
         if self.loggers is not None:

@@ -24,6 +24,7 @@ import os
 import platform
 import shlex
 import statistics
+import signal
 import subprocess
 import sys
 import time
@@ -105,9 +106,22 @@ def run_one(name: str, seed: int, run_dir: Path) -> dict | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"reproduce: {shlex.join(cmd)}", flush=True)
     start = time.perf_counter()
+    from cnnrun import record, signals
+
+    if record.live(run_dir):
+        print(f"reproduce: {name} seed {seed}: still running in another process ({run_dir}); not started again",
+              flush=True)
+        return {"status": "running elsewhere"}
     with open(run_dir / "reproduce.log", "w") as log:
-        rc = subprocess.run([sys.executable, "-m", "cnnrun", *cmd[1:]], stdout=log, stderr=subprocess.STDOUT,
-                            check=False).returncode
+        child = subprocess.Popen([sys.executable, "-m", "cnnrun", *cmd[1:]], stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)  # signals reach it through this process, exactly once
+        try:
+            rc = child.wait()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: passed on to the child, which saves its checkpoint; we wait
+            if child.poll() is None:
+                child.send_signal(signals.received() or signal.SIGINT)
+            child.wait()
+            raise
     m = read(run_dir)
     if m is not None:
         m["wall_seconds"] = round(time.perf_counter() - start, 1)
@@ -202,6 +216,22 @@ def main(argv: list[str] | None = None) -> None:
     write_report(args.report, every, seeds, refs, args.out, invocation.strip())
     if args.report_only:
         return
+    from cnnrun import signals
+
+    signals.install()  # SIGTERM, like Ctrl-C, reaches the training child and ends this process after it
+    not_ok = []
+    try:
+        _run_all(args, names, every, seeds, refs, invocation, not_ok)
+    except KeyboardInterrupt:
+        print(f"reproduce: interrupted; run the same command again to continue ({args.out})", flush=True)
+        raise SystemExit(signals.exit_code()) from None
+    print(f"reproduce: report in {args.report}")
+    if not_ok:
+        print(f"reproduce: {len(not_ok)} run(s) did not end ok: {', '.join(not_ok)}", flush=True)
+        raise SystemExit(1)
+
+
+def _run_all(args, names, every, seeds, refs, invocation, not_ok: list) -> None:
     for k in range(args.seeds):
         for name in names:
             seed = seeds[name][k]
@@ -217,9 +247,10 @@ def main(argv: list[str] | None = None) -> None:
                 run_dir.rename(stale)
             if k > 0 and not any((read(args.out / name / f"seed{s}") or {}).get("status") == "ok" for s in seeds[name][:k]):
                 continue  # its first seed could not run (e.g. data missing here): more seeds would fail alike
-            run_one(name, seed, run_dir)
+            m = run_one(name, seed, run_dir)
+            if (m or {}).get("status") != "ok":
+                not_ok.append(f"{name} seed {seed} ({(m or {}).get('status', 'no record')})")
             write_report(args.report, every, seeds, refs, args.out, invocation.strip())
-    print(f"reproduce: report in {args.report}")
 
 
 if __name__ == "__main__":

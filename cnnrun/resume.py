@@ -105,9 +105,14 @@ class StopOnSignal:
         self.say(f"{signal.Signals(signum).name}: stopping after this batch and saving a checkpoint (again to abort)")
 
     def __enter__(self):
+        from cnnrun import signals
+
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
+        if signals.received() is not None:  # it came before training and was swallowed on its way: stop at once
+            self.signum = signals.received()
+            self.model.stop_training = True
         return self
 
     def __exit__(self, *exc):

@@ -454,6 +454,10 @@ RULES = [
      "logger.mlflow.experiment=fashion"),
     ("dataset.limit", lambda v: v is None or (_int(v) and v >= 1), "null (all) or a whole number >= 1",
      "dataset.limit=1000"),
+    ("dataset.class_names", lambda v: v is None or (isinstance(v, list) and all(isinstance(n, str) and n.strip()
+                                                                             for n in v) and len(set(v)) == len(v)),
+     "null (the data's own) or a list of distinct, non-empty names, one per class",
+     "dataset.class_names=[cat,dog]"),
     ("dataset.image_size", _size, "a side of at least 8 pixels or [height, width]", "dataset.image_size=128"),
     ("dataset.test_split", lambda v: _num(v) and 0 < v < 1, "in (0, 1)", "dataset.test_split=0.2"),
     ("dataset.split_seed", lambda v: _int(v) and v >= 0, "a whole number >= 0", "dataset.split_seed=0"),
@@ -583,10 +587,37 @@ def _example(key: str) -> str | None:
     return None
 
 
+def _non_finite(node, prefix: str = ""):
+    """(key, value) of the first NaN or infinity among the leaves of `node`, else None."""
+    import math
+
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        key = f"{prefix}.{k}" if prefix and isinstance(k, str) else f"{prefix}[{k}]" if prefix else str(k)
+        if isinstance(v, float) and not math.isfinite(v):
+            return key, v
+        if isinstance(v, (dict, list)):
+            found = _non_finite(v, key)
+            if found:
+                return found
+    return None
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """Types, unknown keys, ranges and rules between keys: raises CnnrunError (one line) on the first
     problem; returns the config typed and complete (what a run then reads)."""
+    try:
+        return _validate(cfg)
+    except OmegaConfBaseException as e:  # an interpolation that cannot resolve (${oc.env:UNSET}), and the like
+        raise one_line(e) from None
+
+
+def _validate(cfg: DictConfig) -> DictConfig:
     cfg = check_types(cfg)
+    found = _non_finite({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"})
+    if found:  # no setting takes NaN or an infinity: it would surface later as a NaN blamed on something else
+        key, value = found
+        raise CnnrunError(f"{key}={value} must be a finite number" + (f", e.g. {_example(key)}" if _example(key) else ""))
     for key, ok, expected, example in RULES:
         group, _, rest = key.partition(".")
         node = OmegaConf.select(cfg, key, default="<absent>")
@@ -638,6 +669,18 @@ def composition_error(e: Exception) -> CnnrunError:
     return CnnrunError(first)
 
 
+def _ends(override) -> list:
+    """The values of a sweep override worth checking: each choice, or both ends of an interval or range."""
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+
+    value = override.value()
+    if isinstance(value, IntervalSweep):
+        return [value.start, value.end]
+    if isinstance(value, (ChoiceSweep, RangeSweep)):
+        return [v for v in override.sweep_string_iterator()]
+    return []
+
+
 def check_jobs(overrides: list[str], multirun: bool = False) -> int:
     """Composes the config of every job that `cnnrun train [-m] OVERRIDES` would run and validates each,
     before any runs; returns the number of jobs. The first bad one raises CnnrunError, naming the job's
@@ -657,21 +700,47 @@ def check_jobs(overrides: list[str], multirun: bool = False) -> int:
             parsed = parser.parse_overrides(list(overrides))
         except (HydraException, OmegaConfBaseException) as e:
             raise composition_error(e) from None
-        sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+        sweeps = [o for o in parsed if o.is_sweep_override()]
+        plain = [o.input_line for o in parsed if not o.is_sweep_override()]
+        try:
+            base = compose("config", overrides=plain, return_hydra_config=True)
+        except (HydraException, OmegaConfBaseException) as e:
+            raise composition_error(e) from None
+        sweeper = str(OmegaConf.select(base, "hydra.sweeper._target_", default="") or "")
+        searching = bool(sweeper) and not sweeper.endswith("BasicSweeper")  # Optuna & co: they optimise what jobs return
+        multirun = multirun or str(OmegaConf.select(base, "hydra.mode", default="")) == "RunMode.MULTIRUN"
         if sweeps and not multirun:
-            raise CnnrunError(f"{sweeps[0]} gives several values: add -m to run one job per value "
+            raise CnnrunError(f"{sweeps[0].input_line} gives several values: add -m to run one job per value "
                               f"(cnnrun train -m {' '.join(overrides)})")
-        jobs = BasicSweeper.split_arguments(parsed, None)[0] if sweeps else [list(overrides)]
+        if searching:  # a search space (interval, tag ...) is the sweeper's to draw from: each end of it is checked
+            jobs = [plain] + [[*plain, f"{o.get_key_element()}={v}"] for o in sweeps for v in _ends(o)]
+        elif sweeps:
+            try:
+                jobs = BasicSweeper.split_arguments(parsed, None)[0]
+            except HydraException:  # interval(...): a space to search, not values to list
+                raise CnnrunError(f"{sweeps[0].input_line} is a search space; a plain sweep (-m) takes values "
+                                  "(a,b or range(...) or choice(...)), a search draws from it: add "
+                                  "hparams_search=optuna_fashion or hydra/sweeper=optuna") from None
+            if not jobs:
+                raise CnnrunError(f"{' '.join(o.input_line for o in sweeps)} gives no value to run; list at least "
+                                  "one, e.g. model=cnn3,cnn4")
+        else:
+            jobs = [list(overrides)]
         for i, job in enumerate(jobs):
             try:
                 try:
                     cfg = compose("config", overrides=job)
                 except (HydraException, OmegaConfBaseException) as e:
                     raise composition_error(e) from None
-                validate(cfg)
+                cfg = validate(cfg)
+                if searching and not cfg.trainer.val_split:
+                    raise CnnrunError(f"{sweeper.rpartition('.')[2]} optimises what each job returns, its validation "
+                                      "accuracy, but trainer.val_split=0 holds no validation set out (tuning on the "
+                                      "test set would overrate the result); set trainer.val_split=0.1")
             except CnnrunError as e:
                 if not multirun:
                     raise
                 shown = " ".join(o for o in job if not o.lstrip("+~").startswith("hydra")) or "defaults"
-                raise CnnrunError(f"job {i} of {len(jobs)} ({shown}): {e}; nothing was run") from None
+                which = f"job {i} of {len(jobs)}" if not searching else "the search"
+                raise CnnrunError(f"{which} ({shown}): {e}; nothing was run") from None
     return len(jobs)

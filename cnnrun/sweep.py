@@ -13,8 +13,10 @@ from rich.table import Table
 
 from cnnrun import CnnrunError, artifacts, record
 from cnnrun.console import console, error
+from cnnrun.redact import redact
 
-METRIC_COLUMNS = ["test_acc", "article", "diff", "best_val", "train_s", "img_per_s", "params", "status", "error"]
+METRIC_COLUMNS = ["test_acc", "article", "diff", "best_val", "train_s", "img_per_s", "params", "data", "status",
+                  "error"]  # data: the digest of what the run read (record.data_digest), its first 8 characters
 
 
 def find_runs(path: Path) -> list[Path]:
@@ -26,15 +28,35 @@ def find_runs(path: Path) -> list[Path]:
     return sorted((p for p in found if ".earlier-" not in str(p.relative_to(path))), key=lambda p: str(p))
 
 
+NUMBERS = ("test_accuracy", "reference_accuracy", "best_val_accuracy", "train_seconds", "images_per_second")
+
+
+def _one_line(text, limit: int = 200) -> str:
+    """An error as a table shows it: its first line, at most `limit` characters."""
+    first = (str(text).strip().splitlines() or [""])[0]
+    return first if len(first) <= limit else first[:limit - 1] + "…"
+
+
 def read_run(run_dir: Path) -> dict:
-    """metrics.json plus the overrides Hydra recorded for the run."""
+    """metrics.json plus the overrides Hydra recorded for the run. A record edited into nonsense (a number that
+    is not one, an override file that is not a list) is shown as what it is, never a crash."""
+    import math
+
     metrics = record.read(run_dir) or {"status": "unreadable", "error": f"{run_dir} has no metrics.json"}
+    for key in NUMBERS:
+        v = metrics.get(key)
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+            metrics[key] = None
+            metrics["status"], metrics["error"] = "unreadable", f"{key}={_one_line(v, 40)!s} in metrics.json is not a number"
     overrides = {}
     file = run_dir / ".hydra" / "overrides.yaml"
-    if file.is_file():
-        for item in yaml.safe_load(file.read_text()) or []:
-            key, _, value = str(item).partition("=")
-            overrides[key.lstrip("+~")] = value
+    try:
+        items = yaml.safe_load(file.read_text(encoding="utf-8")) if file.is_file() else []
+    except (OSError, ValueError, yaml.YAMLError):
+        items = []
+    for item in items if isinstance(items, list) else []:
+        key, _, value = str(item).partition("=")
+        overrides[key.lstrip("+~")] = value
     return {"run": run_dir, "overrides": overrides, "metrics": metrics}
 
 
@@ -62,9 +84,10 @@ def table_rows(runs: list[dict], base: Path | None = None) -> tuple[list[str], l
                 _pct(m.get("best_val_accuracy")),
                 f"{m['train_seconds']:.1f}" if m.get("train_seconds") is not None else "",
                 f"{m['images_per_second']:.0f}" if m.get("images_per_second") else "",
-                str(m.get("params", "")),
-                str(m.get("status", "")),
-                str(m.get("error", "") or ""),
+                _one_line(m.get("params", ""), 20),
+                str(m.get("data_digest") or "")[:8],
+                _one_line(m.get("status", ""), 20),
+                _one_line(m.get("error", "") or ""),
             ]
         )
     return ["run"] + varying + METRIC_COLUMNS, rows
@@ -102,16 +125,22 @@ def print_table(title, header, rows) -> None:
     table = Table(title=title)
     for h in header:
         table.add_column(h, justify="right" if h in METRIC_COLUMNS[:7] or h == "seeds" else "left",
-                         overflow="fold", max_width=48 if h == "error" else None)
+                         overflow="ellipsis" if h == "error" else "fold", no_wrap=h == "error",
+                         max_width=48 if h == "error" else None)  # an error's whole line is in the CSV
     for row in rows:
         style = None if row[header.index("status")] == "ok" else "red"
-        table.add_row(*(escape(c) for c in row), style=style)  # logger=[a,b] is text, not rich markup
+        table.add_row(*(escape(redact(c)) for c in row), style=style)  # logger=[a,b] is text, not rich markup
     console.print(table)
 
 
-def summarize(paths: list[Path], out: Path, stem: str, title: str) -> tuple[list[list[str]], list[list[str]]]:
-    """Writes {stem}.csv and {stem}.md into `out` and prints the table(s); returns the rows of both."""
+def summarize(paths: list[Path], out: Path, stem: str, title: str,
+              refused: dict[str, str] | None = None) -> tuple[list[list[str]], list[list[str]]]:
+    """Writes {stem}.csv and {stem}.md into `out` and prints the table(s); returns the rows of both.
+    `refused` ({job directory name: reason}) shows those jobs as refused, not with the record they found."""
     runs = [read_run(run) for p in paths for run in find_runs(p)]
+    for r in runs:
+        if refused and r["run"].name in refused:
+            r["metrics"] = {"status": "refused", "error": refused[r["run"].name]}
     if not runs:
         console.print(f"no runs (metrics.json) found under {', '.join(map(str, paths))}")
         return [], []
@@ -136,6 +165,38 @@ def summarize(paths: list[Path], out: Path, stem: str, title: str) -> tuple[list
     return rows, s_rows
 
 
+REFUSED = ".refused"  # in a sweep directory while it runs: the jobs refused their directory, a line each
+
+
+def note_refused(sweep_dir: Path, job: str, reason: str) -> None:
+    """Records that job `job` (its directory's name) was refused, for the sweep's summary and exit code."""
+    import fcntl
+    import json
+
+    with open(Path(sweep_dir) / REFUSED, "a", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # parallel jobs append whole lines
+        f.write(json.dumps({"job": job, "reason": reason}) + "\n")
+
+
+def take_refused(sweep_dir: Path) -> dict[str, str]:
+    """The refused jobs noted during this sweep ({job directory name: reason}); the note is removed."""
+    import json
+
+    path = Path(sweep_dir) / REFUSED
+    out = {}
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                item = json.loads(line)
+                out[str(item["job"])] = str(item["reason"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        path.unlink()
+    except OSError:
+        pass
+    return out
+
+
 class SweepSummary(Callback):
     """Hydra callback: after every multirun, summary.csv / summary.md in the sweep directory and a table.
 
@@ -146,8 +207,12 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if sweep_dir.is_dir():
-            rows, seed_rows = summarize([sweep_dir], sweep_dir, "summary", f"sweep {sweep_dir}")
+            refused = take_refused(sweep_dir)  # their directories hold another run's record: not this sweep's result
+            rows, seed_rows = summarize([sweep_dir], sweep_dir, "summary", f"sweep {sweep_dir}", refused)
             SweepSummary.not_ok = sum(1 for row in rows if row[-2] != "ok")
+            if refused:
+                error(f"{len(refused)} job(s) of this sweep were refused (their directories hold other runs); "
+                      "nothing of theirs ran: see the summary")
             from cnnrun import loggers  # the MLflow parent run, when the jobs logged there
 
             loggers.end_sweep(sweep_dir, len(rows), len(rows) - SweepSummary.not_ok, seed_rows,

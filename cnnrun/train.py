@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from cnnrun import artifacts, backend, debug, loggers, loop, record, resume, schema
+from cnnrun import artifacts, backend, debug, loggers, loop, record, resume, schema, signals
 from cnnrun.augment import build_augment, build_mix, preview
 from cnnrun.data import Dataset, load_dataset
 from cnnrun.models import build_model
@@ -50,6 +50,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Runs one experiment described by `cfg`, writing every artifact into `run_dir`. Returns metrics."""
     cfg = schema.validate(cfg)  # types, ranges, rules between keys, refused before anything is touched; defaults filled
     t, run_dir = cfg.trainer, Path(run_dir)
+    record.refuse_inside_data(run_dir, cfg)  # a run directory inside the image folder would become a class
     trackers = loggers.build(cfg.logger, run_dir)  # csv, tensorboard, mlflow: mirrors of the run's own record
     with record.Run(run_dir, cfg, loggers=trackers) as run:  # the lock; an earlier run is skipped, continued or set aside
         if run.action == "skip":
@@ -60,6 +61,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
         # Seed everything, then fix the numeric policy: both must precede any layer creation.
         keras.backend.clear_session()  # a sweep's jobs share one process: start each from a clean slate
+        signals.check()  # a Ctrl-C that landed in the backend's gc callback above was swallowed there
         backend.configure(t.threads, t.deterministic)
         keras.utils.set_random_seed(t.seed)
         keras.config.set_dtype_policy(str(t.precision))
@@ -97,6 +99,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             if checkpoint is not None:
                 run.update(resumed_from_epoch=checkpoint["meta"]["epoch"])
                 log.info("resuming %s after epoch %d of %d", run_dir, checkpoint["meta"]["epoch"], t.epochs)
+            run.begin_work()  # data and model are in place: what fails from here is a failed run, not a refusal
             probe = debug.probe(cfg.debug, run_dir, data, t)  # debug=overfit / profile: watches the fit, then judges
             fitted = loop.fit(trainer, data, t, run_dir, run.fingerprint, augment, images, checkpoint,
                               on_epoch=run.epoch, probe=probe)

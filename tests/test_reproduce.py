@@ -51,7 +51,7 @@ def test_a_stale_run_is_moved_aside_not_overwritten(tmp_path, monkeypatch):
     current = _finished_run(out, "article001_dense", 0, 0.87)
     stale = _finished_run(out, "article001_dense", 1, 0.50, **{"optimizer.lr": 0.5})
     ran = []
-    monkeypatch.setattr(reproduce, "run_one", lambda name, seed, run_dir: ran.append((name, seed)))
+    monkeypatch.setattr(reproduce, "run_one", lambda name, seed, run_dir: ran.append((name, seed)) or {"status": "ok"})
 
     reproduce.main(["--seeds", "2", "--only", "article001_dense", "--out", str(out), "--report", str(report)])
 
