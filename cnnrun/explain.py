@@ -270,7 +270,8 @@ def _has_maps(model: keras.Model) -> bool:
 
 def explain_main(args: list[str]) -> None:
     from cnnrun.console import console, error
-    from cnnrun.predict import class_names, collect, finished_model, load_model, writable_folder
+    from cnnrun.predict import class_names, collect, finished_model, load_model
+    from cnnrun.record import writable_folder
 
     ap = argparse.ArgumentParser(prog="cnnrun explain",
                                  description="Grad-CAM heat-maps and an embedding map of a finished run's model.")

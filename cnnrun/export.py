@@ -72,7 +72,8 @@ def run_export(fmt: str, path: Path, x: np.ndarray) -> np.ndarray:
 
 def export(run_dir: Path, formats: list[str], out: Path, allow_unfinished: bool = False) -> dict:
     """Exports and verifies; returns export.json's content. Refuses before any work what it cannot do."""
-    from cnnrun.predict import finished_model, writable_folder
+    from cnnrun.predict import finished_model
+    from cnnrun.record import writable_folder
 
     model_file, metrics = finished_model(run_dir, allow_unfinished)
     for fmt in formats:

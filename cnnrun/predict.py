@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from cnnrun import CnnrunError, record
-from cnnrun.record import writable_folder  # noqa: F401 - explain and export take it from here
 from cnnrun.console import console, error
 from cnnrun.folder import EXTENSIONS, decode
 
