@@ -9,6 +9,7 @@ succeed, leaving earlier results byte-identical) and is scored:
 
     python bench/hostile.py                       # this checkout
     python bench/hostile.py --checkout /tmp/old   # another checkout (e.g. a git worktree of an old commit)
+    python bench/hostile.py --only edges          # issue 20's edges alone
 
 Writes a table (markdown) to stdout; `--out FILE` also saves it. Takes a few minutes on 2 cores.
 """
@@ -164,14 +165,180 @@ def cases(checkout: Path, work: Path):
         ("loads" if "loaded" in p.stdout else p.stderr.strip().splitlines()[-1][:110])
 
 
+def edge_cases(checkout: Path, work: Path):
+    """The edges of issue 20: received run directories, secrets, other people's folders, edited records,
+    signals and nonsense at every command. Each ends in (name, verdict, detail)."""
+    from PIL import Image
+
+    def refuse(name, *args, **kw):
+        return (name, *verdict_refuse(run(checkout, *args, cwd=work, **kw)))
+
+    def photos(root: Path, names=("a", "b")) -> Path:
+        rng = np.random.default_rng(0)
+        for k, name in enumerate(names):
+            (root / name).mkdir(parents=True, exist_ok=True)
+            for i in range(8):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+        return root
+
+    base = work / "e-finished"
+    run(checkout, "train", *TINY, f"hydra.run.dir={base}", cwd=work)
+
+    def copy(name: str) -> Path:
+        target = work / name
+        subprocess.run(["cp", "-r", str(base), str(target)], check=True)
+        (target / ".lock").unlink(missing_ok=True)
+        return target
+
+    # --- security
+    received, pwned = copy("e-received"), work / "pwned"
+    (work / "payload").write_text("print('pwned')\n")
+    o = received / ".hydra" / "overrides.yaml"
+    o.write_text(o.read_text() + f"- +hydra.callbacks.pwn._target_=shutil.copyfile\n- +hydra.callbacks.pwn.src="
+                 f"{work / 'payload'}\n- +hydra.callbacks.pwn.dst={pwned}\n")
+    p = run(checkout, "resume", received, cwd=work)
+    yield "resume runs a received directory's callback", ("bad" if pwned.exists() else "good"), \
+        f"exit {p.returncode}, {'the payload was copied' if pwned.exists() else 'nothing ran'}"
+
+    for name, extra, env in [("password in logger.mlflow.tracking_uri",
+                              ["logger=mlflow", "logger.mlflow.tracking_uri=http://bob:Pw8obSECRET@127.0.0.1:9",
+                               "logger.mlflow.timeout=1"], {}),
+                             ("password in $MLFLOW_TRACKING_URI", ["logger=mlflow", "logger.mlflow.timeout=1"],
+                              {"MLFLOW_TRACKING_URI": "http://alice:Pw8obSECRET@127.0.0.1:9"})]:
+        d = work / ("e-secret-" + str(len(name)))
+        p = run(checkout, "train", *TINY, *extra, f"hydra.run.dir={d}", cwd=work, env=env)
+        leaks = [str(f.relative_to(d)) for f in d.rglob("*") if f.is_file() and b"Pw8obSECRET" in f.read_bytes()]
+        leaks += ["console"] if "Pw8obSECRET" in p.stdout + p.stderr else []
+        yield name, ("bad" if leaks or p.returncode != 0 else "good"), \
+            (f"written in {', '.join(leaks[:4])}" if leaks else f"exit {p.returncode}, written nowhere")
+
+    import keras
+
+    crafted = copy("e-crafted")
+    x = keras.Input((28, 28, 1))
+    keras.Model(x, keras.layers.Lambda(lambda t: t * 2)(x)).save(crafted / "model.keras")
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(work / "e.png")
+    yield refuse("crafted model.keras: predict", "predict", crafted, work / "e.png", "--out", work / "e.csv")
+    yield refuse("crafted model.keras: explain", "explain", crafted, "--max", "0", "--embedding", "none")
+    yield refuse("crafted model.keras: export", "export", crafted, "--format", "savedmodel")
+
+    # --- data lost, mixed or misreported
+    project = work / "myproj"
+    (project / ".git").mkdir(parents=True)
+    (project / "src").mkdir()
+    p = run(checkout, "train", *TINY, "hydra.run.dir=.", cwd=project)
+    v, d = verdict_refuse(p)
+    if sorted(x.name for x in project.iterdir()) != [".git", "src"]:
+        v, d = "bad", f"exit {p.returncode}: the project folder was changed"
+    yield "hydra.run.dir=. in a project", v, d
+    had_lock = Path("/.lock").exists()
+    p = run(checkout, "train", *TINY, "hydra.run.dir=/", cwd=work)
+    v, d = verdict_refuse(p)
+    if not had_lock and Path("/.lock").exists():
+        v, d = "bad", f"exit {p.returncode}: /.lock left behind"
+    yield "hydra.run.dir=/", v, d
+
+    sweep = work / "e-sweep"
+    run(checkout, "train", "-m", *TINY, "trainer.seed=0,1", f"hydra.sweep.dir={sweep}", cwd=work)
+    before = snapshot(sweep)
+    p = run(checkout, "train", "-m", *TINY, "trainer.seed=0,1", "optimizer.lr=0.1", f"hydra.sweep.dir={sweep}", cwd=work)
+    v, d = verdict_refuse(p)
+    if {k: h for k, h in snapshot(sweep).items() if "train.log" not in k} != \
+            {k: h for k, h in before.items() if "train.log" not in k}:
+        v, d = "bad", f"exit {p.returncode}: the earlier sweep's files were rewritten"
+    yield "a sweep of other overrides into a finished sweep", v, d
+
+    data = photos(work / "e-photos")
+    args = [*TINY[1:], "dataset=folder", f"dataset.path={data}", "dataset.image_size=16", "trainer.batch_size=4"]
+    run(checkout, "train", *args, f"hydra.run.dir={work / 'e-data-run'}", cwd=work)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(data / "a" / "new.png")
+    yield refuse("same config on other data into a finished run", "train", *args, f"hydra.run.dir={work / 'e-data-run'}")
+    p = run(checkout, "train", *TINY[1:], "dataset=folder", "dataset.path=.", "dataset.image_size=16",
+            "hydra.run.dir=outputs/x", cwd=data)
+    v, d = verdict_refuse(p)
+    yield "a run directory inside the dataset folder", v, d
+    yield refuse("duplicate dataset.class_names", "train", *TINY, "dataset.class_names=[a,a,b,c,d,e,f,g,h,i]")
+    mismatch = copy("e-names")
+    m = json.loads((mismatch / "metrics.json").read_text())
+    (mismatch / "metrics.json").write_text(json.dumps({**m, "class_names": ["x", "y"]}))
+    yield refuse("class_names that do not match the model", "predict", mismatch, work / "e.png", "--out", work / "e.csv")
+    yield refuse("hydra.job.chdir=true", "train", *TINY, "hydra.job.chdir=true")
+
+    speeds = {}
+    for spe in (1, 4):
+        d = work / f"e-profile-{spe}"
+        run(checkout, "train", *TINY, "debug=profile", "debug.trace_steps=0", "debug.profile_warmup=2",
+            "debug.profile_steps=4", "trainer.batch_size=16", "trainer.epochs=2", f"trainer.steps_per_execution={spe}",
+            f"hydra.run.dir={d}", cwd=work)
+        speeds[spe] = (json.loads((d / "metrics.json").read_text()).get("profile") or {}).get("images_per_second")
+    ratio = speeds[4] / speeds[1] if speeds[1] and speeds[4] else 0
+    yield "debug=profile with steps_per_execution=4", ("good" if ratio > 0.6 else "bad"), \
+        f"images/s with 4 steps a call / with 1: {ratio:.2f}"
+    yield refuse("an Optuna search without a validation split", "train", *TINY, "hparams_search=optuna_fashion",
+                 "trainer.val_split=0")
+    p = run(checkout, "train", *TINY, "hparams_search=optuna_fashion", "trainer.val_split=0.2",
+            "hydra.sweeper.n_trials=1", "optimizer.lr=interval(0.0001,0.01)", f"hydra.sweep.dir={work / 'e-optuna'}",
+            cwd=work)
+    yield "Optuna's command-line search space", ("good" if p.returncode == 0 and "Traceback" not in p.stderr else "bad"), \
+        f"exit {p.returncode}"
+
+    # --- signals and processes
+    again = copy("e-resume-false")
+    p = run(checkout, "resume", again, "trainer.resume=false", cwd=work)
+    ok = p.returncode == 0 and (work / "e-resume-false.earlier-1").is_dir()
+    yield "resume DIR trainer.resume=false", ("good" if ok else "bad"), f"exit {p.returncode}"
+
+    # --- tracebacks and nonsense
+    yield refuse("export --out an existing file", "export", base, "--format", "savedmodel", "--out", work / "e.png")
+    yield refuse("explain --out an existing file", "explain", base, "--max", "0", "--embedding", "none",
+                 "--out", work / "e.png")
+    latin = photos(work / "e-latin1")
+    os.rename(latin / "b", os.fsencode(latin) + b"/caf\xe9")
+    yield refuse("a class folder named in Latin-1", "train", *TINY[1:], "dataset=folder", f"dataset.path={latin}",
+                 "dataset.image_size=16", f"hydra.run.dir={work / 'e-latin-run'}")
+    cjk = photos(work / "e-cjk", names=("桜", "コスモス"))
+    p = run(checkout, "train", *TINY[1:], "dataset=folder", f"dataset.path={cjk}", "dataset.image_size=16",
+            f"hydra.run.dir={work / 'e-cjk-run'}", cwd=work, env={"LANG": "C", "LC_ALL": "C"})
+    yield "CJK class names under LANG=C", ("good" if p.returncode == 0 and "Traceback" not in p.stderr else "bad"), \
+        f"exit {p.returncode}"
+    edited = work / "e-edited"
+    for name, m in {"a": {"status": "ok", "test_accuracy": "ninety"}, "b": {"status": "failed", "error": "x" * 2_000_000}}.items():
+        (edited / name).mkdir(parents=True)
+        (edited / name / "metrics.json").write_text(json.dumps(m))
+    p = run(checkout, "compare", edited, "--out", work, cwd=work)
+    lines = len(p.stdout.splitlines())
+    yield "compare on edited records", ("good" if p.returncode == 0 and "Traceback" not in p.stderr and lines < 100
+                                        else "bad"), f"exit {p.returncode}, {lines} lines"
+    for backend in ("torch", "tensorflw"):
+        d = work / f"e-backend-{backend}"
+        name, v, detail = refuse(f"KERAS_BACKEND={backend}", "train", *TINY, f"hydra.run.dir={d}",
+                                 env={"KERAS_BACKEND": backend})
+        yield name, ("bad" if d.exists() else v), detail + (" (a run directory was left)" if d.exists() else "")
+    yield refuse("augment.mixup.alpha=inf", "train", *TINY, "augment=mixup", "augment.mixup.alpha=inf")
+    yield refuse("predict --top -5", "predict", base, work / "e.png", "--top", "-5")
+    nan_run = work / "e-nan"
+    p = run(checkout, "train", *TINY, "optimizer=sgd", "optimizer.lr=1e30", f"hydra.run.dir={nan_run}", cwd=work)
+    try:
+        json.loads((nan_run / "metrics.json").read_text(), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+        strict = True
+    except ValueError:
+        strict = False
+    yield "metrics.json of a NaN run is strict JSON", ("good" if strict and p.returncode == 1 else "bad"), \
+        f"exit {p.returncode}, {'strict' if strict else 'bare NaN'}"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkout", type=Path, default=Path(__file__).resolve().parents[1])
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--only", choices=["all", "inputs", "edges"], default="all")
     ns = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="cnnrun-hostile-") as tmp:
-        for name, verdict, detail in cases(ns.checkout.resolve(), Path(tmp)):
+        import itertools
+
+        parts = {"inputs": [cases], "edges": [edge_cases]}.get(ns.only, [cases, edge_cases])
+        for name, verdict, detail in itertools.chain(*(f(ns.checkout.resolve(), Path(tmp)) for f in parts)):
             rows.append((name, verdict, detail.replace("|", "\\|")))
             print(f"{verdict:8} {name}: {detail}", file=sys.stderr, flush=True)
     counts = {v: sum(r[1] == v for r in rows) for v in ("good", "unclear", "bad")}

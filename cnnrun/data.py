@@ -296,6 +296,17 @@ def check_fits(n_images: int, size: tuple[int, int], channels: int, batch_size: 
                           "trainer.batch_size")
 
 
+def check_model_fits(params: int, optimizer: str, model: str) -> None:
+    """Refuses a model whose training state cannot fit in memory, before the first step: weights, their
+    gradients and the optimizer's slots (Adam: two, SGD: one), in float32. A lower bound: activations come on top."""
+    free = available_memory()
+    need = params * 4 * (2 + (2 if optimizer == "adam" else 1))
+    if need > 0.8 * free:
+        raise CnnrunError(f"model={model} has {params:,} parameters: training it needs at least {need / 2**30:.1f} GB "
+                          f"but {free / 2**30:.1f} GB is free; lower dataset.image_size or choose a convolutional "
+                          "model (model=cnn4)")
+
+
 def load_digits_arrays(image_size: int, test_split: float, split_seed: int, batch_size: int = 32) -> dict[str, np.ndarray]:
     """scikit-learn's 8x8 digits, upscaled to image_size and split into train / test."""
     from PIL import Image

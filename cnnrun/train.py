@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from cnnrun import artifacts, backend, debug, loggers, loop, record, resume, schema, signals
 from cnnrun.augment import build_augment, build_mix, preview
-from cnnrun.data import Dataset, load_dataset
+from cnnrun.data import Dataset, check_model_fits, load_dataset
 from cnnrun.models import build_model
 from cnnrun.optim import accuracy, build_loss, build_optimizer
 from cnnrun.resident import ResidentImages, resident_layer
@@ -82,6 +82,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             # With trainer.device_data the pixels go to the device once; fit() then feeds indices and labels.
             images = resident_layer(data.x_train, data.x_val) if t.device_data else None
             classifier, trainer = assemble(cfg.model, data, augment, images, mix)
+            check_model_fits(classifier.count_params(), cfg.optimizer.name, cfg.model.name)  # before any step
             steps = -(-len(data.x_train) // t.batch_size)
             trainer.compile(
                 optimizer=build_optimizer(cfg.optimizer, total_steps=steps * t.epochs, ema=t.ema),

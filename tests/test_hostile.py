@@ -421,3 +421,12 @@ def test_profile_counts_every_step_of_a_compiled_call(tmp_path):
         per_step.setdefault(spe, []).append(p["median_ms"]["step"])
     # before: a call of 4 steps was counted as one step, 4x the time (16x off in images per second)
     assert min(per_step[4]) < 2.5 * per_step[1][0]
+
+
+def test_a_model_too_big_for_memory_is_refused_before_training(monkeypatch):
+    from cnnrun import data
+
+    monkeypatch.setattr(data, "available_memory", lambda: 8 * 2**30)
+    data.check_model_fits(10_000_000, "adam", "cnn4")  # 160 MB of training state: fine
+    with pytest.raises(CnnrunError, match=r"model=dense has 864,000,000 parameters: .* needs at least 12.9 GB"):
+        data.check_model_fits(864_000_000, "adam", "dense")  # dataset.image_size=1500 on RGB, model=dense
