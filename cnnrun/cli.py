@@ -86,6 +86,16 @@ def run_job(cfg) -> float | None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    if hc.job.chdir:  # set in a config file (the command line is refused earlier): see preflight
+        from cnnrun import console
+
+        console.error("hydra.job.chdir=true is not supported: cnnrun passes each run its directory and keeps the "
+                      "working directory; set hydra.job.chdir=false in your config")
+        raise SystemExit(EXIT_CONFIG)
+    if multirun:
+        from cnnrun.data import forget_digests
+
+        forget_digests()  # each job of a sweep reads its data's digest afresh
     gpu = None
     if multirun and multiprocessing.parent_process() is not None:  # a parallel launcher's worker
         from cnnrun.launch import claim_gpu

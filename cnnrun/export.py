@@ -124,6 +124,12 @@ def _export(run_dir: Path, model_file: Path, metrics: dict, formats: list[str], 
         except OSError as e:
             raise CnnrunError(f"cannot write the {fmt} export into {out}: {e.strerror or e}; free some disk space "
                               "or give another --out") from None
+        except CnnrunError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a converter's own failure (TensorFlow reports a full disk its way)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise CnnrunError(f"the {fmt} export failed ({type(e).__name__}: {first}); nothing of it was kept; "
+                              "check the free disk space, or export another format") from None
         finally:
             _remove(partial)
             _remove(Path(str(partial) + "_temp"))  # TensorFlow's own scratch folder beside a SavedModel

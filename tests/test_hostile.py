@@ -408,6 +408,7 @@ def test_searches_tune_on_validation_and_take_optunas_search_spaces():
                                                                     "optimizer.lr=interval(-1,0.01)")
 
 
+@pytest.mark.slow  # three timing runs; bench/hostile.py checks the same ratio
 def test_profile_counts_every_step_of_a_compiled_call(tmp_path):
     from cnnrun.train import train
 
