@@ -82,6 +82,9 @@ def _child(cfg_yaml: str, run_dir: str) -> None:
         h.setFormatter(fmt)
         logging.getLogger().addHandler(h)
     logging.getLogger().setLevel(logging.INFO)
+    from cnnrun.redact import guard_logging  # noqa: PLC0415
+
+    guard_logging()  # no secret reaches this job's train.log either
     try:  # train() records its own failures in metrics.json
         train(OmegaConf.create(cfg_yaml), run_dir)
     except RunRefused as e:
