@@ -276,7 +276,9 @@ def edge_cases(checkout: Path, work: Path):
         f"images/s with 4 steps a call / with 1: {ratio:.2f}"
     yield refuse("an Optuna search without a validation split", "train", *TINY, "hparams_search=optuna_fashion",
                  "trainer.val_split=0")
-    p = run(checkout, "train", *TINY, "hparams_search=optuna_fashion", "trainer.val_split=0.2",
+    yield refuse("an Optuna preset's space on a model without its keys", "train", *TINY, "hparams_search=optuna_fashion",
+                 "trainer.val_split=0.2")
+    p = run(checkout, "train", *TINY, "model=cnn4", "hparams_search=optuna_fashion", "trainer.val_split=0.2",
             "hydra.sweeper.n_trials=1", "optimizer.lr=interval(0.0001,0.01)", f"hydra.sweep.dir={work / 'e-optuna'}",
             cwd=work)
     yield "Optuna's command-line search space", ("good" if p.returncode == 0 and "Traceback" not in p.stderr else "bad"), \

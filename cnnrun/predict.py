@@ -113,7 +113,8 @@ def predict_main(args: list[str]) -> None:
                     help="use the model of a run that did not end ok (nan, failed, interrupted)")
     ns = ap.parse_args(args)
     if ns.top < 1:
-        ap.error(f"--top {ns.top} must be 1 or more (the K most likely classes), e.g. --top 3")
+        error(f"--top {ns.top} must be 1 or more (the K most likely classes), e.g. --top 3")
+        raise SystemExit(2)
     missing = [str(p) for p in ns.inputs if not p.exists()]
     if missing:
         ap.error(f"no such file or folder: {', '.join(missing)}")

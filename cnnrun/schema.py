@@ -713,6 +713,13 @@ def check_jobs(overrides: list[str], multirun: bool = False) -> int:
             raise CnnrunError(f"{sweeps[0].input_line} gives several values: add -m to run one job per value "
                               f"(cnnrun train -m {' '.join(overrides)})")
         if searching:  # a search space (interval, tag ...) is the sweeper's to draw from: each end of it is checked
+            space = OmegaConf.select(base, "hydra.sweeper.params", default=None) or {}
+            given = {o.get_key_element() for o in sweeps}
+            try:  # the preset's own search space too, unless the command line replaced a key of it
+                sweeps += [o for o in parser.parse_overrides([f"{k}={v}" for k, v in space.items() if k not in given])
+                           if o.is_sweep_override()]
+            except (HydraException, OmegaConfBaseException) as e:
+                raise composition_error(e) from None
             jobs = [plain] + [[*plain, f"{o.get_key_element()}={v}"] for o in sweeps for v in _ends(o)]
         elif sweeps:
             try:

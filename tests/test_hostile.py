@@ -402,7 +402,9 @@ def test_a_failure_after_work_began_is_exit_1_not_2(tmp_path):
 
 
 def test_searches_tune_on_validation_and_take_optunas_search_spaces():
-    assert schema.check_jobs([*TINY, "hparams_search=optuna_fashion", "optimizer.lr=interval(0.0001,0.01)"]) == 3
+    # the command line's interval and the preset's own space (lr, batch size, dropout, shift, erasing): each end
+    assert schema.check_jobs([*TINY, "hparams_search=optuna_fashion", "optimizer.lr=interval(0.0001,0.01)"]) == 15
+    assert "model.dropout is not a setting" in refusal("model=dense", "hparams_search=optuna_fashion")
     assert "holds no validation set out" in refusal("hparams_search=optuna_fashion", "trainer.val_split=0")
     assert "optimizer.lr=-1.0 must be a positive number" in refusal("hparams_search=optuna_fashion",
                                                                     "optimizer.lr=interval(-1,0.01)")
