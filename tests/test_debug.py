@@ -13,6 +13,7 @@ from cnnrun.train import train
 PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
 
 
+@pytest.mark.slow  # every preset as one smoke sweep (2 min): `make test-full`; CI smoke runs use it
 def test_smoke_sweep_runs_every_preset_and_names_what_is_missing(tmp_path):
     sweep = tmp_path / "smoke"
     r = run_cli("train", "-m", "experiment=glob(*)", "debug=smoke", f"hydra.sweep.dir={sweep}", timeout=900)

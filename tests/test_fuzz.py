@@ -56,7 +56,7 @@ values = st.one_of(
         lambda xs: "[" + ",".join(map(str, xs)) + "]"),
     st.sampled_from(SPECIAL),
 )
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
 tried = {"inputs": 0, "accepted": 0, "refused": 0}
 
 

@@ -51,6 +51,7 @@ def artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
     return out
 
 
+@pytest.mark.slow  # a sweep with two trackers (33 s): `make test-full`
 def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_tensorboard_compares_them(tmp_path):
     store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     sweep = tmp_path / "sweep"

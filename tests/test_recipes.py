@@ -71,6 +71,7 @@ def test_early_stopping_stops_where_it_should_and_the_best_epoch_is_what_is_eval
         assert val_loss != pytest.approx(losses[-1], rel=2e-3)  # and not the last epoch's
 
 
+@pytest.mark.slow  # three full runs (40 s): `make test-full`
 def test_a_resumed_run_keeps_the_early_stopping_state(tmp_path, monkeypatch):
     whole = train(make_config(*RECIPE, "trainer.ema=0.9"), tmp_path / "whole")
     interrupt_at(monkeypatch, 2)

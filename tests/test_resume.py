@@ -87,6 +87,7 @@ def _compiled_model(cfg):
     return model
 
 
+@pytest.mark.slow  # a real CLI run, signalled, then resumed (85 s); test_hostile signals real processes too
 def test_real_sigint_to_a_cli_run_then_cnnrun_resume(tmp_path):
     run = tmp_path / "run"
     args = ["dataset=digits", "dataset.limit=600", "model=mnist_cnn", "augment=flip", "trainer.epochs=12",
