@@ -63,16 +63,19 @@ _NO_GPU_NOISE = [r"^I\d{4} [\d:.]+\s+\d+ cudart_stub\.cc:\d+\] Could not find cu
                  r"^E\d{4} [\d:.]+\s+\d+ cuda_(platform|executor|driver)\.cc:\d+\] failed call to cuInit"]
 
 
-def start_backend() -> None:
-    """Imports Keras and lets the backend find its devices, with its start-up boilerplate held back from the
-    terminal (everything else it prints comes through). Call before anything else imports Keras."""
-    import re
-
+def quiet_backend():
+    """A context in which the backend's start-up boilerplate is held back from the terminal (everything else it
+    prints comes through): Keras starting, or a user's module that imports it."""
     from cnnrun.console import filtered_stderr
 
     gpu_here = any(os.path.exists(p) for p in ("/dev/nvidia0", "/proc/driver/nvidia/version", "/dev/dxg"))
-    noise = re.compile("|".join(_NOISE if gpu_here else _NOISE + _NO_GPU_NOISE))
-    with filtered_stderr(noise):
+    return filtered_stderr(re.compile("|".join(_NOISE if gpu_here else _NOISE + _NO_GPU_NOISE)))
+
+
+def start_backend() -> None:
+    """Imports Keras and lets the backend find its devices, quietly (quiet_backend). Call before anything else
+    imports Keras."""
+    with quiet_backend():
         from cnnrun import backend
 
         backend.start()  # TensorFlow probes CUDA on the first device query
@@ -303,10 +306,11 @@ def preflight(args: list[str]) -> None:
                       "directory where you started it; drop the override (relative paths then keep working)")
         raise SystemExit(EXIT_CONFIG)
     if unknown or ns.help or ns.hydra_help or ns.cfg or ns.info or ns.shell_completion \
-            or ns.experimental_rerun or ns.config_name or ns.config_path or ns.config_dir:
+            or ns.experimental_rerun or ns.config_name or ns.config_path:
         return  # Hydra's own business: it prints, or refuses, in its own way
     try:
-        schema.check_jobs(ns.overrides, ns.multirun)
+        with quiet_backend():  # a config naming the user's own code imports it, and it may import Keras
+            schema.check_jobs(ns.overrides, ns.multirun, config_dir=ns.config_dir)
     except CnnrunError as e:
         console.error(str(e))
         raise SystemExit(EXIT_CONFIG) from None

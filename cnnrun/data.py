@@ -208,12 +208,17 @@ def digest(cfg) -> str | None:
     Kept per process: a run asks twice (before Hydra writes, and when it starts)."""
     import hashlib
 
-    key = (cfg.name, str(cfg.get("path")), str(cfg.get("image_size")))
+    key = (cfg.name, str(cfg.get("path")), str(cfg.get("image_size")), str(cfg.get("_target_")))
     if key in _digests:
         return _digests[key]
     h = hashlib.sha256(cfg.name.encode())
     try:
-        if cfg.name in IDX_FILES_OF:
+        if cfg.name == "csv" or cfg.get("_target_") is not None:
+            from cnnrun import manifest
+
+            if not manifest.digest(cfg, h):
+                return None
+        elif cfg.name in IDX_FILES_OF:
             src = _find_mnist_like(cfg.name, cfg.get("path"))
             if src is None:
                 return None
@@ -404,7 +409,11 @@ def load_dataset(cfg, seed: int = 0, val_split: float = 0.0, batch_size: int = 3
     class_names = [str(c) for c in cfg.get("class_names") or []]
     test_files = None
     notes: list[str] = []
-    if name in ("fashion", "mnist"):
+    if cfg.get("_target_") is not None:  # the user's own loader (manifest.py)
+        from cnnrun.manifest import load_custom
+
+        arrays, source, class_names, test_files, notes = load_custom(cfg, batch_size)
+    elif name in ("fashion", "mnist"):
         arrays, source = load_mnist_like(name, cfg.get("path"))
     elif name == "digits":
         arrays = load_digits_arrays(int(cfg.image_size), cfg.test_split, cfg.split_seed, batch_size)
@@ -413,8 +422,13 @@ def load_dataset(cfg, seed: int = 0, val_split: float = 0.0, batch_size: int = 3
         from cnnrun.folder import load_folder
 
         arrays, source, class_names, test_files, notes = load_folder(cfg, batch_size)
+    elif name == "csv":
+        from cnnrun.manifest import load_csv
+
+        arrays, source, class_names, test_files, notes = load_csv(cfg, batch_size)
     else:
-        raise CnnrunError(f"dataset.name={name} is unknown; expected fashion, mnist, digits or folder")
+        raise CnnrunError(f"dataset.name={name} is unknown; expected fashion, mnist, digits, folder, csv, or a "
+                          "dataset._target_ of your own")
 
     x_train, x_test = arrays["x_train"], arrays["x_test"]
     if isinstance(x_train, np.ndarray):  # folder datasets streamed from disk are checked file by file

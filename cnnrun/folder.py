@@ -203,18 +203,12 @@ def _scan(root: Path, policy: str, notes: list[str], where: str, limits: tuple[i
     return classes
 
 
-def load_folder(cfg, batch_size: int = 32):
-    """Reads a folder dataset. Returns (arrays, source, class_names, test_files, notes)."""
-    if OmegaConf.is_missing(cfg, "path") or not cfg.get("path"):
-        raise CnnrunError("dataset=folder needs dataset.path=DIR, a folder with one sub-folder of images per class")
-    root = Path(str(cfg.path)).expanduser()
-    if not root.is_dir():
-        raise CnnrunError(f"dataset.path={cfg.path} is not a folder; give DIR with DIR/<class>/*.jpg")
+def image_options(cfg) -> tuple[tuple[int, int], int, str, tuple[int, int]]:
+    """(size, channels, bad-file policy, (min_side, max_pixels)) of a dataset read from image files."""
     size = image_size(cfg.image_size)
     color = cfg.get("color", "rgb")
     if color not in ("rgb", "grayscale"):
         raise CnnrunError(f"dataset.color={color} is unknown; expected rgb or grayscale")
-    channels = 3 if color == "rgb" else 1
     policy = cfg.get("bad_files", "warn")
     if policy not in ("warn", "error"):
         raise CnnrunError(f"dataset.bad_files={policy} is unknown; expected warn (skip them) or error")
@@ -222,6 +216,17 @@ def load_folder(cfg, batch_size: int = 32):
     for key, value in zip(("min_side", "max_pixels"), limits):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise CnnrunError(f"dataset.{key}={value!r} must be a whole number >= 1")
+    return size, 3 if color == "rgb" else 1, policy, limits
+
+
+def load_folder(cfg, batch_size: int = 32):
+    """Reads a folder dataset. Returns (arrays, source, class_names, test_files, notes)."""
+    if OmegaConf.is_missing(cfg, "path") or not cfg.get("path"):
+        raise CnnrunError("dataset=folder needs dataset.path=DIR, a folder with one sub-folder of images per class")
+    root = Path(str(cfg.path)).expanduser()
+    if not root.is_dir():
+        raise CnnrunError(f"dataset.path={cfg.path} is not a folder; give DIR with DIR/<class>/*.jpg")
+    _, _, policy, limits = image_options(cfg)
     notes: list[str] = []
 
     if (root / "train").is_dir() and (root / "test").is_dir():
@@ -237,25 +242,43 @@ def load_folder(cfg, batch_size: int = 32):
         pairs = lambda d: [(str(f), class_names.index(c)) for c in class_names for f in d.get(c, [])]  # noqa: E731
         train_pairs, test_pairs = pairs(train), pairs(test)
     else:
-        from sklearn.model_selection import train_test_split
-
         classes = _scan(root, policy, notes, str(root), limits)
         class_names = sorted(classes)
         every = [(str(f), k) for k, c in enumerate(class_names) for f in classes[c]]
-        split = float(cfg.get("test_split", 0.33))
-        if not 0 < split < 1:
-            raise CnnrunError(f"dataset.test_split={split} must lie in (0, 1), e.g. 0.33 as in article 002")
-        labels = [k for _, k in every]
-        try:
-            train_idx, test_idx = train_test_split(
-                np.arange(len(every)), test_size=split, stratify=labels, random_state=int(cfg.get("split_seed", 3))
-            )
-        except ValueError as e:
-            raise CnnrunError(f"cannot split {len(every)} images into train/test with dataset.test_split={split} "
-                              f"({e}); add images or change the split") from None
-        train_pairs = [every[i] for i in sorted(train_idx)]
-        test_pairs = [every[i] for i in sorted(test_idx)]
+        train_pairs, test_pairs = split_pairs(every, cfg, "the folder's images")
+    return load_listed(cfg, train_pairs, test_pairs, class_names, str(root), notes, batch_size)
 
+
+def split_pairs(every: list[tuple[str, int]], cfg, what: str):
+    """A stratified, seeded train / test split of (file, label) pairs by dataset.test_split and split_seed."""
+    from sklearn.model_selection import train_test_split
+
+    split = float(cfg.get("test_split", 0.33))
+    if not 0 < split < 1:
+        raise CnnrunError(f"dataset.test_split={split} must lie in (0, 1), e.g. 0.33 as in article 002")
+    labels = [k for _, k in every]
+    try:
+        train_idx, test_idx = train_test_split(
+            np.arange(len(every)), test_size=split, stratify=labels, random_state=int(cfg.get("split_seed", 3))
+        )
+    except ValueError as e:
+        raise CnnrunError(f"cannot split {len(every)} images ({what}) into train/test with dataset.test_split={split} "
+                          f"({e}); add images or change the split") from None
+    return [every[i] for i in sorted(train_idx)], [every[i] for i in sorted(test_idx)]
+
+
+def check_listed(pairs: list[tuple[str, int]], cfg, notes: list[str]) -> list[tuple[str, int]]:
+    """(file, label) pairs named by a manifest or a loader, with the unusable files dropped or refused as a
+    folder's are (dataset.bad_files): missing, unreadable, too small, too large."""
+    _, _, policy, limits = image_options(cfg)
+    kept = set(map(str, _check_files([Path(f) for f, _ in pairs], policy, notes, limits)))
+    return [(f, k) for f, k in pairs if str(Path(f)) in kept]
+
+
+def load_listed(cfg, train_pairs, test_pairs, class_names, where: str, notes: list[str], batch_size: int = 32):
+    """Image files with their labels, already split, as a dataset: decoded into memory when they fit
+    dataset.cache_max_mb (or cache=true), else streamed from disk. Returns what load_folder returns."""
+    size, channels, _, _ = image_options(cfg)
     n = len(train_pairs) + len(test_pairs)
     megabytes = n * size[0] * size[1] * channels / 2**20
     cache = cfg.get("cache", "auto")
@@ -270,7 +293,7 @@ def load_folder(cfg, batch_size: int = 32):
         arrays[f"x_{split_name}"] = np.asarray(images) if in_memory else images
         arrays[f"y_{split_name}"] = np.array([k for _, k in split_pairs], dtype=np.int32)
     how = "decoded into memory" if in_memory else "streamed from disk"
-    source = f"{root} ({n} images, {megabytes:.0f} MB at {size[0]}x{size[1]}x{channels}, {how})"
+    source = f"{where} ({n} images, {megabytes:.0f} MB at {size[0]}x{size[1]}x{channels}, {how})"
     return arrays, source, class_names, [f for f, _ in test_pairs], notes
 
 

@@ -146,11 +146,64 @@ BUILDERS = {"dense": dense, "mnist_cnn": mnist_cnn, "cnn3": cnn3, "cnn4": cnn4, 
 
 
 def build_model(cfg, input_shape, num_classes) -> keras.Model:
-    """Builds the model named by cfg.name with the rest of cfg as keyword arguments."""
+    """Builds the model named by cfg.name with the rest of cfg as keyword arguments; a config with a `_target_`
+    is the user's own builder (see build_custom)."""
+    if cfg.get("_target_") is not None:
+        return build_custom(cfg, tuple(input_shape), int(num_classes))
     builder = BUILDERS.get(cfg.name)
     if builder is None:
         raise CnnrunError(f"model.name={cfg.name} is unknown; expected one of {', '.join(sorted(BUILDERS))}")
     return builder(tuple(input_shape), int(num_classes), **{k: v for k, v in cfg.items() if k != "name"})
+
+
+TARGET_KEY = "model._target_"
+
+
+def custom_arguments(cfg) -> dict:
+    """The keyword arguments a user's builder gets from its config: every key but name and _target_."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    return {k: v for k, v in plain.items() if k not in ("name", "_target_")}
+
+
+def build_custom(cfg, input_shape: tuple, num_classes: int) -> keras.Model:
+    """The user's own network: `cfg._target_` called with the run's input_shape and num_classes and the config's
+    other keys, then checked as cnnrun's own builders are made: a keras.Model that takes `input_shape` images
+    in [0, 1] and returns one probability per class (a softmax), refused in one line otherwise."""
+    import numpy as np
+
+    from cnnrun import plugins
+
+    target = cfg._target_
+    plugins.check_arguments(target, TARGET_KEY, custom_arguments(cfg), "model",
+                            needs=[("input_shape",), ("num_classes", "classes")])
+    takes = plugins.accepts(target, TARGET_KEY)
+    classes = "classes" if takes is not None and "num_classes" not in takes else "num_classes"
+    model = plugins.call(target, TARGET_KEY, "building the model", input_shape=input_shape,
+                         **{classes: num_classes}, **custom_arguments(cfg))
+    if not isinstance(model, keras.Model):
+        raise CnnrunError(f"{TARGET_KEY}={target} returned {type(model).__name__}, not a keras.Model; return "
+                          "keras.Model(inputs, outputs) (or a keras.Sequential)")
+    shown = lambda shape: "(" + ", ".join("batch" if d is None else str(d) for d in shape) + ")"  # noqa: E731
+    try:
+        outputs = model(np.zeros((2, *input_shape), "float32"), training=False)
+    except Exception as e:  # noqa: BLE001 - the user's layers: the first error tells what does not fit
+        raise CnnrunError(f"{TARGET_KEY}={target} cannot take this data's images {shown((None, *input_shape))}: "
+                          f"{plugins.why(e)}; build the model on the input_shape argument it is given") from None
+    if isinstance(outputs, (list, tuple, dict)):
+        raise CnnrunError(f"{TARGET_KEY}={target} has {len(outputs)} outputs; a classifier returns one, of shape "
+                          f"(batch, {num_classes})")
+    probs = keras.ops.convert_to_numpy(outputs).astype("float64")
+    if probs.shape != (2, num_classes):
+        raise CnnrunError(f"{TARGET_KEY}={target} outputs shape {shown((None, *probs.shape[1:]))} but this data has "
+                          f"{num_classes} classes; end the model with keras.layers.Dense(num_classes, "
+                          "activation='softmax')")
+    if not (np.all(probs >= -1e-6) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)):
+        raise CnnrunError(f"{TARGET_KEY}={target} outputs no class probabilities (a row sums to "
+                          f"{probs.sum(axis=1)[0]:.3g}); end it with a softmax: keras.layers.Dense(num_classes, "
+                          "activation='softmax')")
+    return model
 
 
 def portable(model: keras.Model) -> keras.Model:

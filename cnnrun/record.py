@@ -132,8 +132,9 @@ class RunRefused(CnnrunError):
     nothing in it is touched, and the run is not marked failed."""
 
 
-def identity(cfg: DictConfig) -> dict:
-    """The whitelisted part of `cfg` that decides a run's numbers (plain containers)."""
+def identity(cfg: DictConfig, sources: dict | None = None) -> dict:
+    """The whitelisted part of `cfg` that decides a run's numbers (plain containers). A group naming the user's
+    own code (`_target_`) adds a digest of its source: `sources` (a run's record of them) or read now."""
     out = {}
     for group, rule in IDENTITY.items():
         node = cfg.get(group)
@@ -146,8 +147,17 @@ def identity(cfg: DictConfig) -> dict:
             data = {k: v for k, v in data.items() if k not in rule["omit_when"] or v != rule["omit_when"][k]}
         if rule and "exclude" in rule:
             data = {k: v for k, v in data.items() if k not in rule["exclude"]}
+        if isinstance(data.get("_target_"), str):  # the user's own code: its source is part of what it does
+            from cnnrun.plugins import source_digest
+
+            data["_source"] = (sources or {}).get(group) or source_digest(data["_target_"], f"{group}._target_")
         out[group] = data
     return out
+
+
+def code_digests(cfg: DictConfig) -> dict:
+    """{group: digest of its source} for the groups that name the user's own code: recorded in metrics.json."""
+    return {group: part["_source"] for group, part in identity(cfg).items() if "_source" in part}
 
 
 def fingerprint(cfg: DictConfig) -> str:
@@ -281,8 +291,9 @@ def set_aside(run_dir: Path, keep_hydra: bool = False) -> Path:
 
 def _differences(run_dir: Path, cfg: DictConfig, limit: int = 3) -> str:
     """A few keys in which the earlier run's saved config differs from `cfg` ('' when unknown)."""
+    earlier = read(run_dir) or {}
     try:
-        old = identity(OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml"))
+        old = identity(OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml"), earlier.get("code_digest") or {})
     except Exception:  # noqa: BLE001 - a description only
         return ""
     new = identity(cfg)
@@ -295,8 +306,8 @@ def _differences(run_dir: Path, cfg: DictConfig, limit: int = 3) -> str:
                 yield f"{prefix}{k}", v
 
     a, b = dict(flat(old)), dict(flat(new))
-    diffs = [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    earlier = read(run_dir) or {}
+    diffs = [f"{k}: {a.get(k)} -> {b.get(k)}".replace("._source:", " source:")
+             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     if not same_data(earlier, cfg):
         diffs.insert(0, f"its data: {earlier.get('data_digest')} -> {data_digest(cfg)}")
     return " (differs in " + ", ".join(diffs[:limit]) + (" ..." if len(diffs) > limit else "") + ")" if diffs else ""
@@ -411,12 +422,13 @@ class Run:
         self.working = True
 
     def start(self, **fields) -> None:
-        t = self.cfg.trainer
+        t, code = self.cfg.trainer, code_digests(self.cfg)
         self.metrics = {
             "status": "running", **fields, "seed": t.seed,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "reference_accuracy": (self.cfg.get("reference") or {}).get("accuracy"),
-            "config_hash": self.fingerprint, "data_digest": data_digest(self.cfg), "epochs_planned": int(t.epochs),
+            "config_hash": self.fingerprint, "data_digest": data_digest(self.cfg),
+            **({"code_digest": code} if code else {}), "epochs_planned": int(t.epochs),
         }
         write(self.dir, self.metrics)
         if self.loggers is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Optional
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from cnnrun import CnnrunError
@@ -170,6 +170,14 @@ class ResNet:
 
 
 @dataclass
+class CustomModel:
+    """Your own network: `_target_` names a function called as f(input_shape=..., num_classes=..., **other keys)
+    that returns a keras.Model (models.build_custom). Other keys are the function's own (`+model.width=64`)."""
+    name: str = "custom"
+    _target_: str = MISSING
+
+
+@dataclass
 class Dataset:
     name: str = MISSING
     path: Optional[str] = None
@@ -200,6 +208,24 @@ class Folder(Dataset):
     max_pixels: int = 50_000_000
     cache: Any = "auto"                # auto | true | false
     cache_max_mb: int = 2048
+
+
+@dataclass
+class Csv(Folder):
+    """A CSV manifest: one row per image, its path (relative to the file) and its label, optionally its split."""
+    name: str = "csv"
+    path_column: str = "path"
+    label_column: str = "label"
+    split_column: str = "split"        # train | test per row; a manifest without the column is split by test_split
+
+
+@dataclass
+class CustomDataset(Folder):
+    """Your own loader: `_target_` names a function called with the config's other keys (`+dataset.root=...`),
+    returning arrays or image files with labels (cnnrun/manifest.py says what it may return)."""
+    name: str = "custom"
+    path: Optional[str] = None
+    _target_: str = MISSING
 
 
 @dataclass
@@ -351,10 +377,14 @@ class Config:
 # Each YAML option names its schema in its defaults list, e.g. conf/model/cnn3.yaml: `- /schema/model/cnn3`.
 SCHEMAS = {
     "model": {"dense": Dense, "mnist_cnn": MnistCnn, "cnn3": Cnn3, "cnn4": Cnn4, "tf_cnn": TfCnn,
-              "vgg16": Vgg16, "resnet": ResNet},
+              "vgg16": Vgg16, "resnet": ResNet, "custom": CustomModel},
     "optimizer": {"adam": Adam, "sgd": SGD},
-    "dataset": {"fashion": Dataset, "mnist": Dataset, "digits": Digits, "folder": Folder},
+    "dataset": {"fashion": Dataset, "mnist": Dataset, "digits": Digits, "folder": Folder, "csv": Csv,
+                "custom": CustomDataset},
 }
+# A group's node with a `_target_` is the user's own code, whatever its name: typed by these, its other keys
+# passed to the target as keyword arguments.
+TARGETED = {"model": CustomModel, "dataset": CustomDataset}
 
 
 def register() -> None:
@@ -489,13 +519,15 @@ def _cross_rules(cfg) -> None:
     t = cfg.trainer
     smoke = (cfg.get("debug") or {}).get("mode") == "smoke"  # then a missing folder is the job's failed row
     if OmegaConf.is_missing(cfg.dataset, "path") and not smoke:
-        raise CnnrunError(f"dataset={cfg.dataset.name} needs dataset.path, the folder of images: "
+        raise CnnrunError(f"dataset={cfg.dataset.name} needs dataset.path=labels.csv, the manifest: a header row "
+                          "with path and label columns, then a row per image" if cfg.dataset.name == "csv" else
+                          f"dataset={cfg.dataset.name} needs dataset.path, the folder of images: "
                           "e.g. dataset.path=photos (with photos/<class>/*.jpg)")
     augmented = any(v is not None for v in (cfg.get("augment") or {}).values())
     if augmented and t.augment_after >= t.epochs:
         raise CnnrunError(f"trainer.augment_after={t.augment_after} leaves no augmented epoch in "
                           f"trainer.epochs={t.epochs}; raise trainer.epochs above {t.augment_after} or lower augment_after")
-    if t.device_data and cfg.dataset.name == "folder" and cfg.dataset.get("cache") is False:
+    if t.device_data and cfg.dataset.get("cache") is False:
         raise CnnrunError("trainer.device_data=true needs the images in memory but dataset.cache=false streams them; "
                           "set dataset.cache=auto or trainer.device_data=false")
     if (t.patience is not None or t.restore_best) and not t.val_split:
@@ -503,10 +535,10 @@ def _cross_rules(cfg) -> None:
         raise CnnrunError(f"{what} watches {t.monitor} on the validation set, but trainer.val_split=0 holds none out; "
                           "set trainer.val_split=0.1 (or more)")
     mixing = [k for k in ("mixup", "cutmix") if (cfg.get("augment") or {}).get(k) is not None]
-    if mixing and cfg.dataset.name == "folder" and cfg.dataset.get("cache") is False:
+    if mixing and cfg.dataset.get("cache") is False:
         raise CnnrunError(f"augment={mixing[0]} mixes labels inside the train step, which needs the images in memory, "
                           "but dataset.cache=false streams them; set dataset.cache=auto")
-    if t.tta == "flip" and cfg.dataset.name == "folder" and cfg.dataset.get("cache") is False:
+    if t.tta == "flip" and cfg.dataset.get("cache") is False:
         raise CnnrunError("trainer.tta=flip needs the test images in memory but dataset.cache=false streams them; "
                           "set dataset.cache=auto or trainer.tta=none")
 
@@ -525,6 +557,8 @@ def _unknown_key(key: str, known: list[str]) -> CnnrunError:
 
 
 def _schema_for(group: str, node) -> type | None:
+    if isinstance(node, DictConfig) and group in TARGETED and "_target_" in node.keys():
+        return TARGETED[group]
     name = node.get("name") if isinstance(node, DictConfig) else None
     return SCHEMAS[group].get(name) if name is not None else None
 
@@ -540,9 +574,22 @@ def check_types(cfg: DictConfig) -> DictConfig:
         node = cfg.get(group)
         schema = _schema_for(group, node)
         if node is None or schema is None:
+            kind = {s: n for n, s in SCHEMAS[group].items()}.get(OmegaConf.get_type(node)) if node is not None else None
+            hint = (f"; an option of your own that extends {group}={kind} keeps its name: {kind}" if kind else
+                    f"; your own {group} names its code with {group}._target_" if group in TARGETED else "")
             raise CnnrunError(f"{group}.name={None if node is None else node.get('name')!r} is unknown; "
-                              f"expected one of {', '.join(SCHEMAS[group])}, e.g. {group}={next(iter(SCHEMAS[group]))}")
-        groups[group] = _merge_checked(OmegaConf.structured(schema), plain.pop(group), group)
+                              f"expected one of {', '.join(SCHEMAS[group])}, e.g. {group}={next(iter(SCHEMAS[group]))}"
+                              + hint)
+        data = plain.pop(group)
+        if schema in TARGETED.values():  # the user's keys beyond the schema's are the target's own arguments
+            extras = {k: v for k, v in data.items() if k not in schema.__dataclass_fields__}
+            groups[group] = _merge_checked(OmegaConf.structured(schema), {k: v for k, v in data.items()
+                                                                          if k not in extras}, group)
+            with open_dict(groups[group]):
+                for k, v in extras.items():
+                    groups[group][k] = v
+        else:
+            groups[group] = _merge_checked(OmegaConf.structured(schema), data, group)
     typed = _merge_checked(OmegaConf.structured(Config), {k: v for k, v in plain.items() if k not in SCHEMAS}, "")
     for group, node in groups.items():
         typed[group] = node
@@ -618,8 +665,11 @@ def _validate(cfg: DictConfig) -> DictConfig:
     if found:  # no setting takes NaN or an infinity: it would surface later as a NaN blamed on something else
         key, value = found
         raise CnnrunError(f"{key}={value} must be a finite number" + (f", e.g. {_example(key)}" if _example(key) else ""))
+    own = _targets(cfg)  # the user's own arguments: theirs to check, not cnnrun's RULES
     for key, ok, expected, example in RULES:
         group, _, rest = key.partition(".")
+        if rest in own.get(group, ()):
+            continue
         node = OmegaConf.select(cfg, key, default="<absent>")
         if isinstance(node, str) and node == "<absent>":
             continue
@@ -628,6 +678,27 @@ def _validate(cfg: DictConfig) -> DictConfig:
             raise CnnrunError(f"{key}={_show(value)} must be {expected}, e.g. {example}")
     _cross_rules(cfg)
     return cfg
+
+
+def _targets(cfg) -> dict[str, set[str]]:
+    """Checks each group that names the user's own code (`_target_`): it is given, it imports, it is callable,
+    and it takes the arguments the config gives it. Returns, per such group, the keys that are its arguments."""
+    from cnnrun import plugins
+
+    own = {}
+    for group, schema in TARGETED.items():
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig) or "_target_" not in node.keys():
+            continue
+        key = f"{group}._target_"
+        if OmegaConf.is_missing(node, "_target_"):
+            example = "my_pkg.nets.build" if group == "model" else "my_pkg.data.load"
+            raise CnnrunError(f"{group}={node.get('name')} needs {key}=FUNCTION, your own code: a dotted import path "
+                              f"like {key}={example}, or FILE.py:FUNCTION")
+        own[group] = {k for k in node if k not in schema.__dataclass_fields__}
+        plugins.check_arguments(node._target_, key, own[group], group,
+                                needs=[("input_shape",), ("num_classes", "classes")] if group == "model" else [])
+    return own
 
 
 def _show(value) -> str:
@@ -681,10 +752,11 @@ def _ends(override) -> list:
     return []
 
 
-def check_jobs(overrides: list[str], multirun: bool = False) -> int:
+def check_jobs(overrides: list[str], multirun: bool = False, config_dir: str | None = None) -> int:
     """Composes the config of every job that `cnnrun train [-m] OVERRIDES` would run and validates each,
     before any runs; returns the number of jobs. The first bad one raises CnnrunError, naming the job's
-    overrides when it is one of a sweep."""
+    overrides when it is one of a sweep. `config_dir` (--config-dir) adds the user's own options, found
+    after cnnrun's as Hydra finds them."""
     from hydra import compose, initialize_config_module
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
@@ -694,6 +766,17 @@ def check_jobs(overrides: list[str], multirun: bool = False) -> int:
     from cnnrun.cli import register_resolvers
 
     register_resolvers()
+    overrides = list(overrides)
+    if config_dir is not None:
+        import os
+
+        where = os.path.abspath(os.path.expanduser(config_dir))
+        if not os.path.isdir(where):
+            raise CnnrunError(f"--config-dir {config_dir} is not a folder; give the folder that holds your own "
+                              "model/, dataset/ or experiment/ options")
+        if not any(o.lstrip("+").startswith("hydra.searchpath=") for o in overrides):
+            quoted = where.replace("\\", "\\\\").replace("'", "\\'")
+            overrides.append(f"hydra.searchpath=['file://{quoted}']")  # where Hydra's --config-dir puts it too
     with initialize_config_module("cnnrun.conf", version_base="1.3"):
         try:
             parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import TINY, read_metrics, run_cli
 
 
@@ -16,7 +17,7 @@ def test_top_level_help_lists_commands():
 def test_train_help_lists_config_groups():
     out = run_cli("train", "--help")
     assert out.returncode == 0
-    for group in ("dataset: digits, fashion, folder, mnist", "model:", "cnn3pad", "optimizer: adam, sgd", "augment:"):
+    for group in ("dataset: csv, custom, digits, fashion, folder, mnist", "model:", "cnn3pad", "custom", "optimizer: adam, sgd", "augment:"):
         assert group in out.stdout, group
     assert "schema" not in out.stdout.split("== Config ==")[0]  # the types behind the options are not options
 
@@ -72,6 +73,7 @@ def test_sweep_summary_holds_every_job_and_survives_a_failure(tmp_path):
     assert "| model |" in (sweep / "summary.md").read_text() and "tf_cnn" in out.stdout
 
 
+@pytest.mark.slow  # five CLI runs (35 s): `make test-full`
 def test_compare_two_runs_and_seeds(tmp_path):
     for seed in (0, 1):
         assert run_cli("train", *TINY, "model=dense", f"trainer.seed={seed}",

@@ -32,7 +32,10 @@ def options(group):
 @pytest.mark.parametrize("group", ["dataset", "model", "optimizer", "augment", "trainer"])
 def test_every_group_option_composes(cfg_factory, group):
     for option in options(group):
-        cfg = cfg_factory(f"{group}={option}", *(["dataset.path=photos"] if option == "folder" else []), tiny=False)
+        required = {"folder": ["dataset.path=photos"], "csv": ["dataset.path=labels.csv"],  # what an option asks of you
+                    "custom": [f"{group}._target_=" + ("cnnrun.models.dense" if group == "model" else
+                                                       "cnnrun.data.load_digits_arrays")]}
+        cfg = cfg_factory(f"{group}={option}", *required.get(option, []), tiny=False)
         schema.validate(cfg)
         if group == "augment":  # the option's own sub-node is set, the others stay None
             assert option == "none" or any(cfg.augment[k] is not None for k in cfg.augment), option
