@@ -2,11 +2,8 @@
 (where does a step's time go?). `smoke` needs nothing here: it is a config (conf/debug/smoke.yaml) plus
 artifacts.verify.
 
-A probe gives loop.fit a callback to run and a test for when to stop, and train() its verdict:
-
-    probe = debug.probe(cfg.debug, run_dir, data, t)       # None unless debug=overfit / profile
-    fitted = loop.fit(..., probe=probe)
-    status, findings = probe.verdict(fitted)                # status None: go on to the evaluation
+Both attach to a run as a hook (hooks.py, `Probe`): the probe adds its callback to fit, says when to stop,
+and gives its verdict once fitting ends (a status ends the run before evaluation; None goes on).
 """
 
 from __future__ import annotations
@@ -32,6 +29,29 @@ def probe(cfg_debug, run_dir: Path, data, t):
         return Profile(Path(run_dir), data, t, cfg_debug.profile_warmup, cfg_debug.profile_steps,
                        cfg_debug.trace_steps)
     return None
+
+
+class Probe:
+    """The hook for debug=overfit / profile: the probe is made when the data is there, just before fitting."""
+
+    name = "debug"
+
+    def __init__(self, cfg_debug, t):
+        self.cfg, self.t, self.probe = cfg_debug, t, None
+
+    def callbacks(self, run, data, others: list) -> list:
+        self.probe = probe(self.cfg, run.dir, data, self.t)
+        return others if self.probe is None else self.probe.callbacks(others)
+
+    def stop(self, run, rows: list[dict]) -> bool:
+        return self.probe is not None and self.probe.done(rows)
+
+    def fitted(self, run, fitted) -> str | None:
+        if self.probe is None:
+            return None
+        status, findings = self.probe.verdict(fitted)  # its findings go into metrics.json
+        run.update(**findings)
+        return status
 
 
 class Overfit:

@@ -252,6 +252,18 @@ def explain(out: Path, model: keras.Model, class_names: list[str], x_test=None, 
     return done
 
 
+class ExplainAtEnd:
+    """output.explain=true: a hook (hooks.py) that explains the evaluated test set at the end of train()."""
+
+    name = "explain"
+
+    def __init__(self, cfg_output, seed: int):
+        self.cfg, self.seed = cfg_output, seed
+
+    def evaluated(self, run, result) -> None:
+        run.update(explained=explain_run(run.dir, result.classifier, result.data, result.probs, self.cfg, self.seed))
+
+
 def explain_run(run_dir: Path, classifier, data, probs, cfg_output, seed: int) -> dict:
     """output.explain=true at the end of train(): the test set is in memory already. Returns a summary."""
     if not isinstance(data.x_test, np.ndarray):

@@ -70,14 +70,20 @@ class Loggers:
             finally:
                 self.seconds[logger.name] += time.perf_counter() - start
 
+    # A hook (hooks.py) of the run: the trackers hear of its start, each whole epoch and its end.
+    name = "logger"
+
     def start(self, run) -> None:
         self._each("start", run)
 
-    def epoch(self, row: dict) -> None:
+    def epoch(self, run, row: dict) -> None:
         self._each("epoch", row)
 
     def end(self, run) -> None:
+        if not self.loggers:
+            return
         self._each("end", run)
+        run.update(logger_seconds={k: round(v, 3) for k, v in self.seconds.items()})  # not in the uploaded copy
 
 
 def build(cfg_logger, run_dir: Path) -> Loggers:

@@ -186,10 +186,10 @@ def _steps_done(model) -> int:
 
 
 def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, images=None,
-        checkpoint: dict | None = None, on_epoch=None, probe=None) -> Fitted:
+        checkpoint: dict | None = None, on_epoch=None, extend=None, stop_when=None) -> Fitted:
     """Trains `trainer` on `data` for trainer.epochs epochs (the rest of them when `checkpoint` is given).
-    `on_epoch(row)` hears of each epoch that ran whole, after its checkpoint (the loggers); a debug `probe`
-    (debug.py) adds its callback and may end training early (`probe.done(history)`)."""
+    `on_epoch(row)` hears of each epoch that ran whole, after its checkpoint; `extend(callbacks)` returns the
+    Keras callbacks to fit with, and `stop_when(rows)` may end training after an epoch (the run's hooks)."""
     out = Fitted()
     epoch_log = EpochLog()
     best = Best(t)
@@ -212,8 +212,8 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
         callbacks.append(ValidateTheAverage())
     if augment is not None and augment.gated:
         callbacks.append(AugmentFrom(augment, t.augment_after))
-    if probe is not None:
-        callbacks = probe.callbacks(callbacks)
+    if extend is not None:
+        callbacks = extend(callbacks)
     start = time.perf_counter()
     with resume.StopOnSignal(trainer, say=log.warning) as stop:
         try:
@@ -249,7 +249,7 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
                     out.stopped_early = epoch + 1
                     log.info("no better %s for %d epochs (best: epoch %d, %.4f): stopping after epoch %d",
                              best.monitor, best.patience, best.epoch, best.value, epoch + 1)
-                if not finite or patience_out or (probe is not None and probe.done(epoch_log.rows)):
+                if not finite or patience_out or (stop_when is not None and stop_when(epoch_log.rows)):
                     break
         finally:
             progress.close()

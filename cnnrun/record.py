@@ -380,12 +380,13 @@ class Run:
             return run.end("ok")                # written once more, with its end time
 
     Leaving the block by an exception records `failed` (or `interrupted` for Ctrl-C) with its error.
-    `loggers` (loggers.py) mirror the record: they hear of the start, each whole epoch and the end.
+    `hooks` (anything with start(run), epoch(run, row) and end(run): hooks.Hooks) hear of the start, each
+    whole epoch and the end, after metrics.json is written.
     """
 
-    def __init__(self, run_dir, cfg: DictConfig, keep_hydra: bool = True, loggers=None):
+    def __init__(self, run_dir, cfg: DictConfig, keep_hydra: bool = True, hooks=None):
         self.dir, self.cfg, self.keep_hydra = Path(run_dir), cfg, keep_hydra
-        self.loggers = loggers
+        self.hooks = hooks
         self.fingerprint = fingerprint(cfg)
         self.action = ""
         self.working = False
@@ -431,13 +432,13 @@ class Run:
             **({"code_digest": code} if code else {}), "epochs_planned": int(t.epochs),
         }
         write(self.dir, self.metrics)
-        if self.loggers is not None:
-            self.loggers.start(self)
+        if self.hooks is not None:
+            self.hooks.start(self)
 
     def epoch(self, row: dict) -> None:
-        """An epoch ended whole (and is checkpointed): the loggers get its history row."""
-        if self.loggers is not None:
-            self.loggers.epoch(row)
+        """An epoch ended whole (and is checkpointed): the hooks get its history row."""
+        if self.hooks is not None:
+            self.hooks.epoch(self, row)
 
     def save(self) -> None:
         write(self.dir, self.metrics)
@@ -448,8 +449,9 @@ class Run:
     def end(self, status: str, **fields) -> dict:
         self.metrics.update(fields, status=status, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         write(self.dir, self.metrics)
-        if self.loggers is not None and self.loggers.loggers:  # after metrics.json: the record is complete first
-            self.loggers.end(self)
-            self.metrics["logger_seconds"] = {k: round(v, 3) for k, v in self.loggers.seconds.items()}
-            write(self.dir, self.metrics)  # what the trackers cost (the uploaded copy lacks only this line)
+        if self.hooks is not None:  # after metrics.json: the record is complete first
+            before = dict(self.metrics)
+            self.hooks.end(self)
+            if self.metrics != before:  # what the hooks found at the end (e.g. what the trackers cost)
+                write(self.dir, self.metrics)
         return self.metrics

@@ -19,6 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from cnnrun import CnnrunError
+from cnnrun.hooks import check as check_hooks
 
 
 # --- enumerated sets ------------------------------------------------------------------------------
@@ -372,6 +373,7 @@ class Config:
     reference: Reference = field(default_factory=Reference)
     debug: Debug = field(default_factory=Debug)
     logger: Logger = field(default_factory=Logger)
+    hooks: dict[str, Any] = field(default_factory=dict)  # your own: hooks.NAME._target_ (cnnrun/hooks.py)
 
 
 # Each YAML option names its schema in its defaults list, e.g. conf/model/cnn3.yaml: `- /schema/model/cnn3`.
@@ -666,6 +668,7 @@ def _validate(cfg: DictConfig) -> DictConfig:
         key, value = found
         raise CnnrunError(f"{key}={value} must be a finite number" + (f", e.g. {_example(key)}" if _example(key) else ""))
     own = _targets(cfg)  # the user's own arguments: theirs to check, not cnnrun's RULES
+    check_hooks(cfg)
     for key, ok, expected, example in RULES:
         group, _, rest = key.partition(".")
         if rest in own.get(group, ()):

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from cnnrun import artifacts, backend, debug, loggers, loop, record, resume, schema, signals
+from cnnrun import artifacts, backend, hooks, loop, record, resume, schema, signals
 from cnnrun.augment import build_augment, build_mix, preview
 from cnnrun.data import Dataset, check_model_fits, load_dataset
 from cnnrun.models import build_model
@@ -51,8 +51,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     cfg = schema.validate(cfg)  # types, ranges, rules between keys, refused before anything is touched; defaults filled
     t, run_dir = cfg.trainer, Path(run_dir)
     record.refuse_inside_data(run_dir, cfg)  # a run directory inside the image folder would become a class
-    trackers = loggers.build(cfg.logger, run_dir)  # csv, tensorboard, mlflow: mirrors of the run's own record
-    with record.Run(run_dir, cfg, loggers=trackers) as run:  # the lock; an earlier run is skipped, continued or set aside
+    attached = hooks.build(cfg, run_dir)  # trackers, debug probes, explain, the smoke check, the user's own
+    with record.Run(run_dir, cfg, hooks=attached) as run:  # the lock; an earlier run is skipped, continued or set aside
         if run.action == "skip":
             log.info("%s already holds a finished run of this config; nothing to do (trainer.resume=false reruns it)",
                      run_dir)
@@ -101,9 +101,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 run.update(resumed_from_epoch=checkpoint["meta"]["epoch"])
                 log.info("resuming %s after epoch %d of %d", run_dir, checkpoint["meta"]["epoch"], t.epochs)
             run.begin_work()  # data and model are in place: what fails from here is a failed run, not a refusal
-            probe = debug.probe(cfg.debug, run_dir, data, t)  # debug=overfit / profile: watches the fit, then judges
-            fitted = loop.fit(trainer, data, t, run_dir, run.fingerprint, augment, images, checkpoint,
-                              on_epoch=run.epoch, probe=probe)
+            fitted = loop.fit(trainer, data, t, run_dir, run.fingerprint, augment, images, checkpoint, on_epoch=run.epoch,
+                              extend=lambda callbacks: attached.callbacks(run, data, callbacks),
+                              stop_when=lambda rows: attached.stop(run, rows))
             run.update(**loop.history_metrics(fitted, data))
             artifacts.write_history(run_dir / "history.csv", fitted.history)
             if fitted.history:
@@ -113,24 +113,17 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                     f"{signal.Signals(fitted.signum).name} after {len(fitted.history)} of {t.epochs} epochs; "
                     f"continue with: cnnrun resume {run_dir}"))
 
-            if probe is not None:  # its findings go into metrics.json; a failed check or a timing run ends here
-                status, findings = probe.verdict(fitted)
-                run.update(**findings)
-                if status is not None:
-                    return run.end(status)
+            status = attached.fitted(run, fitted)  # debug=overfit / profile judge here; a status ends the run
+            if status is not None:
+                return run.end(status)
 
             # Evaluate on the test set, once, with the classifier; then the reports, plots and the model.
             run.update(evaluated_weights=loop.finish(trainer, fitted))  # the best epoch's, the average, or the last
             probs = loop.evaluate(classifier, data, t)
             run.update(**artifacts.write_evaluation(run_dir, data, probs, cfg.output, classifier))
-            if cfg.output.explain:  # what the model looks at, and how it arranges the test set (explain.py)
-                from cnnrun.explain import explain_run
-
-                run.update(explained=explain_run(run_dir, classifier, data, probs, cfg.output, t.seed))
-            if cfg.debug.check_artifacts:  # debug=smoke: every file is there and holds what it should
-                problems = artifacts.verify(run_dir, run.metrics, cfg.output, augmented=augment is not None)
-                if problems:
-                    return run.end("failed", error="artifact check: " + "; ".join(problems))
+            status = attached.evaluated(run, hooks.Evaluation(classifier, data, probs, augmented=augment is not None))
+            if status is not None:  # output.explain has run; debug=smoke checked every file
+                return run.end(status)
             if fitted.nan_epoch is not None:
                 return run.end("nan", error=f"loss became NaN or inf in epoch {fitted.nan_epoch}; lower optimizer.lr")
             (run_dir / resume.CHECKPOINT).unlink(missing_ok=True)  # model.keras is the result; the checkpoint is spent

@@ -62,11 +62,13 @@ def project(tmp_path_factory):
 
 def test_the_readme_example_trains_end_to_end(project):
     _, commands = readme_example()
-    assert len(commands) == 4
+    assert len(commands) == 5
     for i, command in enumerate(commands):
         args = shlex.split(command)[1:]
         where = f"hydra.sweep.dir=runs/{i}" if "-m" in args else f"hydra.run.dir=runs/{i}"
-        r = run_cli(*args, *SHRINK, where, cwd=project)
+        shrink = SHRINK if "+hooks.log.max_epochs=2" not in args else ["trainer.epochs=4", "trainer.verbose=0",
+                                                                       "dataset.limit=300"]
+        r = run_cli(*args, *shrink, where, cwd=project)
         assert r.returncode == 0, f"{command}\n{r.stdout[-1500:]}\n{r.stderr[-1500:]}"
         runs = [project / "runs" / str(i)] if "-m" not in args else sorted((project / "runs" / str(i)).glob("[0-9]"))
         assert len(runs) == (2 if "-m" in args else 1)
@@ -74,14 +76,19 @@ def test_the_readme_example_trains_end_to_end(project):
             m = read_metrics(run)
             assert m["status"] == "ok" and 0 <= m["test_accuracy"] <= 1
             report = json.loads((run / "classification_report.json").read_text())
-            assert {"cat", "dog"} <= set(report)
+            assert {"cat", "dog"} <= set(report) or "dataset=digits" in command
             assert (run / "model.keras").is_file() and (run / "confusion_matrix.png").is_file()
-            if "mnist_cnn" not in (run / ".hydra" / "overrides.yaml").read_text():
-                assert set(m["code_digest"]) >= {"model"}
+            overrides = (run / ".hydra" / "overrides.yaml").read_text()
+            if "model._target_" in overrides or "model=mynet" in overrides:  # the user's model: its code is recorded
+                assert "model" in m["code_digest"], run
     first = read_metrics(project / "runs" / "0")
     assert first["model"] == "custom" and first["dataset"] == "csv" and first["params"] == 5154  # width 16
     assert read_metrics(project / "runs" / "2")["model"] == "mynet"
     assert "dataset" in read_metrics(project / "runs" / "1")["code_digest"]  # the loader is code too
+    hooked = read_metrics(project / "runs" / "4")  # the hook stopped fitting after two of four epochs
+    assert hooked["epochs"] == 2 and hooked["epoch_log"] == "epochs.jsonl"
+    logged = [json.loads(line) for line in (project / "epochs.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in logged] == [1, 2] and all(row["loss"] > 0 for row in logged)
     r = run_cli("predict", "runs/0", "images/dog/3.png", cwd=project)  # model.keras loads in safe mode
     assert r.returncode == 0 and ("dog" in r.stdout or "cat" in r.stdout), r.stderr[-800:]
 
@@ -289,3 +296,59 @@ def test_locate_finds_a_package_in_the_working_directory_and_keeps_the_path_orde
     plugins._located.pop("my_pkg.data.load", None)
     assert plugins.locate("my_pkg.data.load", "dataset._target_").__name__ == "load"
     assert sys.path[-1] == str(project)  # appended: the user's folder never shadows an installed package
+
+
+HOOKS = '''
+from cnnrun.hooks import Hook
+class Broken(Hook):
+    def epoch(self, run, row):
+        raise OSError("disk gone")
+class Judge(Hook):
+    def __init__(self, floor=2.0):
+        self.floor = floor
+    def fitted(self, run, fitted):
+        if fitted.history[-1]["accuracy"] < self.floor:
+            run.update(error=f"accuracy under {self.floor}")
+            return "failed"
+class Callbacks(Hook):
+    def callbacks(self, run, data, others):
+        import keras
+        self.seen = []
+        return others + [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: self.seen.append(e))]
+    def end(self, run):
+        run.update(callback_epochs=self.seen)
+class Nothing:
+    pass
+'''
+
+
+def test_hooks_listen_take_part_and_fail_as_documented(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hk.py").write_text(HOOKS)
+    tiny = ["model=dense", "trainer.epochs=2"]
+    m = train(make_config(*tiny, "+hooks.b._target_=hk.py:Broken", "+hooks.c._target_=hk.py:Callbacks"),
+              tmp_path / "listen")
+    assert m["status"] == "ok" and m["callback_epochs"] == [0, 1]  # its Keras callback ran in fit
+    assert "hook b failed in epoch: OSError: disk gone; it is off for the rest of this run" in caplog.text
+    assert caplog.text.count("disk gone") == 1
+    m = train(make_config(*tiny, "+hooks.j._target_=hk.py:Judge"), tmp_path / "judged")
+    assert m["status"] == "failed" and m["error"] == "accuracy under 2.0"
+    assert not (tmp_path / "judged" / "model.keras").exists()  # it ended before the evaluation
+    with pytest.raises(CnnrunError, match="made Nothing, which has none of a hook's methods"):
+        train(make_config(*tiny, "+hooks.n._target_=hk.py:Nothing"), tmp_path / "nothing")
+    assert "hooks.j.x is not an argument of hk.py:Judge (it takes floor)" in \
+        refusal("+hooks.j._target_=hk.py:Judge", "+hooks.j.x=1")
+
+
+def test_train_imports_no_edge_and_the_record_knows_no_tracker():
+    import ast
+
+    tree = ast.parse((ROOT / "cnnrun" / "train.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "cnnrun"
+                for alias in node.names}
+    imported |= {node.module.split(".")[1] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cnnrun.")}
+    assert not imported & {"loggers", "debug", "explain", "export", "predict", "cli", "sweep"}, imported
+    assert "hooks" in imported
+    record_source = (ROOT / "cnnrun" / "record.py").read_text()
+    assert "logger" not in record_source.lower().replace("getlogger", "")
