@@ -293,6 +293,20 @@ def write_evaluation(out: Path, data, probs: np.ndarray, cfg_output, classifier)
                 class_names=names)
 
 
+def near_chance(test_accuracy: float, train_accuracy: float | None, y_test: np.ndarray) -> str | None:
+    """A warning when the test accuracy is near what always naming the largest test class scores while the
+    training accuracy is high: the evaluated model does not carry what training learned (None otherwise)."""
+    if train_accuracy is None or not len(y_test):
+        return None
+    chance = float(np.bincount(y_test).max() / len(y_test))
+    if test_accuracy > chance + 0.1 * (1 - chance) or train_accuracy < chance + 0.5 * (1 - chance):
+        return None
+    return (f"test accuracy {100 * test_accuracy:.1f} % is near chance ({100 * chance:.1f} %, always the largest "
+            f"class) though training accuracy is {100 * train_accuracy:.1f} %: the evaluated model does not carry "
+            "what training learned; with batch norm set trainer.precise_bn=true, else check that the test images "
+            "are prepared as the training images are")
+
+
 class CheckArtifacts:
     """debug=smoke: a hook (hooks.py) that checks every file of the evaluated run by content (verify)."""
 

@@ -48,7 +48,7 @@ def configure(threads="auto", deterministic: bool = False) -> None:
 def start() -> str:
     """Starts the backend and returns device(). Keras' set_random_seed imports TensorFlow whenever it is
     installed (to seed it too), under JAX as well: importing it here, at start, puts TensorFlow's start-up
-    lines where cli.start_backend filters them, instead of in the middle of the run."""
+    lines where console.start_backend filters them, instead of in the middle of the run."""
     import importlib.util
     import logging
 

@@ -6,7 +6,6 @@ import logging
 import multiprocessing
 import os
 import re
-import secrets
 import sys
 from pathlib import Path
 
@@ -41,44 +40,22 @@ log = logging.getLogger("cnnrun")
 
 
 def register_resolvers() -> None:
-    """`${cnnrun_uid:}`: a random suffix, drawn once per config, so two runs never share a directory."""
-    from omegaconf import OmegaConf
+    """${cnnrun_uid:} (schema.register_resolvers), imported when needed: `cnnrun --help` stays quick."""
+    from cnnrun.schema import register_resolvers as register
 
-    if not OmegaConf.has_resolver("cnnrun_uid"):
-        OmegaConf.register_new_resolver("cnnrun_uid", lambda: secrets.token_hex(3), use_cache=True)
+    register()
+
+
+def start_backend() -> None:
+    """Keras and its backend, started quietly (console.start_backend)."""
+    from cnnrun.console import start_backend as start
+
+    start()
 
 
 def _quiet_backends() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-
-# What TensorFlow prints on every start through absl (TF_CPP_MIN_LOG_LEVEL does not reach these): facts about
-# the build, not about the run. The CUDA lines are dropped only where the machine has no NVIDIA device, so a
-# GPU machine whose driver fails still says so.
-_NOISE = [r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
-          r"^I\d{4} [\d:.]+\s+\d+ (port|cpu_feature_guard)\.cc:\d+\] ",
-          r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags"]
-_NO_GPU_NOISE = [r"^I\d{4} [\d:.]+\s+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers",
-                 r"^E\d{4} [\d:.]+\s+\d+ cuda_(platform|executor|driver)\.cc:\d+\] failed call to cuInit"]
-
-
-def quiet_backend():
-    """A context in which the backend's start-up boilerplate is held back from the terminal (everything else it
-    prints comes through): Keras starting, or a user's module that imports it."""
-    from cnnrun.console import filtered_stderr
-
-    gpu_here = any(os.path.exists(p) for p in ("/dev/nvidia0", "/proc/driver/nvidia/version", "/dev/dxg"))
-    return filtered_stderr(re.compile("|".join(_NOISE if gpu_here else _NOISE + _NO_GPU_NOISE)))
-
-
-def start_backend() -> None:
-    """Imports Keras and lets the backend find its devices, quietly (quiet_backend). Call before anything else
-    imports Keras."""
-    with quiet_backend():
-        from cnnrun import backend
-
-        backend.start()  # TensorFlow probes CUDA on the first device query
 
 
 def run_job(cfg) -> float | None:
@@ -309,6 +286,8 @@ def preflight(args: list[str]) -> None:
             or ns.experimental_rerun or ns.config_name or ns.config_path:
         return  # Hydra's own business: it prints, or refuses, in its own way
     try:
+        from cnnrun.console import quiet_backend
+
         with quiet_backend():  # a config naming the user's own code imports it, and it may import Keras
             schema.check_jobs(ns.overrides, ns.multirun, config_dir=ns.config_dir)
     except CnnrunError as e:

@@ -25,6 +25,34 @@ class _Console(Console):
 console = _Console(stderr=False, highlight=False)
 
 
+def show(table: Table) -> None:
+    """A table drawn as one on a terminal wide enough for it. Elsewhere (a CI log, a pipe, a narrow window) its
+    plain form, lines that never break a number: `key: value` for a two-column table without a header, else
+    CSV rows under a header row. Either way the title comes first."""
+    import csv
+    import io
+
+    from rich.text import Text
+
+    if console.is_terminal and console.measure(table).maximum <= console.width:
+        console.print(table)
+        return
+    plain = lambda cell: cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain  # noqa: E731
+    columns = [[plain(c) for c in column._cells] for column in table.columns]
+    rows = [list(row) for row in zip(*columns)]
+    lines = [str(table.title)] if table.title else []
+    if not table.show_header and len(columns) == 2:
+        lines += [f"{key}: {value}" for key, value in rows]
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([plain(c.header) for c in table.columns])
+        writer.writerows(rows)
+        lines += out.getvalue().splitlines()
+    for line in lines:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
 def results_table(metrics: dict, run_dir) -> None:
     """The end-of-run summary: the numbers that matter and where everything was written."""
     table = Table(title=f"cnnrun · {metrics.get('dataset')} · {metrics.get('model')}", show_header=False)
@@ -46,10 +74,12 @@ def results_table(metrics: dict, run_dir) -> None:
         ("parameters", f"{metrics.get('params', 0):,}"),
         ("backend · device", f"{metrics.get('backend')} · {metrics.get('device')}"),
     ]
+    if metrics.get("warning"):
+        rows.insert(1, ("warning", metrics["warning"]))
     for key, value in rows:
         if value is not None:
-            table.add_row(key, redact(str(value)))
-    console.print(table)
+            table.add_row(key, redact(str(value)), style="bold yellow" if key == "warning" else None)
+    show(table)
     console.print(f"run directory: [bold]{run_dir}[/bold]")
 
 
@@ -78,3 +108,29 @@ def filtered_stderr(noise: re.Pattern):
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+# What TensorFlow prints on every start through absl (TF_CPP_MIN_LOG_LEVEL does not reach these): facts about
+# the build, not about the run. The CUDA lines are dropped only where the machine has no NVIDIA device, so a
+# GPU machine whose driver fails still says so.
+_NOISE = [r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
+          r"^I\d{4} [\d:.]+\s+\d+ (port|cpu_feature_guard)\.cc:\d+\] ",
+          r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags"]
+_NO_GPU_NOISE = [r"^I\d{4} [\d:.]+\s+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers",
+                 r"^E\d{4} [\d:.]+\s+\d+ cuda_(platform|executor|driver)\.cc:\d+\] failed call to cuInit"]
+
+
+def quiet_backend():
+    """A context in which the backend's start-up boilerplate is held back from the terminal (everything else it
+    prints comes through): Keras starting, or a user's module that imports it."""
+    gpu_here = any(os.path.exists(p) for p in ("/dev/nvidia0", "/proc/driver/nvidia/version", "/dev/dxg"))
+    return filtered_stderr(re.compile("|".join(_NOISE if gpu_here else _NOISE + _NO_GPU_NOISE)))
+
+
+def start_backend() -> None:
+    """Imports Keras and lets the backend find its devices, quietly (quiet_backend). Call before anything else
+    imports Keras."""
+    with quiet_backend():
+        from cnnrun import backend
+
+        backend.start()  # TensorFlow probes CUDA on the first device query

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnrun import CnnrunError
-from cnnrun.console import console, error
+from cnnrun.console import console, error, show
 
 TOLERANCE = 1e-4  # largest allowed difference in any class probability; the predicted classes must all agree
 FORMATS = {  # cnnrun name: (Keras' format, file or folder, modules the converter and runtime need)
@@ -188,6 +188,6 @@ def export_main(args: list[str]) -> None:
         table.add_column(column)
     for fmt, r in report["formats"].items():
         table.add_row(fmt, r["path"], f"{r['max_abs_difference']:.1e}", f"{100 * r['same_class']:.1f} %")
-    console.print(table)
+    show(table)
     console.print(f"class names in {Path(report['formats'][formats[0]]['path']).parent / 'labels.txt'}; "
                   f"details in export.json (tolerance {TOLERANCE})")

@@ -283,7 +283,7 @@ def load_listed(cfg, train_pairs, test_pairs, class_names, where: str, notes: li
     megabytes = n * size[0] * size[1] * channels / 2**20
     cache = cfg.get("cache", "auto")
     in_memory = cache is True or (cache == "auto" and megabytes <= float(cfg.get("cache_max_mb", 2048)))
-    from cnnrun.data import check_fits  # nothing is decoded yet: refuse what memory cannot take
+    from cnnrun.memory import check_fits  # nothing is decoded yet: refuse what memory cannot take
 
     check_fits(n, size, channels, batch_size, in_memory, stream_hint=", or stream them with dataset.cache=false")
     arrays = {}

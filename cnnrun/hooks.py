@@ -149,20 +149,6 @@ def arguments(node) -> dict:
     return {k: v for k, v in plain.items() if k != "_target_"}
 
 
-def check(cfg) -> None:
-    """Each of the config's own hooks names something importable that takes the arguments it is given."""
-    from omegaconf import DictConfig, OmegaConf
-
-    from cnnrun import CnnrunError, plugins
-
-    for name, node in (cfg.get("hooks") or {}).items():
-        key = f"hooks.{name}._target_"
-        if not isinstance(node, DictConfig) or "_target_" not in node.keys() or OmegaConf.is_missing(node, "_target_"):
-            raise CnnrunError(f"hooks.{name} needs {key}=CLASS, a hook of your own: a dotted import path like "
-                              f"+{key}=my_pkg.hooks.Notify, or FILE.py:CLASS")
-        plugins.check_arguments(node._target_, key, arguments(node), f"hooks.{name}")
-
-
 def own(name: str, node):
     """The user's hook `hooks.NAME`: its `_target_` called with the node's other keys."""
     from cnnrun import CnnrunError, plugins

@@ -66,7 +66,7 @@ def _child(cfg_yaml: str, run_dir: str) -> None:
     from omegaconf import OmegaConf  # noqa: PLC0415
 
     from cnnrun import CnnrunError  # noqa: PLC0415
-    from cnnrun.cli import start_backend  # noqa: PLC0415
+    from cnnrun.console import start_backend  # noqa: PLC0415
     from cnnrun.record import RunFailed, RunRefused  # noqa: PLC0415
 
     from cnnrun import signals  # noqa: PLC0415

@@ -167,6 +167,53 @@ def finish(model, fitted) -> str:
     return "last epoch"
 
 
+def _batch_norms(model) -> list:
+    """The trainable BatchNormalization layers of `model`, nested models included."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
+            found.append(layer)
+        elif hasattr(layer, "layers"):
+            found += _batch_norms(layer)
+    return found
+
+
+PRECISE_BN_IMAGES = 8192  # training images the population statistics are recomputed from (pycls' default)
+SETTLED = 10  # time constants of the moving averages (1 / (1 - momentum) steps each) after which they have settled
+
+
+def precise_batch_norm(classifier, data, t, steps: int) -> str | None:
+    """Recomputes every batch norm's population statistics (moving mean and variance) for the weights about to be
+    evaluated, as the average over training batches of their batch statistics: what pycls' precise BN and
+    torch.optim.swa_utils.update_bn do. trainer.precise_bn=auto does it when the moving averages cannot be
+    trusted: a run too short for them to settle (a few hundred steps: at momentum 0.99 the statistics of the
+    first weights still weigh in, and those of the last are not yet in), or EMA weights (the moving statistics
+    belong to the raw weights). Returns what was done, for metrics.json, or None."""
+    norms = _batch_norms(classifier)
+    if not norms or t.precise_bn is False:
+        return None
+    short = steps < min(SETTLED / (1.0 - float(bn.momentum)) for bn in norms)
+    averaged = bool(t.get("ema"))
+    if t.precise_bn == "auto" and not (short or averaged):
+        return None
+    rng = np.random.default_rng(t.seed + 7919)  # its own stream: the training order is not disturbed
+    n = min(len(data.x_train), PRECISE_BN_IMAGES)
+    picked = np.sort(rng.choice(len(data.x_train), size=n, replace=False))
+    batches = [picked[i:i + t.batch_size] for i in range(0, n, t.batch_size)]
+    momenta = [bn.momentum for bn in norms]
+    try:
+        for k, idx in enumerate(batches, start=1):
+            for bn in norms:
+                bn.momentum = (k - 1) / k  # the k-th batch's statistics weigh 1/k: the running mean of all k
+            classifier(np.asarray(data.x_train[idx]), training=True)
+    finally:
+        for bn, m in zip(norms, momenta):
+            bn.momentum = m
+    why = "trainer.precise_bn=true" if t.precise_bn is True else (
+        "EMA weights" if averaged else f"{steps} steps, too few for momentum {norms[0].momentum:g} to settle")
+    return f"{len(norms)} batch norms from {n} training images ({why})"
+
+
 @dataclass
 class Fitted:
     """What the loop did: the whole history (earlier epochs of a resumed run included) and how it ended."""
@@ -181,7 +228,8 @@ class Fitted:
     stopped_early: int | None = None  # the epoch after which trainer.patience stopped training
 
 
-def _steps_done(model) -> int:
+def steps_done(model) -> int:
+    """Optimizer steps taken so far (a resumed run's earlier ones included)."""
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
@@ -223,7 +271,7 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
                 order = resume.epoch_order(len(data.x_train), t.seed, epoch)
                 if stop.signum is not None:  # fit() would clear the stop request and run a whole epoch
                     break
-                before = _steps_done(trainer)
+                before = steps_done(trainer)
                 args = (feed(data.x_train, data.y_train, t.batch_size, order) if images is None
                         else train_feed(data.y_train, order))
                 trainer.fit(
@@ -234,7 +282,7 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
                     shuffle=False,  # already in this epoch's order
                     verbose=0, callbacks=callbacks,
                 )
-                whole = _steps_done(trainer) - before >= steps  # every batch ran: the epoch is a result
+                whole = steps_done(trainer) - before >= steps  # every batch ran: the epoch is a result
                 if not whole:
                     del epoch_log.rows[epoch:]  # broken off by a signal (or debug=profile): not a result
                     break

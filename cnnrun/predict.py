@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnrun import CnnrunError, record
-from cnnrun.console import console, error
+from cnnrun.console import console, error, show
 from cnnrun.folder import EXTENSIONS, decode
 
 
@@ -141,7 +141,7 @@ def predict_main(args: list[str]) -> None:
     for f, top in rows:
         table.add_row(str(f), *[c for name, p in top for c in (name, f"{100 * p:.1f} %")])
         csv_rows.append([str(f)] + [c for name, p in top for c in (name, f"{p:.6f}")])
-    console.print(table)
+    show(table)
     try:
         write_csv(ns.out, header, csv_rows)
     except CnnrunError as e:

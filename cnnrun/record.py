@@ -117,9 +117,10 @@ IDENTITY = {
     "dataset": {"exclude": ("path", "cache", "cache_max_mb", "bad_files")},
     "trainer": {"include": ("seed", "batch_size", "val_split", "precision", "jit", "deterministic",
                             "augment_after", "label_smoothing", "tta", "ema", "patience", "monitor",
-                            "restore_best"),
+                            "restore_best", "precise_bn"),
                 # keys added after runs were recorded: left out while off, so those runs keep their identity
-                "omit_when": {"ema": None, "patience": None, "monitor": "val_accuracy", "restore_best": False}},
+                "omit_when": {"ema": None, "patience": None, "monitor": "val_accuracy", "restore_best": False,
+                              "precise_bn": "auto"}},
 }
 
 

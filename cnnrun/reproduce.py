@@ -55,7 +55,7 @@ def presets(patterns: list[str]) -> list[str]:
 def _compose(name: str, seed: int | None = None):
     from hydra import compose, initialize_config_module
 
-    from cnnrun.cli import register_resolvers
+    from cnnrun.schema import register_resolvers
 
     register_resolvers()
     with initialize_config_module("cnnrun.conf", version_base="1.3"):

@@ -19,7 +19,6 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from cnnrun import CnnrunError
-from cnnrun.hooks import check as check_hooks
 
 
 # --- enumerated sets ------------------------------------------------------------------------------
@@ -93,6 +92,7 @@ class Trainer:
     patience: Optional[int] = None     # stop after this many epochs without a better `monitor`; null: off
     monitor: Monitor = Monitor.val_accuracy
     restore_best: bool = False         # evaluate and save the weights of the best epoch by `monitor`
+    precise_bn: Any = "auto"           # auto | true | false: recompute batch-norm statistics before evaluating
 
 
 @dataclass
@@ -437,6 +437,9 @@ RULES = [
     ("trainer.threads", lambda v: v == "auto" or (_int(v) and v >= 1), "auto or a whole number >= 1",
      "trainer.threads=2"),
     ("trainer.jit", lambda v: v == "auto" or isinstance(v, bool), "auto, true or false", "trainer.jit=auto"),
+    ("trainer.precise_bn", lambda v: v == "auto" or isinstance(v, bool),
+     "auto (when the run is too short for batch-norm statistics to settle, or with trainer.ema), true or false",
+     "trainer.precise_bn=auto"),
     ("trainer.resume", lambda v: v == "auto" or isinstance(v, bool),
      "auto (continue or skip a run of this config), true (must continue) or false (set the earlier run aside)",
      "trainer.resume=auto"),
@@ -668,7 +671,6 @@ def _validate(cfg: DictConfig) -> DictConfig:
         key, value = found
         raise CnnrunError(f"{key}={value} must be a finite number" + (f", e.g. {_example(key)}" if _example(key) else ""))
     own = _targets(cfg)  # the user's own arguments: theirs to check, not cnnrun's RULES
-    check_hooks(cfg)
     for key, ok, expected, example in RULES:
         group, _, rest = key.partition(".")
         if rest in own.get(group, ()):
@@ -681,6 +683,14 @@ def _validate(cfg: DictConfig) -> DictConfig:
             raise CnnrunError(f"{key}={_show(value)} must be {expected}, e.g. {example}")
     _cross_rules(cfg)
     return cfg
+
+
+def register_resolvers() -> None:
+    """`${cnnrun_uid:}`: a random suffix, drawn once per config, so two runs never share a directory."""
+    import secrets
+
+    if not OmegaConf.has_resolver("cnnrun_uid"):
+        OmegaConf.register_new_resolver("cnnrun_uid", lambda: secrets.token_hex(3), use_cache=True)
 
 
 def _targets(cfg) -> dict[str, set[str]]:
@@ -701,6 +711,12 @@ def _targets(cfg) -> dict[str, set[str]]:
         own[group] = {k for k in node if k not in schema.__dataclass_fields__}
         plugins.check_arguments(node._target_, key, own[group], group,
                                 needs=[("input_shape",), ("num_classes", "classes")] if group == "model" else [])
+    for name, node in (cfg.get("hooks") or {}).items():  # hooks.NAME: a hook of the user's own (cnnrun/hooks.py)
+        key = f"hooks.{name}._target_"
+        if not isinstance(node, DictConfig) or "_target_" not in node.keys() or OmegaConf.is_missing(node, "_target_"):
+            raise CnnrunError(f"hooks.{name} needs {key}=CLASS, a hook of your own: a dotted import path like "
+                              f"+{key}=my_pkg.hooks.Notify, or FILE.py:CLASS")
+        plugins.check_arguments(node._target_, key, {k for k in node if k != "_target_"}, f"hooks.{name}")
     return own
 
 
@@ -765,8 +781,6 @@ def check_jobs(overrides: list[str], multirun: bool = False, config_dir: str | N
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-
-    from cnnrun.cli import register_resolvers
 
     register_resolvers()
     overrides = list(overrides)

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cnnrun import CnnrunError, artifacts, record
-from cnnrun.console import console, error
+from cnnrun.console import console, error, show
 from cnnrun.redact import redact
 
 METRIC_COLUMNS = ["test_acc", "article", "diff", "best_val", "train_s", "img_per_s", "params", "data", "status",
@@ -130,7 +130,7 @@ def print_table(title, header, rows) -> None:
     for row in rows:
         style = None if row[header.index("status")] == "ok" else "red"
         table.add_row(*(escape(redact(c)) for c in row), style=style)  # logger=[a,b] is text, not rich markup
-    console.print(table)
+    show(table)
 
 
 def summarize(paths: list[Path], out: Path, stem: str, title: str,
@@ -160,7 +160,7 @@ def summarize(paths: list[Path], out: Path, stem: str, title: str,
             table.add_column(h)
         for row in s_rows:
             table.add_row(*(escape(c) for c in row))
-        console.print(table)
+        show(table)
     console.print(f"written: {out / (stem + '.csv')}, {out / (stem + '.md')}")
     return rows, s_rows
 

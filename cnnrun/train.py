@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 
 from cnnrun import artifacts, backend, hooks, loop, record, resume, schema, signals
 from cnnrun.augment import build_augment, build_mix, preview
-from cnnrun.data import Dataset, check_model_fits, load_dataset
+from cnnrun.data import Dataset, load_dataset
+from cnnrun.memory import check_model_fits
 from cnnrun.models import build_model
 from cnnrun.optim import accuracy, build_loss, build_optimizer
 from cnnrun.resident import ResidentImages, resident_layer
@@ -119,8 +120,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
             # Evaluate on the test set, once, with the classifier; then the reports, plots and the model.
             run.update(evaluated_weights=loop.finish(trainer, fitted))  # the best epoch's, the average, or the last
+            run.update(precise_bn=loop.precise_batch_norm(classifier, data, t, loop.steps_done(trainer)))
             probs = loop.evaluate(classifier, data, t)
             run.update(**artifacts.write_evaluation(run_dir, data, probs, cfg.output, classifier))
+            warning = artifacts.near_chance(run.metrics["test_accuracy"], run.metrics["final_train_accuracy"], data.y_test)
+            if warning:  # said in the table and the record: never a quiet "ok" on a model that learned nothing usable
+                log.warning(warning)
+                run.update(warning=warning)
             status = attached.evaluated(run, hooks.Evaluation(classifier, data, probs, augmented=augment is not None))
             if status is not None:  # output.explain has run; debug=smoke checked every file
                 return run.end(status)

@@ -153,3 +153,58 @@ def test_article001_presets_match_the_article(cfg_factory):
     assert cfg.reference.accuracy == 0.9336
     tiny = cfg_factory("experiment=article001_cnn3pad_mirror", "dataset=digits")  # the command line still wins
     assert tiny.dataset.name == "digits" and tiny.reference.accuracy == 0.9336
+
+
+# What an option states on purpose, unlike its schema's default: the option's own facts. Every other value an
+# option's YAML restates (with its comment) must equal the schema's, so the two can never drift apart.
+OWN_FACTS = {("dataset/digits", "class_names"), ("dataset/fashion", "class_names"), ("dataset/mnist", "class_names"),
+             ("dataset/fashion", "name"), ("dataset/mnist", "name"), ("model/cnn3pad", "pad"),
+             ("augment/article000", "rotate.degrees"), ("augment/article000", "shift.width"),
+             ("augment/article000", "shift.height"), ("augment/article000", "zoom.amount"),
+             ("augment/article004", "erasing.area")}
+
+
+def _restated():
+    """(option, key, value in its YAML, the schema's default) for every schema key an option's YAML sets."""
+    import dataclasses
+    import typing
+
+    import yaml
+
+    def default(f):
+        d = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "???")
+        return getattr(d, "value", d)  # an enum's value
+
+    found = []
+    root = yaml.safe_load((CONF / "config.yaml").read_text())
+    nested = {"augment": schema.Augment, "logger": schema.Logger}
+    sources = [("config", "output", root["output"], schema.Output), ("config", "reference", root["reference"],
+                                                                        schema.Reference)]
+    for group in ("model", "optimizer", "dataset", "trainer", "augment", "logger"):
+        for path in sorted((CONF / group).glob("*.yaml")):
+            data = yaml.safe_load(path.read_text()) or {}
+            parents = [d for d in data.pop("defaults", []) if isinstance(d, str) and not d.startswith(("/", "_"))]
+            option = f"{group}/{path.stem}"
+            if group in nested:
+                hints = typing.get_type_hints(nested[group])
+                sources += [(option, key, sub, typing.get_args(hints[key])[0]) for key, sub in data.items()]
+            elif group == "trainer":
+                sources.append((option, "", data, schema.Trainer))
+            else:
+                name = data.get("name") or (parents[0] if parents else path.stem)
+                sources.append((option, "", data, schema.SCHEMAS[group].get(name)))
+    for option, prefix, data, cls in sources:
+        assert cls is not None, option
+        for key, value in data.items():
+            if key in cls.__dataclass_fields__:
+                found.append((option, f"{prefix}.{key}".strip("."), value, default(cls.__dataclass_fields__[key])))
+    return found
+
+
+def test_every_value_an_option_restates_equals_its_schemas():
+    found = _restated()
+    drifted = [(o, k, v, d) for o, k, v, d in found if v != d and (o, k) not in OWN_FACTS]
+    assert not drifted, drifted
+    assert {(o, k) for o, k, v, d in found if v != d} == OWN_FACTS  # each own fact is still one
+    assert len(found) > 150  # the comment per key stays; the value beside it is proven equal

@@ -438,9 +438,9 @@ def test_profile_counts_every_step_of_a_compiled_call(tmp_path):
 
 
 def test_a_model_too_big_for_memory_is_refused_before_training(monkeypatch):
-    from cnnrun import data
+    from cnnrun import memory
 
-    monkeypatch.setattr(data, "available_memory", lambda: 8 * 2**30)
-    data.check_model_fits(10_000_000, "adam", "cnn4")  # 160 MB of training state: fine
+    monkeypatch.setattr(memory, "available_memory", lambda: 8 * 2**30)
+    memory.check_model_fits(10_000_000, "adam", "cnn4")  # 160 MB of training state: fine
     with pytest.raises(CnnrunError, match=r"model=dense has 864,000,000 parameters: .* needs at least 12.9 GB"):
-        data.check_model_fits(864_000_000, "adam", "dense")  # dataset.image_size=1500 on RGB, model=dense
+        memory.check_model_fits(864_000_000, "adam", "dense")  # dataset.image_size=1500 on RGB, model=dense

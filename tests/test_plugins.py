@@ -89,8 +89,6 @@ def test_the_readme_example_trains_end_to_end(project):
     assert hooked["epochs"] == 2 and hooked["epoch_log"] == "epochs.jsonl"
     logged = [json.loads(line) for line in (project / "epochs.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in logged] == [1, 2] and all(row["loss"] > 0 for row in logged)
-    r = run_cli("predict", "runs/0", "images/dog/3.png", cwd=project)  # model.keras loads in safe mode
-    assert r.returncode == 0 and ("dog" in r.stdout or "cat" in r.stdout), r.stderr[-800:]
 
 
 def test_a_custom_model_resumes_exactly(project, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from cnnrun.train import train
 from tests.conftest import read_metrics
 
 
-@pytest.mark.parametrize("preset", ["fast_fashion", "best_fashion_recipes", "best_mnist"])  # best_fashion: in its
+@pytest.mark.parametrize("preset", ["fast_fashion", pytest.param("best_fashion_recipes", marks=pytest.mark.slow), "best_mnist"])  # best_fashion: in its
 # variant and in the smoke sweep (test_debug.py)
 def test_preset_trains_at_tiny_size_on_cpu(cfg_factory, tmp_path, preset):
     cfg = cfg_factory(f"experiment={preset}", "dataset=digits", "dataset.limit=200", "trainer.epochs=2",

@@ -30,7 +30,9 @@ def needs(module):
     return pytest.mark.skipif(importlib.util.find_spec(module) is None, reason=f"{module} is not installed")
 
 
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])
+@pytest.mark.parametrize("launcher", [[], pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                                        marks=pytest.mark.slow)],  # a process per job: test-full
+                         ids=["basic", "joblib"])
 def test_two_by_two_sweep(tmp_path, launcher):
     if launcher:
         pytest.importorskip("hydra_plugins.hydra_joblib_launcher")

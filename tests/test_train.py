@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import FASHION_DIR, read_metrics
+from conftest import FASHION_DIR, make_config, read_metrics
 from PIL import Image
 
 from cnnrun.data import load_dataset
@@ -140,3 +140,25 @@ def test_dataset_smaller_than_one_batch_warns_and_still_trains(cfg_factory, tmp_
     assert m["status"] == "ok" and m["train_images"] == 30
     warning = [r.getMessage() for r in caplog.records if "fewer than trainer.batch_size=64" in r.getMessage()]
     assert warning and "only 30 training images" in warning[0]
+
+
+def test_a_short_batch_norm_run_is_evaluated_with_recomputed_statistics(tmp_path):
+    """The README's first offline run: cnn4 (batch norm after every layer) on digits for ~90 steps. At momentum
+    0.99 its moving statistics have not settled; evaluated with them it names one class for every image."""
+    short = ["model=cnn4", "dataset.limit=null", "trainer.epochs=2", "trainer.batch_size=32"]
+    kept = train(make_config(*short, "trainer.precise_bn=false"), tmp_path / "moving")
+    fixed = train(make_config(*short), tmp_path / "precise")
+    assert fixed["precise_bn"] == "6 batch norms from 1437 training images (90 steps, too few for momentum 0.99 to settle)"
+    assert fixed["test_accuracy"] > 0.85 and fixed["test_accuracy"] > kept["test_accuracy"] + 0.3
+    assert kept["precise_bn"] is None and "warning" not in fixed
+    assert kept["warning"].startswith(f"test accuracy {100 * kept['test_accuracy']:.1f} % is near chance")
+    assert json.loads((tmp_path / "moving" / "metrics.json").read_text())["warning"] == kept["warning"]
+
+
+def test_near_chance_needs_a_high_training_accuracy():
+    from cnnrun.artifacts import near_chance
+
+    y = np.repeat(np.arange(10), 10)
+    assert near_chance(0.12, 0.95, y) is not None and near_chance(0.25, 0.95, y) is None
+    assert near_chance(0.12, 0.40, y) is None  # it learned little: a weak model, not a broken evaluation
+    assert near_chance(0.55, 0.99, np.array([0] * 50 + [1] * 50)) is not None  # two classes: chance is 50 %

@@ -1,0 +1,55 @@
+"""How long the command line takes to start: `cnnrun --help` and `cnnrun train --cfg job` (compose and print
+the config, no training), this checkout against another, alternated, as whole processes.
+
+    python bench/startup.py --checkout /tmp/before      # e.g. a git worktree of the commit before a change
+    python bench/startup.py --checkout /tmp/before -n 9
+
+Prints a markdown table: the median wall time of each command in each checkout, and the median of the
+pairwise ratios (this / other), which holds when the machine's speed drifts during the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Runs cnnrun from CHECKOUT even where another copy is installed in editable mode (its import hook is dropped).
+LAUNCH = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+          "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
+          "from cnnrun.cli import main; main(sys.argv[1:])")
+COMMANDS = {"cnnrun --help": ["--help"], "cnnrun train --cfg job": ["train", "--cfg", "job"]}
+
+
+def once(checkout: Path, args: list[str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", LAUNCH, str(checkout), *args], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{checkout}: cnnrun {' '.join(args)} failed: {done.stderr.strip()[-300:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkout", type=Path, required=True, help="the other checkout to compare with")
+    parser.add_argument("-n", type=int, default=5, help="runs of each command in each checkout (after a warm-up)")
+    args = parser.parse_args()
+    here = Path(__file__).resolve().parents[1]
+    print(f"| command | this checkout (s) | {args.checkout} (s) | ratio this / other |")
+    print("|---|---|---|---|")
+    for label, argv in COMMANDS.items():
+        once(here, argv), once(args.checkout, argv)  # warm-up: the file system's caches
+        mine, other = [], []
+        for _ in range(args.n):  # alternated, so a drift in the machine's speed hits both alike
+            mine.append(once(here, argv))
+            other.append(once(args.checkout, argv))
+        ratio = statistics.median(a / b for a, b in zip(mine, other))
+        print(f"| `{label}` | {statistics.median(mine):.2f} | {statistics.median(other):.2f} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
