@@ -142,19 +142,12 @@ def build(cfg, run_dir) -> Hooks:
     return Hooks(out)
 
 
-def arguments(node) -> dict:
-    from omegaconf import OmegaConf
-
-    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
-    return {k: v for k, v in plain.items() if k != "_target_"}
-
-
 def own(name: str, node):
     """The user's hook `hooks.NAME`: its `_target_` called with the node's other keys."""
     from cnnrun import CnnrunError, plugins
 
     key = f"hooks.{name}._target_"
-    hook = plugins.call(node._target_, key, "creating the hook", **arguments(node))
+    hook = plugins.call(node._target_, key, "creating the hook", **plugins.arguments(node, ("_target_",)))
     if not any(callable(getattr(hook, m, None)) for m in MOMENTS):
         raise CnnrunError(f"{key}={node._target_} made {type(hook).__name__}, which has none of a hook's methods "
                           f"({', '.join(MOMENTS)}); subclass cnnrun.hooks.Hook")

@@ -135,12 +135,10 @@ def load_csv(cfg, batch_size: int = 32):
 
 def loader_arguments(cfg) -> dict:
     """The keyword arguments a user's loader gets: every key of its config that cnnrun's schema does not own."""
-    from omegaconf import OmegaConf
-
+    from cnnrun.plugins import arguments
     from cnnrun.schema import CustomDataset
 
-    plain = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    return {k: v for k, v in plain.items() if k not in CustomDataset.__dataclass_fields__}
+    return arguments(cfg, CustomDataset.__dataclass_fields__)
 
 
 def load_custom(cfg, batch_size: int = 32):
@@ -150,8 +148,7 @@ def load_custom(cfg, batch_size: int = 32):
 
     from cnnrun import plugins
 
-    target = cfg._target_
-    plugins.check_arguments(target, TARGET_KEY, loader_arguments(cfg), "dataset")
+    target = cfg._target_  # importable, callable, taking these arguments: checked with the config (schema.py)
     out = plugins.call(target, TARGET_KEY, "loading the data", **loader_arguments(cfg))
     where = f"{TARGET_KEY}={target}"
     if not isinstance(out, Mapping):

@@ -159,14 +159,6 @@ def build_model(cfg, input_shape, num_classes) -> keras.Model:
 TARGET_KEY = "model._target_"
 
 
-def custom_arguments(cfg) -> dict:
-    """The keyword arguments a user's builder gets from its config: every key but name and _target_."""
-    from omegaconf import OmegaConf
-
-    plain = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    return {k: v for k, v in plain.items() if k not in ("name", "_target_")}
-
-
 def build_custom(cfg, input_shape: tuple, num_classes: int) -> keras.Model:
     """The user's own network: `cfg._target_` called with the run's input_shape and num_classes and the config's
     other keys, then checked as cnnrun's own builders are made: a keras.Model that takes `input_shape` images
@@ -175,13 +167,11 @@ def build_custom(cfg, input_shape: tuple, num_classes: int) -> keras.Model:
 
     from cnnrun import plugins
 
-    target = cfg._target_
-    plugins.check_arguments(target, TARGET_KEY, custom_arguments(cfg), "model",
-                            needs=[("input_shape",), ("num_classes", "classes")])
+    target = cfg._target_  # importable, callable, taking these arguments: checked with the config (schema.py)
     takes = plugins.accepts(target, TARGET_KEY)
     classes = "classes" if takes is not None and "num_classes" not in takes else "num_classes"
     model = plugins.call(target, TARGET_KEY, "building the model", input_shape=input_shape,
-                         **{classes: num_classes}, **custom_arguments(cfg))
+                         **{classes: num_classes}, **plugins.arguments(cfg, ("name", "_target_")))
     if not isinstance(model, keras.Model):
         raise CnnrunError(f"{TARGET_KEY}={target} returned {type(model).__name__}, not a keras.Model; return "
                           "keras.Model(inputs, outputs) (or a keras.Sequential)")

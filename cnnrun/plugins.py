@@ -130,6 +130,14 @@ def accepts(target: str, key: str) -> set[str] | None:
     return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
+def arguments(node, owned) -> dict:
+    """The keyword arguments a target gets from its config node: every key but those cnnrun owns (`owned`)."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    return {k: v for k, v in plain.items() if k not in owned}
+
+
 def check_arguments(target: str, key: str, given, group: str, needs=()) -> None:
     """Refuses a target that lacks an argument cnnrun passes (`needs`: alternatives per argument) or one that the
     config gives it (`given`, the keys of `group`)."""
