@@ -85,7 +85,7 @@ def run_job(cfg) -> float | None:
     from cnnrun import CnnrunError, console
     from cnnrun.record import RunFailed, RunRefused, mark_failed
 
-    fresh = multirun and cfg.trainer.get("fresh_process", False)
+    fresh = multirun and cfg.trainer.fresh_process
     if not fresh:  # a fresh-process job keeps the backend out of this (long-lived) process
         start_backend()
         from cnnrun.train import train

@@ -211,38 +211,12 @@ def digest(cfg) -> str | None:
     key = (cfg.name, str(cfg.get("path")), str(cfg.get("image_size")), str(cfg.get("_target_")))
     if key in _digests:
         return _digests[key]
+    from cnnrun import plugins, schema
+
     h = hashlib.sha256(cfg.name.encode())
+    spec = schema.option("dataset", cfg).digest
     try:
-        if cfg.name == "csv" or cfg.get("_target_") is not None:
-            from cnnrun import manifest
-
-            if not manifest.digest(cfg, h):
-                return None
-        elif cfg.name in IDX_FILES_OF:
-            src = _find_mnist_like(cfg.name, cfg.get("path"))
-            if src is None:
-                return None
-            files = [src[k] for k in IDX_FILES] if isinstance(src, dict) else [src]
-            for f in files:
-                with open(f, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(chunk)
-        elif cfg.name == "digits":
-            from sklearn.datasets import load_digits
-
-            h.update(np.ascontiguousarray(load_digits().images).tobytes())
-        elif cfg.name == "folder":
-            root = Path(str(cfg.path)).expanduser()
-            if not root.is_dir():
-                return None
-            for dirpath, dirs, names in os.walk(root):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(names):
-                    if name.lower().endswith(IMAGE_EXTENSIONS):
-                        st = os.stat(os.path.join(dirpath, name))
-                        rel = os.path.relpath(os.path.join(dirpath, name), root)
-                        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-        else:
+        if spec is None or not plugins.locate(spec, "dataset.name")(cfg, h):
             return None
     except OSError:
         return None
@@ -250,12 +224,45 @@ def digest(cfg) -> str | None:
     return _digests[key]
 
 
+def digest_idx(cfg, h) -> bool:
+    """Fashion-MNIST / MNIST: the bytes of the four IDX files (or the .npz); False while they are still to come."""
+    src = _find_mnist_like(cfg.name, cfg.get("path"))
+    if src is None:
+        return False
+    for f in [src[k] for k in IDX_FILES] if isinstance(src, dict) else [src]:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return True
+
+
+def digest_digits(cfg, h) -> bool:
+    from sklearn.datasets import load_digits
+
+    h.update(np.ascontiguousarray(load_digits().images).tobytes())
+    return True
+
+
+def digest_folder(cfg, h) -> bool:
+    """A folder: each image file's path below it, size and modification time (no decoding)."""
+    root = Path(str(cfg.path)).expanduser()
+    if not root.is_dir():
+        return False
+    for dirpath, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                st = os.stat(os.path.join(dirpath, name))
+                rel = os.path.relpath(os.path.join(dirpath, name), root)
+                h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return True
+
+
 def forget_digests() -> None:
     """The next digest() reads the data again (each job of a sweep in one process)."""
     _digests.clear()
 
 
-IDX_FILES_OF = ("fashion", "mnist")
 
 
 def _find_mnist_like(name: str, path: str | None):
@@ -268,6 +275,18 @@ def _find_mnist_like(name: str, path: str | None):
         if src is not None:
             return src
     return None
+
+
+def load_idx(cfg, batch_size: int = 32):
+    """dataset=fashion / mnist: (arrays, source, class_names, test_files, notes) as every loader returns."""
+    arrays, source = load_mnist_like(cfg.name, cfg.path)
+    return arrays, source, [], None, []
+
+
+def load_digits(cfg, batch_size: int = 32):
+    """dataset=digits (scikit-learn's, bundled): as every loader returns."""
+    arrays = load_digits_arrays(int(cfg.image_size), cfg.test_split, cfg.split_seed, batch_size)
+    return arrays, "sklearn.datasets.load_digits", [], None, []
 
 
 def load_digits_arrays(image_size: int, test_split: float, split_seed: int, batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -365,30 +384,12 @@ def split_validation(x, y, val_split: float, seed: int):
 
 def load_dataset(cfg, seed: int = 0, val_split: float = 0.0, batch_size: int = 32) -> Dataset:
     """Reads the data set named by cfg.name, checks it, applies limit, validation split and mirroring."""
+    from cnnrun import plugins, schema
+
     name = cfg.name
-    class_names = [str(c) for c in cfg.get("class_names") or []]
-    test_files = None
-    notes: list[str] = []
-    if cfg.get("_target_") is not None:  # the user's own loader (manifest.py)
-        from cnnrun.manifest import load_custom
-
-        arrays, source, class_names, test_files, notes = load_custom(cfg, batch_size)
-    elif name in ("fashion", "mnist"):
-        arrays, source = load_mnist_like(name, cfg.get("path"))
-    elif name == "digits":
-        arrays = load_digits_arrays(int(cfg.image_size), cfg.test_split, cfg.split_seed, batch_size)
-        source = "sklearn.datasets.load_digits"
-    elif name == "folder":
-        from cnnrun.folder import load_folder
-
-        arrays, source, class_names, test_files, notes = load_folder(cfg, batch_size)
-    elif name == "csv":
-        from cnnrun.manifest import load_csv
-
-        arrays, source, class_names, test_files, notes = load_csv(cfg, batch_size)
-    else:
-        raise CnnrunError(f"dataset.name={name} is unknown; expected fashion, mnist, digits, folder, csv, or a "
-                          "dataset._target_ of your own")
+    loader = plugins.locate(schema.option("dataset", cfg).target, "dataset.name")  # the registry (schema.OPTIONS)
+    arrays, source, class_names, test_files, notes = loader(cfg, batch_size)
+    class_names = class_names or [str(c) for c in cfg.class_names or []]  # a folder's own, else the config's
 
     x_train, x_test = arrays["x_train"], arrays["x_test"]
     if isinstance(x_train, np.ndarray):  # folder datasets streamed from disk are checked file by file
@@ -401,13 +402,11 @@ def load_dataset(cfg, seed: int = 0, val_split: float = 0.0, batch_size: int = 3
     y_train = check_labels(arrays["y_train"], len(x_train), len(class_names), f"{name} training labels ({source})")
     y_test = check_labels(arrays["y_test"], len(x_test), len(class_names), f"{name} test labels ({source})")
 
-    limit = cfg.get("limit")
-    if limit is not None and int(limit) < 1:
-        raise CnnrunError(f"dataset.limit={limit} must be a positive number of images, or null for all")
+    limit = cfg.limit
     x_train, y_train, _ = subsample(x_train, y_train, limit, seed)
     x_test, y_test, test_files = subsample(x_test, y_test, limit, seed + 1, test_files)
     x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_split, seed)
-    if cfg.get("balance", "none") != "none":
+    if cfg.get("balance") not in (None, "none"):  # folder-like datasets have the key
         from cnnrun.folder import balance
 
         before = np.bincount(y_train, minlength=len(class_names)).tolist()

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from omegaconf import OmegaConf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnrun import CnnrunError
@@ -25,14 +24,8 @@ log = logging.getLogger("cnnrun")
 
 
 def image_size(value) -> tuple[int, int]:
-    """(height, width) from an int or a [height, width] pair."""
-    try:
-        h, w = (int(value), int(value)) if isinstance(value, (int, float, str)) else (int(value[0]), int(value[1]))
-    except (TypeError, ValueError, IndexError):
-        raise CnnrunError(f"dataset.image_size={value} must be a number of pixels or [height, width]") from None
-    if h < 8 or w < 8:
-        raise CnnrunError(f"dataset.image_size={value} is too small; use at least 8 (128 as in article 004)")
-    return h, w
+    """(height, width) from dataset.image_size: a side or a [height, width] pair (schema.SIZE)."""
+    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 def to_8bit(im: Image.Image) -> Image.Image:
@@ -204,25 +197,14 @@ def _scan(root: Path, policy: str, notes: list[str], where: str, limits: tuple[i
 
 
 def image_options(cfg) -> tuple[tuple[int, int], int, str, tuple[int, int]]:
-    """(size, channels, bad-file policy, (min_side, max_pixels)) of a dataset read from image files."""
-    size = image_size(cfg.image_size)
-    color = cfg.get("color", "rgb")
-    if color not in ("rgb", "grayscale"):
-        raise CnnrunError(f"dataset.color={color} is unknown; expected rgb or grayscale")
-    policy = cfg.get("bad_files", "warn")
-    if policy not in ("warn", "error"):
-        raise CnnrunError(f"dataset.bad_files={policy} is unknown; expected warn (skip them) or error")
-    limits = (cfg.get("min_side", 8), cfg.get("max_pixels", 50_000_000))
-    for key, value in zip(("min_side", "max_pixels"), limits):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise CnnrunError(f"dataset.{key}={value!r} must be a whole number >= 1")
-    return size, 3 if color == "rgb" else 1, policy, limits
+    """(size, channels, bad-file policy, (min_side, max_pixels)) of a dataset read from image files; the
+    config is validated (schema.Folder), so each value is in range."""
+    return (image_size(cfg.image_size), 3 if cfg.color == "rgb" else 1, str(cfg.bad_files),
+            (int(cfg.min_side), int(cfg.max_pixels)))
 
 
 def load_folder(cfg, batch_size: int = 32):
     """Reads a folder dataset. Returns (arrays, source, class_names, test_files, notes)."""
-    if OmegaConf.is_missing(cfg, "path") or not cfg.get("path"):
-        raise CnnrunError("dataset=folder needs dataset.path=DIR, a folder with one sub-folder of images per class")
     root = Path(str(cfg.path)).expanduser()
     if not root.is_dir():
         raise CnnrunError(f"dataset.path={cfg.path} is not a folder; give DIR with DIR/<class>/*.jpg")
@@ -253,13 +235,11 @@ def split_pairs(every: list[tuple[str, int]], cfg, what: str):
     """A stratified, seeded train / test split of (file, label) pairs by dataset.test_split and split_seed."""
     from sklearn.model_selection import train_test_split
 
-    split = float(cfg.get("test_split", 0.33))
-    if not 0 < split < 1:
-        raise CnnrunError(f"dataset.test_split={split} must lie in (0, 1), e.g. 0.33 as in article 002")
+    split = float(cfg.test_split)
     labels = [k for _, k in every]
     try:
         train_idx, test_idx = train_test_split(
-            np.arange(len(every)), test_size=split, stratify=labels, random_state=int(cfg.get("split_seed", 3))
+            np.arange(len(every)), test_size=split, stratify=labels, random_state=int(cfg.split_seed)
         )
     except ValueError as e:
         raise CnnrunError(f"cannot split {len(every)} images ({what}) into train/test with dataset.test_split={split} "
@@ -281,8 +261,7 @@ def load_listed(cfg, train_pairs, test_pairs, class_names, where: str, notes: li
     size, channels, _, _ = image_options(cfg)
     n = len(train_pairs) + len(test_pairs)
     megabytes = n * size[0] * size[1] * channels / 2**20
-    cache = cfg.get("cache", "auto")
-    in_memory = cache is True or (cache == "auto" and megabytes <= float(cfg.get("cache_max_mb", 2048)))
+    in_memory = cfg.cache is True or (cfg.cache == "auto" and megabytes <= float(cfg.cache_max_mb))
     from cnnrun.memory import check_fits  # nothing is decoded yet: refuse what memory cannot take
 
     check_fits(n, size, channels, batch_size, in_memory, stream_hint=", or stream them with dataset.cache=false")
@@ -302,8 +281,6 @@ def balance(x, y, how: str, seed: int):
     copies to the largest class's count, 'undersample' cuts large ones down to the smallest's."""
     if how in (None, "none"):
         return x, y
-    if how not in ("oversample", "undersample"):
-        raise CnnrunError(f"dataset.balance={how} is unknown; expected none, oversample or undersample")
     rng = np.random.default_rng(seed)
     counts = np.bincount(y)
     present = np.flatnonzero(counts)

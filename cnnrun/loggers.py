@@ -147,7 +147,7 @@ class CsvLogger(Logger):
 
     def __init__(self, run_dir: Path, cfg):
         self.path = Path(run_dir) / "history.csv"
-        self.live = bool(cfg.get("live", True))
+        self.live = bool(cfg.live)
 
     def epoch(self, row: dict) -> None:
         if not self.live:
@@ -225,7 +225,7 @@ class TensorBoardLogger(Logger):
         test = {f"test/{k[5:]}": v for k, v in final_metrics(metrics).items() if k.startswith("test_")}
         if test:
             self._write("", self._scalars(test), step)
-        if self.cfg.get("images", True):
+        if self.cfg.images:
             images = []
             for name in ("curves.png", "confusion_matrix.png", "confusion_matrix_normalized.png", "predictions.png"):
                 path = run.dir / name
@@ -377,10 +377,10 @@ class MlflowLogger(Logger):
             tags["cnnrun.error"] = m["error"]
         _log(self.client, self.run_id, metrics=final_metrics(m), step=int(m.get("epochs") or 0),
              tags={k: v for k, v in tags.items() if v is not None})
-        if self.cfg.get("artifacts", True):
+        if self.cfg.artifacts:
             for path in sorted(run.dir.iterdir()):  # a folder (misclassified/, .hydra/) in one call, not a file each
                 if path.name in NOT_UPLOADED or path.name.startswith(".cnnrun") or (
-                        path.suffix == ".keras" and not self.cfg.get("log_model", True)):
+                        path.suffix == ".keras" and not self.cfg.log_model):
                     continue
                 if path.is_dir():
                     self.client.log_artifacts(self.run_id, str(path), path.name)

@@ -26,9 +26,7 @@ def dropout_rates(dropout, conv=0.25, head=0.5) -> tuple[float, float]:
         return conv, head
     if dropout is False or dropout is None:
         return 0.0, 0.0
-    if isinstance(dropout, (int, float)) and 0 <= dropout < 1:
-        return dropout / 2, float(dropout)
-    raise CnnrunError(f"model.dropout={dropout!r} must be true (the article's rates), false, or a rate in [0, 1) like 0.4")
+    return dropout / 2, float(dropout)  # its range is the schema's rule (schema.DROPOUT), checked with the config
 
 
 def _drop(x, rate, name):
@@ -134,25 +132,14 @@ def tf_cnn(input_shape, num_classes):
     return keras.Model(inputs, classifier_head(x, num_classes), name="tf_cnn")
 
 
-def _families():
-    from cnnrun.resnet import resnet  # their own modules; they import no model module back
-    from cnnrun.vgg import vgg16
-
-    return {"resnet": resnet, "vgg16": vgg16}
-
-
-# The registry: model.name -> builder. conf/model/NAME.yaml and cnnrun/schema.py name the same models.
-BUILDERS = {"dense": dense, "mnist_cnn": mnist_cnn, "cnn3": cnn3, "cnn4": cnn4, "tf_cnn": tf_cnn, **_families()}
-
-
 def build_model(cfg, input_shape, num_classes) -> keras.Model:
-    """Builds the model named by cfg.name with the rest of cfg as keyword arguments; a config with a `_target_`
-    is the user's own builder (see build_custom)."""
+    """Builds the model cfg names: a built-in's builder (schema.OPTIONS) with the rest of cfg as keyword
+    arguments, found as a user's own `_target_` is; a config with a `_target_` is the user's own (build_custom)."""
+    from cnnrun import plugins, schema
+
     if cfg.get("_target_") is not None:
         return build_custom(cfg, tuple(input_shape), int(num_classes))
-    builder = BUILDERS.get(cfg.name)
-    if builder is None:
-        raise CnnrunError(f"model.name={cfg.name} is unknown; expected one of {', '.join(sorted(BUILDERS))}")
+    builder = plugins.locate(schema.option("model", cfg).target, "model.name")
     return builder(tuple(input_shape), int(num_classes), **{k: v for k, v in cfg.items() if k != "name"})
 
 

@@ -42,22 +42,23 @@ def average_weights(model: keras.Model) -> bool:
 
 
 def _optimizer(cfg, total_steps: int, ema: float | None) -> keras.optimizers.Optimizer:
-    schedule = cfg.get("schedule", "constant")
-    warmup = int(float(cfg.get("warmup", 0.0)) * total_steps)
-    if schedule == "constant":
+    """The Keras optimizer class the option names (schema.OPTIONS), given the schedule and the option's own keys."""
+    from cnnrun import plugins, schema
+
+    warmup = int(float(cfg.warmup) * total_steps)
+    if cfg.schedule == "constant":
         lr = cfg.lr
-    elif schedule == "cosine":
+    elif cfg.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else cfg.lr, max(1, total_steps - warmup), warmup_target=cfg.lr if warmup else None,
             warmup_steps=warmup)
     else:  # onecycle
         lr = OneCycle(cfg.lr, total_steps, warmup or int(0.3 * total_steps))
-    decay = cfg.get("weight_decay")
+    option = schema.option("optimizer", cfg)
+    shared = schema.Optimizer.__dataclass_fields__
+    own = {k: v for k, v in cfg.items() if k in option.schema.__dataclass_fields__ and k not in shared}
     average = {"use_ema": bool(ema), "ema_momentum": float(ema or 0.99)}  # updated inside the compiled step
-    if cfg.name == "adam":
-        return keras.optimizers.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon, weight_decay=decay,
-                                     **average)
-    return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=decay, **average)
+    return plugins.locate(option.target, "optimizer.name")(lr, weight_decay=cfg.weight_decay, **own, **average)
 
 
 def build_loss(label_smoothing: float, num_classes: int, mixed: bool = False):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from cnnrun import CnnrunError
 from cnnrun.backend import BatchNorm
 from cnnrun.blocks import classifier_head
 
@@ -41,9 +40,7 @@ def resnet(input_shape, num_classes, depth=20, width=16, dropout=0.0, l2=0.0):
         dropout: rate before the classifier (0 = none).
         l2: L2 penalty on the convolution kernels (0 = none; optimizer.weight_decay is the other way).
     """
-    if (depth - 2) % 6 or depth < 8:
-        raise CnnrunError(f"model.depth={depth} is not 6n + 2 (8, 14, 20, 32, 44, 56 ...); e.g. model.depth=20")
-    n = (depth - 2) // 6
+    n = (depth - 2) // 6  # 6n + 2 is the schema's rule for model.depth
     inputs = keras.Input(input_shape, name="image")
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="stem_conv")(inputs)
     x = layers.ReLU(name="stem_relu")(_bn(x, "stem_bn"))

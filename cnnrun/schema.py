@@ -1,24 +1,77 @@
-"""The config's types (Hydra structured configs) and the one table of ranges and rules between keys.
+"""The config's types (Hydra structured configs), each field with its own range, and the registry of options.
 
 Every YAML option extends a schema stored here in Hydra's ConfigStore, so a wrong type, an unknown
 key or a value outside an enumerated set is refused while Hydra composes the config. What a type
-cannot say (ranges, "auto or a number", rules between keys) is `RULES` below: one line per key.
-`validate(cfg)` runs both, and is what `cnnrun train` runs for every job of a sweep before the
-first job starts. Every refusal is one line: the key, the value, what is expected, an example.
+cannot say (a range, "auto or a number") is the field's rule, stated where the field is declared:
+`epochs: int = rule(5, *AT_LEAST_1)`. Rules between keys are `_cross_rules`. `validate(cfg)` runs all of
+them, and is what `cnnrun train` runs for every job of a sweep before the first job starts. Every refusal is
+one line: the key, the value, what is expected, an example.
+
+`OPTIONS` is the one registry of the model, dataset and optimizer groups: each option's schema and the
+code it runs, named by import path exactly as a user's own `_target_` is (cnnrun/plugins.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
+import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from cnnrun import CnnrunError
+
+
+# --- rules: what a type cannot say, kept with the field ------------------------------------------------
+
+def _int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def rule(default, ok: Callable[[Any], bool], expected: str, example: str | None = None, *, factory=None):
+    """A dataclass field whose value must pass `ok`; else "KEY=VALUE must be EXPECTED, e.g. KEY=EXAMPLE"
+    (the example is the default unless given)."""
+    meta = {"ok": ok, "expected": expected, "example": example}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _whole_at_least(lo: int, what: str = "a whole number"):
+    return (lambda v: _int(v) and v >= lo), f"{what} >= {lo}"
+
+
+AT_LEAST_1 = _whole_at_least(1)
+AT_LEAST_0 = _whole_at_least(0)
+POSITIVE = (lambda v: _num(v) and v > 0), "a positive number"
+FRACTION = (lambda v: _num(v) and 0 <= v < 1), "in [0, 1)"
+PROBABILITY = (lambda v: _num(v) and 0 <= v <= 1), "a probability in [0, 1]"
+AUTO_OR_BOOL = (lambda v: v == "auto" or isinstance(v, bool)), "auto, true or false"
+DROPOUT = ((lambda v: isinstance(v, bool) or (_num(v) and 0 <= v < 1)),
+           "true (the article's rates), false, or a rate in [0, 1)")
+SPLIT = (lambda v: _num(v) and 0 < v < 1), "in (0, 1)"
+
+
+def _size(v):
+    if _int(v):
+        return v >= 8
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(_int(s) and s >= 8 for s in v)
+
+
+SIZE = _size, "a side of at least 8 pixels or [height, width]"
+
+
+def _pair(v):
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(_num(x) for x in v) and v[0] <= v[1]
 
 
 # --- enumerated sets ------------------------------------------------------------------------------
@@ -61,90 +114,99 @@ class Fill(StrEnum):
     patch = "patch"
 
 
-# --- groups ---------------------------------------------------------------------------------------
-
 class Monitor(StrEnum):
     val_accuracy = "val_accuracy"
     val_loss = "val_loss"
 
 
+# --- groups ---------------------------------------------------------------------------------------
+
 @dataclass
 class Trainer:
-    epochs: int = 5
-    batch_size: int = 32
-    seed: int = 0
-    val_split: float = 0.0
-    eval_batch_size: int = 1024
-    verbose: int = 1
-    threads: Any = "auto"              # auto | int (a union OmegaConf cannot type: RULES checks it)
+    epochs: int = rule(5, *AT_LEAST_1)
+    batch_size: int = rule(32, *AT_LEAST_1)
+    seed: int = rule(0, lambda v: _int(v) and 0 <= v < 2**32, "a whole number in [0, 2**32)")
+    val_split: float = rule(0.0, FRACTION[0], "in [0, 1): 0.2 holds out 20 %, 0 none", "0.2")
+    eval_batch_size: int = rule(1024, *AT_LEAST_1)
+    verbose: int = rule(1, lambda v: _int(v) and v in (0, 1, 2), "0 (quiet), 1 (progress bars) or 2 (a line per epoch)")
+    threads: Any = rule("auto", lambda v: v == "auto" or (_int(v) and v >= 1), "auto or a whole number >= 1", "2")
     precision: Precision = Precision.float32
     device_data: bool = False
-    steps_per_execution: int = 1
-    jit: Any = "auto"                  # auto | true | false
+    steps_per_execution: int = rule(1, *AT_LEAST_1, "16")
+    jit: Any = rule("auto", *AUTO_OR_BOOL)
     deterministic: bool = False
     checkpoint: bool = True
-    resume: Any = "auto"               # auto | true | false
-    augment_after: int = 0
-    label_smoothing: float = 0.0
+    resume: Any = rule("auto", AUTO_OR_BOOL[0], "auto (continue or skip a run of this config), true (must continue) "
+                       "or false (set the earlier run aside)")
+    augment_after: int = rule(0, *_whole_at_least(0, "a whole number of plain epochs"), "10")
+    label_smoothing: float = rule(0.0, *FRACTION, "0.1")
     tta: TTA = TTA.none
     fresh_process: bool = False
-    ema: Optional[float] = None        # decay of an exponential moving average of the weights; null: off
-    patience: Optional[int] = None     # stop after this many epochs without a better `monitor`; null: off
+    # decay of an exponential moving average of the weights; null: off
+    ema: Optional[float] = rule(None, lambda v: v is None or (_num(v) and 0 < v < 1), "null (off) or a decay in (0, 1)",
+                                "0.999")
+    # stop after this many epochs without a better `monitor`; null: off
+    patience: Optional[int] = rule(None, lambda v: v is None or (_int(v) and v >= 1),
+                                   "null (off) or a whole number of epochs >= 1", "5")
     monitor: Monitor = Monitor.val_accuracy
     restore_best: bool = False         # evaluate and save the weights of the best epoch by `monitor`
-    precise_bn: Any = "auto"           # auto | true | false: recompute batch-norm statistics before evaluating
+    # recompute batch-norm statistics before evaluating
+    precise_bn: Any = rule("auto", AUTO_OR_BOOL[0], "auto (when the run is too short for batch-norm statistics to "
+                           "settle, or with trainer.ema), true or false")
 
 
 @dataclass
 class Optimizer:
+    """The fields every optimizer has; a subclass's own fields are its Keras class's keyword arguments."""
     name: str = MISSING
-    lr: float = 0.001
-    weight_decay: Optional[float] = None
+    lr: float = rule(0.001, *POSITIVE)
+    weight_decay: Optional[float] = rule(None, lambda v: v is None or (_num(v) and v >= 0), "null or a number >= 0",
+                                         "5e-4")
     schedule: Schedule = Schedule.constant
-    warmup: float = 0.0
+    warmup: float = rule(0.0, FRACTION[0], "a fraction of the run in [0, 1)", "0.1")
 
 
 @dataclass
 class Adam(Optimizer):
     name: str = "adam"
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
+    beta_1: float = rule(0.9, *FRACTION)
+    beta_2: float = rule(0.999, *FRACTION)
+    epsilon: float = rule(1e-7, *POSITIVE, "1e-7")
 
 
 @dataclass
 class SGD(Optimizer):
     name: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.0
+    lr: float = rule(0.01, *POSITIVE)
+    momentum: float = rule(0.0, *FRACTION, "0.9")
     nesterov: bool = False
 
 
 @dataclass
 class Dense:
     name: str = "dense"
-    units: int = 128
+    units: int = rule(128, *AT_LEAST_1)
 
 
 @dataclass
 class MnistCnn:
     name: str = "mnist_cnn"
-    dropout: Any = True                # true | false | a rate in [0, 1)
+    dropout: Any = rule(True, *DROPOUT, "0.4")
 
 
 @dataclass
 class Cnn3:
     name: str = "cnn3"
-    pad: int = 0
+    pad: int = rule(0, lambda v: _int(v) and 0 <= v <= 64, "a whole number of pixels in [0, 64]", "2")
     extra_conv: bool = False
-    dropout: Any = True
+    dropout: Any = rule(True, *DROPOUT, "0.4")
     extra_dense: bool = False
 
 
 @dataclass
 class Cnn4:
     name: str = "cnn4"
-    dropout: Any = True
+    dropout: Any = rule(True, *DROPOUT, "0.4")
 
 
 @dataclass
@@ -156,18 +218,18 @@ class TfCnn:
 class Vgg16:
     name: str = "vgg16"
     weights: Optional[str] = "imagenet"
-    freeze: int = 0
-    dense: int = 512
-    dropout: float = 0.5
+    freeze: int = rule(0, lambda v: _int(v) and 0 <= v <= 19, "a number of VGG16 layers in [0, 19]", "15")
+    dense: int = rule(512, *AT_LEAST_1)
+    dropout: float = rule(0.5, FRACTION[0], "a rate in [0, 1)")
 
 
 @dataclass
 class ResNet:
     name: str = "resnet"
-    depth: int = 20
-    width: int = 16
-    dropout: float = 0.0
-    l2: float = 0.0
+    depth: int = rule(20, lambda v: _int(v) and v >= 8 and (v - 2) % 6 == 0, "6n + 2 with n >= 1: 8, 14, 20, 32 ...")
+    width: int = rule(16, *_whole_at_least(1, "a whole number of filters"))
+    dropout: float = rule(0.0, FRACTION[0], "a rate in [0, 1)", "0.2")
+    l2: float = rule(0.0, lambda v: _num(v) and v >= 0, "a number >= 0", "1e-4")
 
 
 @dataclass
@@ -182,33 +244,38 @@ class CustomModel:
 class Dataset:
     name: str = MISSING
     path: Optional[str] = None
-    limit: Optional[int] = None
+    limit: Optional[int] = rule(None, lambda v: v is None or (_int(v) and v >= 1), "null (all) or a whole number >= 1",
+                                "1000")
     mirror: bool = False
-    class_names: Optional[list[str]] = None
+    class_names: Optional[list[str]] = rule(
+        None, lambda v: v is None or (isinstance(v, list) and all(isinstance(n, str) and n.strip() for n in v)
+                                      and len(set(v)) == len(v)),
+        "null (the data's own) or a list of distinct, non-empty names, one per class", "[cat,dog]")
 
 
 @dataclass
 class Digits(Dataset):
     name: str = "digits"
-    image_size: int = 28
-    test_split: float = 0.2
-    split_seed: int = 0
+    image_size: int = rule(28, *SIZE)
+    test_split: float = rule(0.2, *SPLIT)
+    split_seed: int = rule(0, *AT_LEAST_0)
 
 
 @dataclass
 class Folder(Dataset):
     name: str = "folder"
-    path: str = MISSING
-    image_size: Any = 128              # a side in pixels or [height, width]
+    path: str = rule(MISSING, lambda v: isinstance(v, str) and v.strip() != "",
+                     "a folder (with one sub-folder of images per class) or a file", "photos")
+    image_size: Any = rule(128, *SIZE)  # a side in pixels or [height, width]
     color: Color = Color.rgb
-    test_split: float = 0.33
-    split_seed: int = 3
+    test_split: float = rule(0.33, *SPLIT)
+    split_seed: int = rule(3, *AT_LEAST_0)
     balance: Balance = Balance.none
     bad_files: BadFiles = BadFiles.warn
-    min_side: int = 8
-    max_pixels: int = 50_000_000
-    cache: Any = "auto"                # auto | true | false
-    cache_max_mb: int = 2048
+    min_side: int = rule(8, *_whole_at_least(1, "a whole number of pixels"))
+    max_pixels: int = rule(50_000_000, *_whole_at_least(64, "a whole number of pixels"))
+    cache: Any = rule("auto", *AUTO_OR_BOOL)
+    cache_max_mb: int = rule(2048, *_whole_at_least(0, "a whole number of MB"))
 
 
 @dataclass
@@ -237,44 +304,46 @@ class Flip:
 
 @dataclass
 class Rotate:
-    degrees: float = 20.0
+    degrees: float = rule(20.0, lambda v: _num(v) and 0 <= v <= 180, "degrees in [0, 180]", "20")
 
 
 @dataclass
 class Shift:
-    width: float = 0.1
-    height: float = 0.1
+    width: float = rule(0.1, FRACTION[0], "a fraction of the width in [0, 1)")
+    height: float = rule(0.1, FRACTION[0], "a fraction of the height in [0, 1)")
 
 
 @dataclass
 class Shear:
-    degrees: float = 0.3
+    degrees: float = rule(0.3, lambda v: _num(v) and 0 <= v < 90, "degrees in [0, 90)")
 
 
 @dataclass
 class Zoom:
-    amount: float = 0.1
+    amount: float = rule(0.1, *FRACTION)
 
 
 @dataclass
 class Erasing:
-    p: float = 0.5
-    area: list[float] = field(default_factory=lambda: [0.02, 0.4])
-    aspect: list[float] = field(default_factory=lambda: [0.3, 3.3333])
+    p: float = rule(0.5, *PROBABILITY)
+    area: list[float] = rule(None, lambda v: _pair(v) and 0 < v[0] and v[1] <= 1, "[low, high] within (0, 1]",
+                             "[0.02,0.4]", factory=lambda: [0.02, 0.4])
+    aspect: list[float] = rule(None, lambda v: _pair(v) and v[0] > 0, "[low, high], both positive", "[0.3,3.3]",
+                               factory=lambda: [0.3, 3.3333])
     fill: Fill = Fill.pixel
-    value_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    value_range: list[float] = rule(None, _pair, "[low, high]", "[0,1]", factory=lambda: [0.0, 1.0])
 
 
 @dataclass
 class Mixup:
-    alpha: float = 0.2
-    p: float = 1.0
+    alpha: float = rule(0.2, POSITIVE[0], "a positive Beta parameter, e.g. 0.2")
+    p: float = rule(1.0, *PROBABILITY)
 
 
 @dataclass
 class CutMix:
-    alpha: float = 1.0
-    p: float = 1.0
+    alpha: float = rule(1.0, POSITIVE[0], "a positive Beta parameter, e.g. 1.0")
+    p: float = rule(1.0, *PROBABILITY)
 
 
 @dataclass
@@ -302,11 +371,11 @@ class Embedding(StrEnum):
 
 @dataclass
 class Output:
-    misclassified_max: int = 100
-    predictions_grid: int = 30
+    misclassified_max: int = rule(100, *AT_LEAST_0)
+    predictions_grid: int = rule(30, *AT_LEAST_0)
     save_model: bool = True
     explain: bool = False
-    explain_max: int = 16
+    explain_max: int = rule(16, *_whole_at_least(0, "a whole number of images"))
     explain_embedding: Embedding = Embedding.tsne
     explain_cam: Cam = Cam.hirescam
 
@@ -330,11 +399,11 @@ class TensorBoardLogger:
 @dataclass
 class MlflowLogger:
     tracking_uri: Optional[str] = None
-    experiment: str = "cnnrun"
+    experiment: str = rule("cnnrun", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name", "fashion")
     artifacts: bool = True
     log_model: bool = True
-    timeout: int = 10
-    retries: int = 0
+    timeout: int = rule(10, *_whole_at_least(1, "a whole number of seconds"))
+    retries: int = rule(0, lambda v: _int(v) and 0 <= v <= 10, "a whole number in [0, 10]")
 
 
 @dataclass
@@ -355,15 +424,15 @@ class DebugMode(StrEnum):
 class Debug:
     mode: DebugMode = DebugMode.none
     check_artifacts: bool = False
-    overfit_ratio: float = 0.1
-    profile_warmup: int = 5
-    profile_steps: int = 20
-    trace_steps: int = 5
+    overfit_ratio: float = rule(0.1, lambda v: _num(v) and 0 < v < 1, "a fraction of the first epoch's loss in (0, 1)")
+    profile_warmup: int = rule(5, *_whole_at_least(1, "a whole number of steps"))  # the first steps compile
+    profile_steps: int = rule(20, *_whole_at_least(1, "a whole number of steps"))
+    trace_steps: int = rule(5, lambda v: _int(v) and v >= 0, "a whole number of steps >= 0 (0: no trace)")
 
 
 @dataclass
 class Config:
-    """The root: typed groups here; dataset, model and optimizer are typed by the option chosen."""
+    """The root: typed groups here; dataset, model and optimizer are typed by the option chosen (OPTIONS)."""
     dataset: Any = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING
@@ -376,17 +445,56 @@ class Config:
     hooks: dict[str, Any] = field(default_factory=dict)  # your own: hooks.NAME._target_ (cnnrun/hooks.py)
 
 
-# Each YAML option names its schema in its defaults list, e.g. conf/model/cnn3.yaml: `- /schema/model/cnn3`.
-SCHEMAS = {
-    "model": {"dense": Dense, "mnist_cnn": MnistCnn, "cnn3": Cnn3, "cnn4": Cnn4, "tf_cnn": TfCnn,
-              "vgg16": Vgg16, "resnet": ResNet, "custom": CustomModel},
-    "optimizer": {"adam": Adam, "sgd": SGD},
-    "dataset": {"fashion": Dataset, "mnist": Dataset, "digits": Digits, "folder": Folder, "csv": Csv,
-                "custom": CustomDataset},
+# --- the registry: one place that says which options each group has and what code each runs ------------
+
+@dataclass(frozen=True)
+class Option:
+    """An option of a group: the schema that types it, and the code it runs, named as a user's own `_target_`
+    is (None: the node's own `_target_`). A model's builder is called as f(input_shape, num_classes, **keys);
+    a dataset's loader as f(cfg, batch_size) -> (arrays, source, class_names, test_files, notes) and its
+    digest as f(cfg, hash) -> bool; an optimizer's class as cls(learning_rate, **its schema's own keys)."""
+    schema: type
+    target: str | None
+    digest: str | None = None
+
+
+# conf/GROUP/NAME.yaml is each option's YAML: its comments, what differs from the schema, and `- /schema/GROUP/NAME`.
+OPTIONS: dict[str, dict[str, Option]] = {
+    "model": {
+        "dense": Option(Dense, "cnnrun.models.dense"),
+        "mnist_cnn": Option(MnistCnn, "cnnrun.models.mnist_cnn"),
+        "cnn3": Option(Cnn3, "cnnrun.models.cnn3"),
+        "cnn4": Option(Cnn4, "cnnrun.models.cnn4"),
+        "tf_cnn": Option(TfCnn, "cnnrun.models.tf_cnn"),
+        "vgg16": Option(Vgg16, "cnnrun.vgg.vgg16"),
+        "resnet": Option(ResNet, "cnnrun.resnet.resnet"),
+        "custom": Option(CustomModel, None),
+    },
+    "optimizer": {
+        "adam": Option(Adam, "keras.optimizers.Adam"),
+        "sgd": Option(SGD, "keras.optimizers.SGD"),
+    },
+    "dataset": {
+        "fashion": Option(Dataset, "cnnrun.data.load_idx", "cnnrun.data.digest_idx"),
+        "mnist": Option(Dataset, "cnnrun.data.load_idx", "cnnrun.data.digest_idx"),
+        "digits": Option(Digits, "cnnrun.data.load_digits", "cnnrun.data.digest_digits"),
+        "folder": Option(Folder, "cnnrun.folder.load_folder", "cnnrun.data.digest_folder"),
+        "csv": Option(Csv, "cnnrun.manifest.load_csv", "cnnrun.manifest.digest"),
+        "custom": Option(CustomDataset, "cnnrun.manifest.load_custom", "cnnrun.manifest.digest"),
+    },
 }
+SCHEMAS = {group: {name: option.schema for name, option in options.items()} for group, options in OPTIONS.items()}
 # A group's node with a `_target_` is the user's own code, whatever its name: typed by these, its other keys
 # passed to the target as keyword arguments.
 TARGETED = {"model": CustomModel, "dataset": CustomDataset}
+
+
+def option(group: str, node) -> Option:
+    """The registered option a (validated) group node is: a node with a `_target_` is `custom`, whatever its name."""
+    found = OPTIONS[group].get("custom" if node.get("_target_") is not None else node.get("name"))
+    if found is None:
+        raise CnnrunError(f"{group}.name={node.get('name')} is unknown; expected one of {', '.join(OPTIONS[group])}")
+    return found
 
 
 def register() -> None:
@@ -400,123 +508,37 @@ def register() -> None:
             cs.store(group=f"schema/{group}", name=name, node=schema(name=name))
 
 
-# --- ranges and rules: one row per key ---------------------------------------------------------------
-
-def _int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _num(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _dropout(v):
-    return isinstance(v, bool) or (_num(v) and 0 <= v < 1)
+def _fields(cls, prefix: str):
+    """(key, field) of a dataclass and, through its dataclass-typed fields, of everything below it."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        yield key, f
+        kind = hints[f.name]
+        kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind)  # Optional[X] -> X
+        if dataclasses.is_dataclass(kind):
+            yield from _fields(kind, key)
 
 
-def _size(v):
-    if _int(v):
-        return v >= 8
-    return isinstance(v, (list, tuple)) and len(v) == 2 and all(_int(s) and s >= 8 for s in v)
+def _rule(key: str):
+    """The metadata of the field at `key` (dataset.limit, augment.mixup.p ...) in any schema, or None."""
+    group = key.partition(".")[0]
+    roots = [(s, group) for s in dict.fromkeys(SCHEMAS[group].values())] if group in SCHEMAS else [(Config, "")]
+    for cls, prefix in roots:
+        for k, f in _fields(cls, prefix):
+            if k == key and "ok" in f.metadata:
+                return f
+    return None
 
 
-def _pair(v):
-    return isinstance(v, (list, tuple)) and len(v) == 2 and all(_num(x) for x in v) and v[0] <= v[1]
-
-
-# (key, test, what is expected, an example). A key whose node is absent is skipped.
-RULES = [
-    ("trainer.epochs", lambda v: _int(v) and v >= 1, "a whole number >= 1", "trainer.epochs=5"),
-    ("trainer.batch_size", lambda v: _int(v) and v >= 1, "a whole number >= 1", "trainer.batch_size=32"),
-    ("trainer.eval_batch_size", lambda v: _int(v) and v >= 1, "a whole number >= 1", "trainer.eval_batch_size=1024"),
-    ("trainer.seed", lambda v: _int(v) and 0 <= v < 2**32, "a whole number in [0, 2**32)", "trainer.seed=0"),
-    ("trainer.val_split", lambda v: _num(v) and 0 <= v < 1, "in [0, 1): 0.2 holds out 20 %, 0 none",
-     "trainer.val_split=0.2"),
-    ("trainer.verbose", lambda v: v in (0, 1, 2) and _int(v), "0 (quiet), 1 (progress bars) or 2 (a line per epoch)",
-     "trainer.verbose=1"),
-    ("trainer.threads", lambda v: v == "auto" or (_int(v) and v >= 1), "auto or a whole number >= 1",
-     "trainer.threads=2"),
-    ("trainer.jit", lambda v: v == "auto" or isinstance(v, bool), "auto, true or false", "trainer.jit=auto"),
-    ("trainer.precise_bn", lambda v: v == "auto" or isinstance(v, bool),
-     "auto (when the run is too short for batch-norm statistics to settle, or with trainer.ema), true or false",
-     "trainer.precise_bn=auto"),
-    ("trainer.resume", lambda v: v == "auto" or isinstance(v, bool),
-     "auto (continue or skip a run of this config), true (must continue) or false (set the earlier run aside)",
-     "trainer.resume=auto"),
-    ("trainer.steps_per_execution", lambda v: _int(v) and v >= 1, "a whole number >= 1",
-     "trainer.steps_per_execution=16"),
-    ("trainer.augment_after", lambda v: _int(v) and v >= 0, "a whole number of plain epochs >= 0",
-     "trainer.augment_after=10"),
-    ("augment.mixup.alpha", lambda v: _num(v) and v > 0, "a positive Beta parameter, e.g. 0.2", "augment.mixup.alpha=0.2"),
-    ("augment.mixup.p", lambda v: _num(v) and 0 <= v <= 1, "a probability in [0, 1]", "augment.mixup.p=1.0"),
-    ("augment.cutmix.alpha", lambda v: _num(v) and v > 0, "a positive Beta parameter, e.g. 1.0", "augment.cutmix.alpha=1.0"),
-    ("augment.cutmix.p", lambda v: _num(v) and 0 <= v <= 1, "a probability in [0, 1]", "augment.cutmix.p=1.0"),
-    ("trainer.ema", lambda v: v is None or (_num(v) and 0 < v < 1), "null (off) or a decay in (0, 1), e.g. 0.999",
-     "trainer.ema=0.999"),
-    ("trainer.patience", lambda v: v is None or (_int(v) and v >= 1), "null (off) or a whole number of epochs >= 1",
-     "trainer.patience=5"),
-    ("trainer.label_smoothing", lambda v: _num(v) and 0 <= v < 1, "in [0, 1)", "trainer.label_smoothing=0.1"),
-    ("optimizer.lr", lambda v: _num(v) and v > 0, "a positive number", "optimizer.lr=0.001"),
-    ("optimizer.warmup", lambda v: _num(v) and 0 <= v < 1, "a fraction of the run in [0, 1)", "optimizer.warmup=0.1"),
-    ("optimizer.weight_decay", lambda v: v is None or (_num(v) and v >= 0), "null or a number >= 0",
-     "optimizer.weight_decay=5e-4"),
-    ("optimizer.momentum", lambda v: _num(v) and 0 <= v < 1, "in [0, 1)", "optimizer.momentum=0.9"),
-    ("optimizer.beta_1", lambda v: _num(v) and 0 <= v < 1, "in [0, 1)", "optimizer.beta_1=0.9"),
-    ("optimizer.beta_2", lambda v: _num(v) and 0 <= v < 1, "in [0, 1)", "optimizer.beta_2=0.999"),
-    ("optimizer.epsilon", lambda v: _num(v) and v > 0, "a positive number", "optimizer.epsilon=1e-7"),
-    ("model.units", lambda v: _int(v) and v >= 1, "a whole number >= 1", "model.units=128"),
-    ("model.pad", lambda v: _int(v) and 0 <= v <= 64, "a whole number of pixels in [0, 64]", "model.pad=2"),
-    ("model.dropout", _dropout, "true (the article's rates), false, or a rate in [0, 1)", "model.dropout=0.4"),
-    ("model.depth", lambda v: _int(v) and v >= 8 and (v - 2) % 6 == 0, "6n + 2 with n >= 1: 8, 14, 20, 32 ...",
-     "model.depth=20"),
-    ("model.width", lambda v: _int(v) and v >= 1, "a whole number of filters >= 1", "model.width=16"),
-    ("model.l2", lambda v: _num(v) and v >= 0, "a number >= 0", "model.l2=1e-4"),
-    ("model.freeze", lambda v: _int(v) and 0 <= v <= 19, "a number of VGG16 layers in [0, 19]", "model.freeze=15"),
-    ("model.dense", lambda v: _int(v) and v >= 1, "a whole number >= 1", "model.dense=512"),
-    ("debug.overfit_ratio", lambda v: _num(v) and 0 < v < 1, "a fraction of the first epoch's loss in (0, 1)",
-     "debug.overfit_ratio=0.1"),
-    ("debug.profile_warmup", lambda v: _int(v) and v >= 1, "a whole number of steps >= 1 (the first compiles)",
-     "debug.profile_warmup=5"),
-    ("debug.profile_steps", lambda v: _int(v) and v >= 1, "a whole number of steps >= 1", "debug.profile_steps=20"),
-    ("debug.trace_steps", lambda v: _int(v) and v >= 0, "a whole number of steps >= 0 (0: no trace)",
-     "debug.trace_steps=5"),
-    ("output.explain_max", lambda v: _int(v) and v >= 0, "a whole number of images >= 0", "output.explain_max=16"),
-    ("logger.mlflow.timeout", lambda v: _int(v) and v >= 1, "a whole number of seconds >= 1",
-     "logger.mlflow.timeout=10"),
-    ("logger.mlflow.retries", lambda v: _int(v) and 0 <= v <= 10, "a whole number in [0, 10]",
-     "logger.mlflow.retries=0"),
-    ("logger.mlflow.experiment", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name",
-     "logger.mlflow.experiment=fashion"),
-    ("dataset.limit", lambda v: v is None or (_int(v) and v >= 1), "null (all) or a whole number >= 1",
-     "dataset.limit=1000"),
-    ("dataset.class_names", lambda v: v is None or (isinstance(v, list) and all(isinstance(n, str) and n.strip()
-                                                                             for n in v) and len(set(v)) == len(v)),
-     "null (the data's own) or a list of distinct, non-empty names, one per class",
-     "dataset.class_names=[cat,dog]"),
-    ("dataset.image_size", _size, "a side of at least 8 pixels or [height, width]", "dataset.image_size=128"),
-    ("dataset.test_split", lambda v: _num(v) and 0 < v < 1, "in (0, 1)", "dataset.test_split=0.2"),
-    ("dataset.split_seed", lambda v: _int(v) and v >= 0, "a whole number >= 0", "dataset.split_seed=0"),
-    ("dataset.min_side", lambda v: _int(v) and v >= 1, "a whole number of pixels >= 1", "dataset.min_side=8"),
-    ("dataset.max_pixels", lambda v: _int(v) and v >= 64, "a whole number of pixels >= 64",
-     "dataset.max_pixels=50000000"),
-    ("dataset.cache", lambda v: v == "auto" or isinstance(v, bool), "auto, true or false", "dataset.cache=auto"),
-    ("dataset.cache_max_mb", lambda v: _int(v) and v >= 0, "a whole number of MB >= 0", "dataset.cache_max_mb=2048"),
-    ("augment.rotate.degrees", lambda v: _num(v) and 0 <= v <= 180, "degrees in [0, 180]", "augment.rotate.degrees=20"),
-    ("augment.shift.width", lambda v: _num(v) and 0 <= v < 1, "a fraction of the width in [0, 1)",
-     "augment.shift.width=0.1"),
-    ("augment.shift.height", lambda v: _num(v) and 0 <= v < 1, "a fraction of the height in [0, 1)",
-     "augment.shift.height=0.1"),
-    ("augment.shear.degrees", lambda v: _num(v) and 0 <= v < 90, "degrees in [0, 90)", "augment.shear.degrees=0.3"),
-    ("augment.zoom.amount", lambda v: _num(v) and 0 <= v < 1, "in [0, 1)", "augment.zoom.amount=0.1"),
-    ("augment.erasing.p", lambda v: _num(v) and 0 <= v <= 1, "a probability in [0, 1]", "augment.erasing.p=0.5"),
-    ("augment.erasing.area", lambda v: _pair(v) and 0 < v[0] and v[1] <= 1, "[low, high] within (0, 1]",
-     "augment.erasing.area=[0.02,0.4]"),
-    ("augment.erasing.aspect", lambda v: _pair(v) and v[0] > 0, "[low, high], both positive",
-     "augment.erasing.aspect=[0.3,3.3]"),
-    ("augment.erasing.value_range", _pair, "[low, high]", "augment.erasing.value_range=[0,1]"),
-    ("output.misclassified_max", lambda v: _int(v) and v >= 0, "a whole number >= 0", "output.misclassified_max=100"),
-    ("output.predictions_grid", lambda v: _int(v) and v >= 0, "a whole number >= 0", "output.predictions_grid=30"),
-]
+def _example(key: str) -> str | None:
+    f = _rule(key)
+    if f is None:
+        return None
+    shown = f.metadata["example"]
+    if shown is None:
+        shown = _show(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+    return f"{key}={shown}"
 
 
 def _cross_rules(cfg) -> None:
@@ -632,13 +654,6 @@ def one_line(e: Exception, schema=None, prefix: str = "") -> CnnrunError:
     return CnnrunError(f"{key + ': ' if key else ''}{msg}")
 
 
-def _example(key: str) -> str | None:
-    for rule_key, _, _, example in RULES:
-        if rule_key == key:
-            return example
-    return None
-
-
 def _non_finite(node, prefix: str = ""):
     """(key, value) of the first NaN or infinity among the leaves of `node`, else None."""
     import math
@@ -670,17 +685,8 @@ def _validate(cfg: DictConfig) -> DictConfig:
     if found:  # no setting takes NaN or an infinity: it would surface later as a NaN blamed on something else
         key, value = found
         raise CnnrunError(f"{key}={value} must be a finite number" + (f", e.g. {_example(key)}" if _example(key) else ""))
-    own = _targets(cfg)  # the user's own arguments: theirs to check, not cnnrun's RULES
-    for key, ok, expected, example in RULES:
-        group, _, rest = key.partition(".")
-        if rest in own.get(group, ()):
-            continue
-        node = OmegaConf.select(cfg, key, default="<absent>")
-        if isinstance(node, str) and node == "<absent>":
-            continue
-        value = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
-        if not ok(value):
-            raise CnnrunError(f"{key}={_show(value)} must be {expected}, e.g. {example}")
+    _targets(cfg)
+    _check_rules(cfg, "")  # the user's own arguments have no field, so no rule: theirs to check
     _cross_rules(cfg)
     return cfg
 
@@ -721,7 +727,27 @@ def _targets(cfg) -> dict[str, set[str]]:
 
 
 def _show(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
     return f"'{value}'" if isinstance(value, str) and (" " in value or not value) else str(value).replace(" ", "")
+
+
+def _check_rules(node, prefix: str) -> None:
+    """Each field's rule (its metadata), through the typed config; an absent or missing key is skipped."""
+    kind = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(kind):
+        return
+    for f in dataclasses.fields(kind):
+        if f.name not in node or OmegaConf.is_missing(node, f.name):
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = node[f.name]
+        if isinstance(value, DictConfig):
+            _check_rules(value, key)
+        if "ok" in f.metadata:
+            plain = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            if not f.metadata["ok"](plain):
+                raise CnnrunError(f"{key}={_show(plain)} must be {f.metadata['expected']}, e.g. {_example(key)}")
 
 
 def composition_error(e: Exception) -> CnnrunError:

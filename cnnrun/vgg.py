@@ -81,8 +81,6 @@ def vgg16(input_shape, num_classes, weights="imagenet", freeze=0, dense=512, dro
                 "with model.weights=null"
             ) from None
         raise CnnrunError(f"cannot load VGG16 weights from {source}: {e}") from None
-    if not 0 <= int(freeze) <= len(base.layers):
-        raise CnnrunError(f"model.freeze={freeze} must lie in 0..{len(base.layers)} (VGG16's layer count)")
     for layer in base.layers[: int(freeze)]:
         layer.trainable = False
     x = base(x)

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from conftest import read_metrics
 from PIL import Image
 
 from cnnrun import CnnrunError
@@ -117,5 +116,9 @@ def test_bad_folders_get_clear_errors(cfg_factory, tmp_path, setup, message):
 
 
 def test_missing_path(cfg_factory):
-    with pytest.raises(CnnrunError, match="dataset.path=DIR"):
-        load_dataset(cfg_factory("dataset=folder", "dataset.path=").dataset)
+    from cnnrun import schema
+
+    with pytest.raises(CnnrunError, match="dataset=folder needs dataset.path"):
+        schema.validate(cfg_factory("dataset=folder", tiny=False))
+    with pytest.raises(CnnrunError, match="dataset.path='' must be a folder"):
+        schema.validate(cfg_factory("dataset=folder", "dataset.path=", tiny=False))
