@@ -7,11 +7,8 @@ full disk mid-write leaves the previous good file (or none), never half of one.
 from __future__ import annotations
 
 import csv
-import io
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +17,7 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cnnrun import CnnrunError  # noqa: E402
+from cnnrun import layout  # noqa: E402
 
 
 def _cjk_fonts() -> None:
@@ -39,69 +36,7 @@ def _cjk_fonts() -> None:
 
 _cjk_fonts()
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Calls write(tmp_path) and renames tmp_path to path; a failure leaves path untouched."""
-    path = Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)  # keep the extension: savers check it
-        os.close(fd)
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
-        os.replace(tmp, path)
-    except OSError as e:
-        raise CnnrunError(
-            f"cannot write {path}: {e.strerror or e}; free some disk space or choose another output directory"
-        ) from None
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def write_text(path: Path, text: str) -> Path:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    return atomic_write(path, write)
-
-
-def write_json(path: Path, data) -> Path:
-    """Strict JSON (what every parser reads): NaN and infinities are written as null."""
-    return write_text(path, json.dumps(_finite(data), indent=2, default=_jsonable, allow_nan=False) + "\n")
-
-
-def _finite(data):
-    if isinstance(data, dict):
-        return {k: _finite(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_finite(v) for v in data]
-    if isinstance(data, (float, np.floating)) and not np.isfinite(data):
-        return None
-    return data
-
-
-def _jsonable(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def write_csv(path: Path, header: list[str], rows) -> Path:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return write_text(path, buf.getvalue())
+from cnnrun.files import atomic_write, write_csv, write_json, write_text  # noqa: E402,F401 - also theirs here
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -149,7 +84,7 @@ def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
 
 
 def write_confusion(out: Path, cm: np.ndarray, class_names: list[str]) -> None:
-    write_csv(out / "confusion_matrix.csv", ["true\\predicted"] + class_names,
+    write_csv(out / layout.CONFUSION_CSV, ["true\\predicted"] + class_names,
               ([name] + row.tolist() for name, row in zip(class_names, cm)))
     n = len(class_names)
     size = max(5.0, 0.55 * n + 2)
@@ -171,7 +106,7 @@ def write_confusion(out: Path, cm: np.ndarray, class_names: list[str]) -> None:
                             color="white" if data[i, j] > hi / 2 else "black")
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    save_figure(fig, out / "confusion_matrix.png")
+    save_figure(fig, out / layout.CONFUSION_PNG)
 
 
 def write_classification_report(out: Path, y_true, y_pred, class_names: list[str]) -> dict:
@@ -179,9 +114,9 @@ def write_classification_report(out: Path, y_true, y_pred, class_names: list[str
 
     labels = list(range(len(class_names)))
     kwargs = dict(labels=labels, target_names=class_names, digits=4, zero_division=0)
-    write_text(out / "classification_report.txt", classification_report(y_true, y_pred, **kwargs))
+    write_text(out / layout.REPORT_TXT, classification_report(y_true, y_pred, **kwargs))
     report = classification_report(y_true, y_pred, output_dict=True, **kwargs)
-    write_json(out / "classification_report.json", report)
+    write_json(out / layout.REPORT_JSON, report)
     return report
 
 
@@ -218,7 +153,7 @@ def write_misclassified(out: Path, images, y_true, y_pred, probs, class_names, l
     for folder data sets, copied as they were) plus misclassified.csv listing all of them."""
     from PIL import Image
 
-    folder = out / "misclassified"
+    folder = out / layout.MISCLASSIFIED
     wrong = np.flatnonzero(np.asarray(y_pred) != np.asarray(y_true))
     rows = []
     for rank, i in enumerate(wrong):
@@ -240,7 +175,7 @@ def write_misclassified(out: Path, images, y_true, y_pred, probs, class_names, l
             row["file"] = ""
         rows.append(row)
     header = ["index", "true", "predicted", "confidence", "file", "source"]
-    write_csv(out / "misclassified.csv", header, ([r[k] for k in header] for r in rows))
+    write_csv(out / layout.MISCLASSIFIED_CSV, header, ([r[k] for k in header] for r in rows))
     return rows
 
 
@@ -283,11 +218,11 @@ def write_evaluation(out: Path, data, probs: np.ndarray, cfg_output, classifier)
     write_confusion(out, confusion_matrix(y_true, y_pred, len(names)), names)
     wrong = write_misclassified(out, data.x_test, y_true, y_pred, probs, names, cfg_output.misclassified_max,
                                 data.test_files)
-    plot_predictions(out / "predictions.png", data.x_test, y_true, y_pred, names, cfg_output.predictions_grid)
+    plot_predictions(out / layout.PREDICTIONS_PNG, data.x_test, y_true, y_pred, names, cfg_output.predictions_grid)
     if cfg_output.save_model:
         from cnnrun.models import portable  # Keras: only here
 
-        atomic_write(out / "model.keras", portable(classifier).save)  # Keras' own layers: loads without cnnrun
+        atomic_write(out / layout.MODEL, portable(classifier).save)  # Keras' own layers: loads without cnnrun
     return dict(test_accuracy=float(np.mean(y_pred == y_true)), test_loss=float(-np.mean(np.log(p_true))),
                 misclassified=len(wrong), weakest_class=min(names, key=lambda n: report[n]["f1-score"]),
                 class_names=names)
@@ -345,18 +280,18 @@ def verify(out: Path, metrics: dict, cfg_output, augmented: bool) -> list[str]:
             return list(csv.DictReader(f))
 
     names = metrics["class_names"]
-    check("history.csv", lambda p: len(rows(p)) == metrics["epochs"])
-    check("summary.txt", lambda p: str(metrics["params"]) in p.read_text(encoding="utf-8").replace(",", ""))
-    check("classification_report.json", lambda p: set(names) <= set(json.loads(p.read_text(encoding="utf-8"))))
-    check("confusion_matrix.csv",
+    check(layout.HISTORY, lambda p: len(rows(p)) == metrics["epochs"])
+    check(layout.SUMMARY, lambda p: str(metrics["params"]) in p.read_text(encoding="utf-8").replace(",", ""))
+    check(layout.REPORT_JSON, lambda p: set(names) <= set(json.loads(p.read_text(encoding="utf-8"))))
+    check(layout.CONFUSION_CSV,
           lambda p: sum(int(v) for r in rows(p) for k, v in r.items() if k != "true\\predicted") == metrics["test_images"])
-    check("misclassified.csv", lambda p: len(rows(p)) == metrics["misclassified"]
+    check(layout.MISCLASSIFIED_CSV, lambda p: len(rows(p)) == metrics["misclassified"]
           and all((out / r["file"]).is_file() for r in rows(p) if r["file"]))
-    for name in ["curves.png", "confusion_matrix.png"] + (["predictions.png"] if cfg_output.predictions_grid else []) \
-            + (["augment_preview.png"] if augmented else []):
+    for name in [layout.CURVES, layout.CONFUSION_PNG] + ([layout.PREDICTIONS_PNG] if cfg_output.predictions_grid else []) \
+            + ([layout.AUGMENT_PREVIEW] if augmented else []):
         check(name, png)
     if cfg_output.save_model:
         import keras  # noqa: PLC0415
 
-        check("model.keras", lambda p: keras.models.load_model(p).output_shape[-1] == len(names))
+        check(layout.MODEL, lambda p: keras.models.load_model(p).output_shape[-1] == len(names))
     return problems

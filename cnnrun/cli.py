@@ -11,6 +11,8 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from cnnrun import layout
+
 USAGE = """usage: cnnrun COMMAND [ARGS]
 
 commands:
@@ -30,10 +32,8 @@ examples:
   cnnrun compare outputs/multirun/2026-11-24/10-00-00_ab12cd
 """
 
-# Exit codes (README: "Exit codes"). 130 / 143: stopped by Ctrl-C / SIGTERM (128 + the signal).
-EXIT_OK = 0          # every run ended ok (or was already finished)
-EXIT_FAILED = 1      # a run, or some jobs of a sweep, did not end ok (failed, nan); the summary is written
-EXIT_CONFIG = 2      # refused before any work: config, data, paths, usage
+# Exit codes (README: "Exit codes"; the table in cnnrun/outcome.py). 130 / 143: Ctrl-C / SIGTERM.
+from cnnrun.outcome import EXIT_CONFIG, EXIT_FAILED, EXIT_OK  # noqa: E402,F401
 
 CONFIG_PATH = "pkg://cnnrun.conf"  # conf/ ships inside the package, so installed copies find it too
 log = logging.getLogger("cnnrun")
@@ -80,10 +80,10 @@ def run_job(cfg) -> float | None:
     if multirun and multiprocessing.parent_process() is not None:  # a parallel launcher's worker
         from cnnrun.launch import claim_gpu
 
-        gpu = claim_gpu(Path(hc.sweep.dir) / ".gpus")  # before anything imports the backend
+        gpu = claim_gpu(Path(hc.sweep.dir) / layout.GPUS)  # before anything imports the backend
 
-    from cnnrun import CnnrunError, console
-    from cnnrun.record import RunFailed, RunRefused, mark_failed
+    from cnnrun import console, outcome
+    from cnnrun.record import mark_failed
 
     fresh = multirun and cfg.trainer.fresh_process
     if not fresh:  # a fresh-process job keeps the backend out of this (long-lived) process
@@ -99,38 +99,23 @@ def run_job(cfg) -> float | None:
             metrics = train_in_fresh_process(cfg, run_dir)
         else:
             metrics = train(cfg, run_dir)
-    except RunRefused as e:  # another process's directory, or a finished run of another config: untouched
-        console.error(str(e))
-        if multirun:  # the sweep's summary counts it, and its exit code says so
+    except (Exception, KeyboardInterrupt) as e:  # how it ended: status and exit code from cnnrun/outcome.py
+        ended, text = outcome.of(e), outcome.message(e, run_dir)
+        if ended.status:  # train() recorded it already when it got that far; else a record is made
+            mark_failed(run_dir, text, status=ended.status)
+        if ended is outcome.CRASHED:  # a bug: its traceback is what helps
+            if not multirun:
+                raise
+            log.exception("job %s failed", hc.job.num)
+        else:
+            console.error(text)
+        if ended is outcome.REFUSED and multirun:  # the sweep's summary counts it, and its exit code says so
             from cnnrun.sweep import note_refused
 
-            note_refused(Path(hc.sweep.dir), run_dir.name, str(e))
-            return None
-        raise SystemExit(EXIT_CONFIG) from None
-    except RunFailed as e:  # failed after work began (exit 1); a refusal before any work is exit 2
-        console.error(str(e))
-        if multirun:
-            return None
-        raise SystemExit(EXIT_FAILED) from None
-    except CnnrunError as e:
-        mark_failed(run_dir, str(e))  # train() recorded it already when it got that far; else a record is made
-        console.error(str(e))
-        if multirun:
-            return None  # the sweep goes on; its summary shows this job as failed
-        raise SystemExit(EXIT_CONFIG) from None
-    except KeyboardInterrupt:  # outside fit (e.g. while loading data); inside, fit stops after the batch
-        from cnnrun import signals
-
-        mark_failed(run_dir, f"interrupted before training finished; start again with: cnnrun resume {run_dir}",
-                    status="interrupted")
-        console.error(f"interrupted; {run_dir} is marked interrupted")
-        raise SystemExit(signals.exit_code()) from None
-    except Exception as e:
-        mark_failed(run_dir, f"{type(e).__name__}: {e}")
-        if multirun:
-            log.exception("job %s failed", hc.job.num)
-            return None
-        raise
+            note_refused(Path(hc.sweep.dir), run_dir.name, text)
+        if multirun and ended is not outcome.INTERRUPTED:
+            return None  # the sweep goes on; its summary shows this job as failed or refused
+        raise SystemExit(outcome.exit_code(ended)) from None
     status = metrics["status"]
     if status == "interrupted":
         console.error(metrics["error"] if not multirun else
@@ -206,9 +191,9 @@ class CheckOutputDir(Callback):
 
         guard_logging()
         hc = HydraConfig.get()
-        files = list((Path(hc.runtime.output_dir) / str(hc.output_subdir or ".hydra")).glob("*.yaml"))
+        files = list((Path(hc.runtime.output_dir) / str(hc.output_subdir or layout.HYDRA)).glob("*.yaml"))
         if hc.mode == RunMode.MULTIRUN:
-            files.append(Path(str(hc.sweep.dir)) / "multirun.yaml")
+            files.append(Path(str(hc.sweep.dir)) / layout.MULTIRUN)
         for file in files:
             try:
                 text = file.read_text(encoding="utf-8")
@@ -245,7 +230,7 @@ def own_sweep(sweep_dir: Path, config) -> None:
 
     from cnnrun import record
 
-    saved = sweep_dir / "multirun.yaml"
+    saved = sweep_dir / layout.MULTIRUN
     if not saved.is_file():
         return
     if config.trainer.resume is False:
@@ -383,10 +368,10 @@ def resume_main(args: list[str]) -> None:
                           "resume needs the directory a run or sweep wrote")
             raise SystemExit(2) from None
 
-    if (path / ".hydra" / "overrides.yaml").is_file():  # one run
-        saved = load(path / ".hydra" / "overrides.yaml")
+    if (layout.overrides(path)).is_file():  # one run
+        saved = load(layout.overrides(path))
         overrides = _replay([o for o in (saved if isinstance(saved, list) else [])
-                             if not str(o).startswith("trainer.resume=")], path / ".hydra" / "overrides.yaml")
+                             if not str(o).startswith("trainer.resume=")], layout.overrides(path))
         from cnnrun import record
 
         resume = "true" if (path / record.CHECKPOINT).is_file() else "auto"
@@ -395,15 +380,15 @@ def resume_main(args: list[str]) -> None:
                           f"(the earlier files are kept in {path.name}.earlier-N)", soft_wrap=True, markup=False)
         own = [] if given_resume else [f"trainer.resume={resume}"]
         train_main([*overrides, *extra, *own, f"hydra.run.dir={path}"])
-    elif (path / "multirun.yaml").is_file():  # a sweep: each finished job is skipped, each broken-off one resumed
-        saved = load(path / "multirun.yaml")
+    elif (path / layout.MULTIRUN).is_file():  # a sweep: each finished job is skipped, each broken-off one resumed
+        saved = load(path / layout.MULTIRUN)
         try:
             task, hydra_overrides = saved["hydra"]["overrides"]["task"], saved["hydra"]["overrides"]["hydra"]
         except (TypeError, KeyError):
             console.error(f"{path / 'multirun.yaml'} holds no sweep's overrides; resume needs the directory a sweep wrote")
             raise SystemExit(2) from None
-        overrides = _replay(task, path / "multirun.yaml")
-        launcher = _replay(hydra_overrides, path / "multirun.yaml", launcher=True)
+        overrides = _replay(task, path / layout.MULTIRUN)
+        launcher = _replay(hydra_overrides, path / layout.MULTIRUN, launcher=True)
         os.environ[RESUMING] = "1"
         train_main(["-m", *launcher, *overrides, *extra, f"hydra.sweep.dir={path}"])
     else:

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cnnrun import artifacts, backend
+from cnnrun import backend, files, layout
 
 log = logging.getLogger("cnnrun")
 
@@ -120,7 +120,7 @@ class Profile(keras.callbacks.Callback):
         self._begin = self._end = None
         self._callbacks_at_begin = self._callbacks_at_end = 0.0
         self._tracing = False
-        self.trace_dir = run_dir / "profile"
+        self.trace_dir = run_dir / layout.PROFILE
 
     def callbacks(self, others: list) -> list:
         for callback in others:
@@ -203,7 +203,7 @@ class Profile(keras.callbacks.Callback):
             "input_alone_ms": round(1000 * self._feed_alone(len(rows)), 3),
             "trace": str(self.trace_dir) if self.trace else None,
         }
-        artifacts.write_json(self.run_dir / "profile.json", summary)
+        files.write_json(self.run_dir / layout.PROFILE_JSON, summary)
         short = (f" (of {self.steps} asked: the run ended first; raise trainer.epochs)"
                  if len(rows) < self.steps else "")
         calls = f" in {len(rows)} calls of {per}" if per > 1 else ""
@@ -216,6 +216,6 @@ class Profile(keras.callbacks.Callback):
         if self.trace:
             lines.append(f"  trace of {self.trace} steps: {self.trace_dir} (tensorboard --logdir {self.trace_dir}, "
                          "profile tab; JAX's *.trace.json.gz opens in ui.perfetto.dev)")
-        artifacts.write_text(self.run_dir / "profile.txt", "\n".join(lines) + "\n")
+        files.write_text(self.run_dir / layout.PROFILE_TXT, "\n".join(lines) + "\n")
         log.info("\n".join(lines))
         return "ok", {"profile": summary}

@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cnnrun import CnnrunError, artifacts, backend
+from cnnrun import CnnrunError, artifacts, backend, layout
 
 log = logging.getLogger("cnnrun")
 
@@ -270,7 +270,7 @@ def explain_run(run_dir: Path, classifier, data, probs, cfg_output, seed: int) -
         log.warning("output.explain: the test images are read from disk (dataset.cache=false); run "
                     "cnnrun explain %s afterwards", run_dir)
         return {}
-    done = explain(Path(run_dir) / "explain", classifier, data.class_names, data.x_test, data.y_test, probs,
+    done = explain(Path(run_dir) / layout.EXPLAIN, classifier, data.class_names, data.x_test, data.y_test, probs,
                    max_images=cfg_output.explain_max, method=str(cfg_output.explain_embedding), seed=seed,
                    cam=str(cfg_output.explain_cam))
     return {k: done[k] for k in ("layer", "gradcam", "embedding") if k in done}
@@ -303,7 +303,7 @@ def explain_main(args: list[str]) -> None:
         ap.error(f"no such file or folder: {', '.join(missing)}")
     try:
         model_file, metrics = finished_model(ns.run_dir)
-        out = ns.out or ns.run_dir / "explain"
+        out = ns.out or ns.run_dir / layout.EXPLAIN
         writable_folder(out, "--out")  # before any work: not after minutes of Grad-CAM
         model = load_model(model_file, compile=False)
         if ns.layer:
@@ -328,7 +328,7 @@ def run_test_set(run_dir: Path):
     from cnnrun import schema
     from cnnrun.data import load_dataset
 
-    saved = Path(run_dir) / ".hydra" / "config.yaml"
+    saved = layout.config(Path(run_dir))
     if not saved.is_file():
         raise CnnrunError(f"{run_dir} has no .hydra/config.yaml to load its test set from; pass --max 0 "
                           "--embedding none and image files instead")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnrun import CnnrunError
+from cnnrun import CnnrunError, layout
 from cnnrun.console import console, error, show
 
 TOLERANCE = 1e-4  # largest allowed difference in any class probability; the predicted classes must all agree
@@ -39,7 +39,7 @@ def reference_images(run_dir: Path, input_shape, n: int = 256) -> tuple[np.ndarr
     try:
         from cnnrun.data import load_dataset
 
-        cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        cfg = OmegaConf.load(layout.config(run_dir))
         cfg.dataset.limit = n
         data = load_dataset(cfg.dataset, seed=int(cfg.trainer.seed))
         return np.asarray(data.x_test[:n]), f"{min(n, len(data.x_test))} of the run's test images"
@@ -89,7 +89,7 @@ def export(run_dir: Path, formats: list[str], out: Path, allow_unfinished: bool 
 
 
 def _export(run_dir: Path, model_file: Path, metrics: dict, formats: list[str], out: Path) -> dict:
-    from cnnrun.artifacts import write_json, write_text
+    from cnnrun.files import write_json, write_text
     from cnnrun.predict import class_names, load_model
 
     model = load_model(model_file)
@@ -107,7 +107,7 @@ def _export(run_dir: Path, model_file: Path, metrics: dict, formats: list[str], 
         # While a format is being made, export.json does not list it: an interrupted or failed export never
         # looks verified. The new export is made beside the old one and takes its place only once verified.
         report["formats"].pop(fmt, None)
-        write_json(out / "export.json", report)
+        write_json(out / layout.EXPORT_REPORT, report)
         partial = out / f".partial-{name}"  # the suffix kept: exporters check it
         _remove(partial)
         try:
@@ -137,7 +137,7 @@ def _export(run_dir: Path, model_file: Path, metrics: dict, formats: list[str], 
                 _remove(scratch)
         report["formats"][fmt] = {"path": str(target), "max_abs_difference": diff, "same_class": agree,
                                   "verified": True}
-        write_json(out / "export.json", report)
+        write_json(out / layout.EXPORT_REPORT, report)
     return report
 
 
@@ -155,7 +155,7 @@ def _earlier_formats(out: Path, names: list[str], shape) -> dict:
     import json
 
     try:
-        earlier = json.loads((out / "export.json").read_text(encoding="utf-8"))
+        earlier = json.loads((out / layout.EXPORT_REPORT).read_text(encoding="utf-8"))
         if earlier.get("class_names") != names or earlier.get("input", {}).get("shape", [None])[1:] != list(shape):
             return {}
         return {f: r for f, r in earlier.get("formats", {}).items()
@@ -174,7 +174,7 @@ def export_main(args: list[str]) -> None:
     ns = ap.parse_args(args)
     formats = list(dict.fromkeys(ns.formats or sorted(FORMATS)))
     try:
-        report = export(ns.run_dir, formats, ns.out or ns.run_dir / "export", ns.allow_unfinished)
+        report = export(ns.run_dir, formats, ns.out or ns.run_dir / layout.EXPORT, ns.allow_unfinished)
     except CnnrunError as e:
         error(str(e))
         raise SystemExit(2) from None

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cnnrun import layout
+
 _claimed: dict[str, object] = {}  # the open lock file that holds this process's slot
 
 
@@ -65,11 +67,8 @@ def _child(cfg_yaml: str, run_dir: str) -> None:
 
     from omegaconf import OmegaConf  # noqa: PLC0415
 
-    from cnnrun import CnnrunError  # noqa: PLC0415
+    from cnnrun import outcome, signals  # noqa: PLC0415
     from cnnrun.console import start_backend  # noqa: PLC0415
-    from cnnrun.record import RunFailed, RunRefused  # noqa: PLC0415
-
-    from cnnrun import signals  # noqa: PLC0415
 
     os.setpgrp()  # its own process group: a terminal's Ctrl-C reaches the parent, which passes it on once
     signals.install()
@@ -77,7 +76,7 @@ def _child(cfg_yaml: str, run_dir: str) -> None:
     from cnnrun.train import train  # noqa: PLC0415
 
     fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    handlers = [logging.StreamHandler(), logging.FileHandler(Path(run_dir) / "train.log")]
+    handlers = [logging.StreamHandler(), logging.FileHandler(Path(run_dir) / layout.LOG)]
     for h in handlers:
         h.setFormatter(fmt)
         logging.getLogger().addHandler(h)
@@ -87,15 +86,13 @@ def _child(cfg_yaml: str, run_dir: str) -> None:
     guard_logging()  # no secret reaches this job's train.log either
     try:  # train() records its own failures in metrics.json
         train(OmegaConf.create(cfg_yaml), run_dir)
-    except RunRefused as e:
-        print(f"cnnrun: error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(3) from None
-    except RunFailed:
-        raise SystemExit(4) from None
-    except CnnrunError:
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        raise SystemExit(signals.exit_code()) from None
+    except (Exception, KeyboardInterrupt) as e:  # the parent reads the outcome back from the exit code
+        ended = outcome.of(e)
+        if ended is outcome.CRASHED:
+            raise  # its traceback, and Python's exit code 1 (= CRASHED.child_code)
+        if ended is outcome.REFUSED:
+            print(f"cnnrun: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(outcome.exit_code(ended) if ended is outcome.INTERRUPTED else ended.child_code) from None
 
 
 def train_in_fresh_process(cfg, run_dir: Path) -> dict:
@@ -108,7 +105,7 @@ def train_in_fresh_process(cfg, run_dir: Path) -> dict:
 
     from omegaconf import OmegaConf  # noqa: PLC0415
 
-    from cnnrun import CnnrunError  # noqa: PLC0415
+    from cnnrun import outcome, record  # noqa: PLC0415
 
     child = multiprocessing.get_context("spawn").Process(
         target=_child, args=(OmegaConf.to_yaml(cfg, resolve=True), str(run_dir)), name="cnnrun-job")
@@ -121,17 +118,14 @@ def train_in_fresh_process(cfg, run_dir: Path) -> dict:
         if child.exitcode is None:
             os.kill(child.pid, signals.received() or signal.SIGINT)
         child.join()
-    from cnnrun import record  # noqa: PLC0415
-
     metrics = record.read(run_dir)
     if metrics is None or metrics.get("status") == "unreadable":
         metrics = {"status": "failed", "error": f"the job's process exited with {child.exitcode} before writing metrics"}
-    if child.exitcode == 3:
-        raise record.RunRefused(f"{run_dir} is not this job's to write (see the job's output)")
-    if child.exitcode == 4:
-        raise record.RunFailed(metrics.get("error", "the job failed"))
-    if child.exitcode == 2:
-        raise CnnrunError(metrics.get("error", "the job failed"))
-    if child.exitcode not in (0, 130, 143) and metrics.get("status") in ("failed", "running"):
+    ended = outcome.from_child(child.exitcode)
+    if ended is outcome.REFUSED:
+        outcome.raise_as(ended, f"{run_dir} is not this job's to write (see the job's output)")
+    if ended is not None:
+        outcome.raise_as(ended, metrics.get("error", "the job failed"))
+    if child.exitcode not in (0, 130, 143) and metrics.get("status") in ("failed", "running"):  # killed (-9 ...)
         raise RuntimeError(metrics.get("error", f"the job's process exited with {child.exitcode}"))
     return metrics

@@ -24,11 +24,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from cnnrun import layout
+
 log = logging.getLogger("cnnrun")
 
 # The run's files a tracker gets: everything a person looks at, not the lock or the spent checkpoint.
-NOT_UPLOADED = {".lock", "checkpoint.npz", "tensorboard"}
-SWEEP_RECORD = "mlflow.json"  # in a sweep directory: the parent run's id and where it lives
+NOT_UPLOADED = {layout.LOCK, layout.CHECKPOINT, layout.TENSORBOARD}
+SWEEP_RECORD = layout.MLFLOW_PARENT  # in a sweep directory: the parent run's id and where it lives
 
 
 class Logger:
@@ -127,8 +129,8 @@ def run_name(run_dir: Path) -> str:
     try:
         import yaml
 
-        job = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
-        sweep = yaml.safe_load((run_dir.parent / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
+        job = yaml.safe_load((layout.overrides(run_dir)).read_text()) or []
+        sweep = yaml.safe_load((run_dir.parent / layout.MULTIRUN).read_text())["hydra"]["overrides"]["task"]
     except Exception:  # noqa: BLE001 - not a sweep job (or an unreadable record): the directory names it
         return run_dir.name
     plain = lambda o: str(o).replace("\\", "")  # noqa: E731 - Hydra escapes ':' etc. in a job's own record
@@ -146,7 +148,7 @@ class CsvLogger(Logger):
     name = "csv"
 
     def __init__(self, run_dir: Path, cfg):
-        self.path = Path(run_dir) / "history.csv"
+        self.path = Path(run_dir) / layout.HISTORY
         self.live = bool(cfg.live)
 
     def epoch(self, row: dict) -> None:
@@ -173,7 +175,7 @@ class TensorBoardLogger(Logger):
     name = "tensorboard"
 
     def __init__(self, run_dir: Path, cfg):
-        self.dir = Path(run_dir) / "tensorboard"
+        self.dir = Path(run_dir) / layout.TENSORBOARD
         self.cfg = cfg
         self.writers: dict = {}
 
@@ -227,7 +229,7 @@ class TensorBoardLogger(Logger):
             self._write("", self._scalars(test), step)
         if self.cfg.images:
             images = []
-            for name in ("curves.png", "confusion_matrix.png", "confusion_matrix_normalized.png", "predictions.png"):
+            for name in layout.FIGURES:
                 path = run.dir / name
                 if path.is_file():
                     from PIL import Image
@@ -390,13 +392,13 @@ class MlflowLogger(Logger):
 
 
 def _in_sweep(run_dir: Path) -> bool:
-    return (Path(run_dir).parent / "multirun.yaml").is_file()
+    return (Path(run_dir).parent / layout.MULTIRUN).is_file()
 
 
 def sweep_parent(client, uri: str, experiment: str, sweep_dir: Path) -> str:
     """The sweep's parent run: made by its first job, found by the others (a file lock, for parallel jobs)."""
     record = Path(sweep_dir) / SWEEP_RECORD
-    with open(Path(sweep_dir) / ".mlflow.lock", "a") as lock:
+    with open(Path(sweep_dir) / layout.MLFLOW_LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if record.is_file():
             saved = json.loads(record.read_text())
@@ -409,7 +411,7 @@ def sweep_parent(client, uri: str, experiment: str, sweep_dir: Path) -> str:
         return parent
 
 
-def end_sweep(sweep_dir: Path, jobs: int, jobs_ok: int, seed_rows: list[list[str]], files: list[Path]) -> None:
+def end_sweep(sweep_dir: Path, jobs: int, jobs_ok: int, groups: list, files: list[Path]) -> None:
     """After a multirun: the summary table and the mean ± std over seeds on the parent run, which then ends
     FINISHED (every job ok) or FAILED. Nothing to do when no job logged to MLflow; never raises."""
     record = Path(sweep_dir) / SWEEP_RECORD
@@ -421,12 +423,11 @@ def end_sweep(sweep_dir: Path, jobs: int, jobs_ok: int, seed_rows: list[list[str
 
         client, parent = MlflowClient(tracking_uri=saved["tracking_uri"]), saved["parent_run_id"]
         metrics = {"jobs": jobs, "jobs_ok": jobs_ok}
-        for config, seeds, mean_std, _ in seed_rows:  # compare's "across seeds" table, one metric pair per config
-            key = _metric_key(config)
-            mean, _, std = mean_std.partition(" ± ")
-            metrics[f"test_acc_mean/{key}"] = float(mean) / 100  # fractions, as test_accuracy is
-            metrics[f"test_acc_std/{key}"] = float(std) / 100
-            metrics[f"seeds/{key}"] = float(seeds)
+        for g in groups:  # sweep.SeedGroup: compare's "across seeds" table, one metric pair per config
+            key = _metric_key(g.config)
+            metrics[f"test_acc_mean/{key}"] = g.mean  # fractions, as test_accuracy is
+            metrics[f"test_acc_std/{key}"] = g.std
+            metrics[f"seeds/{key}"] = float(g.seeds)
         _log(client, parent, metrics=metrics)
         for path in files:
             if Path(path).is_file():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnrun import CnnrunError, record
+from cnnrun import CnnrunError, layout, record
 from cnnrun.console import console, error, show
 from cnnrun.folder import EXTENSIONS, decode
 
@@ -34,7 +34,7 @@ def collect(paths: list[Path]) -> list[Path]:
 
 def finished_model(run_dir: Path, allow_unfinished: bool = False) -> tuple[Path, dict]:
     """(model.keras, metrics) of a run that ended ok; refuses any other run unless `allow_unfinished`."""
-    model_file = run_dir / "model.keras"
+    model_file = run_dir / layout.MODEL
     metrics = record.read(run_dir)
     if metrics is None:
         raise CnnrunError(f"{run_dir} holds no run (no metrics.json, no model.keras); give the directory a run wrote")
@@ -129,7 +129,7 @@ def predict_main(args: list[str]) -> None:
         raise SystemExit(2) from None
     from rich.table import Table
 
-    from cnnrun.artifacts import write_csv
+    from cnnrun.files import write_csv
 
     table = Table(title=f"predictions · {ns.run_dir}")
     table.add_column("file", overflow="fold")

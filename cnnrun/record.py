@@ -2,7 +2,7 @@
 
 One process at a time owns a run directory: it holds an OS lock (`flock`) on `RUN_DIR/.lock` for as
 long as it runs, and a second process is refused in one line naming the holder. What an earlier run
-in the directory means is decided once, here (`Earlier.decide`):
+in the directory means is decided once per run, here (`decide`):
 
 | earlier run in the directory          | trainer.resume=auto          | true              | false          |
 |---------------------------------------|------------------------------|-------------------|----------------|
@@ -30,26 +30,15 @@ import socket
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypedDict
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnrun import CnnrunError
+from cnnrun import CnnrunError, files, layout, outcome
+from cnnrun.outcome import RunFailed, RunRefused  # where a run's endings are defined (cnnrun/outcome.py)
+from cnnrun.layout import CHECKPOINT, HYDRA_FILES, LOCK, METRICS, RUN_FILES, SWEEP_FILES
 
 log = logging.getLogger("cnnrun")
-
-METRICS = "metrics.json"
-LOCK = ".lock"
-CHECKPOINT = "checkpoint.npz"
-HYDRA_FILES = (".hydra", "train.log")  # written by Hydra itself before a sweep job's task function starts
-# Everything cnnrun (and Hydra for it) writes into a run directory. A directory holding anything else is not
-# cnnrun's: it is never set aside or written into (`hydra.run.dir=.` in a project, `~`, `/`).
-RUN_FILES = {METRICS, LOCK, CHECKPOINT, *HYDRA_FILES, "history.csv", "curves.png", "classification_report.txt",
-             "classification_report.json", "confusion_matrix.csv", "confusion_matrix.png",
-             "confusion_matrix_normalized.png", "misclassified", "misclassified.csv", "predictions.png",
-             "augment_preview.png", "summary.txt", "model.keras", "export", "tensorboard", "explain", "profile",
-             "profile.txt", "profile.json", "reproduce.log", "reproduce.json", "predictions.csv"}
-SWEEP_FILES = {LOCK, "multirun.yaml", "summary.csv", "summary.md", "mlflow.json", ".mlflow.lock", ".gpus",
-               ".refused"}
 
 
 def _own_entry(name: str, sweep: bool) -> bool:
@@ -124,15 +113,6 @@ IDENTITY = {
 }
 
 
-class RunFailed(CnnrunError):
-    """A run that failed after its work began (exit code 1, not 2): recorded as failed in metrics.json."""
-
-
-class RunRefused(CnnrunError):
-    """The directory belongs to someone else (a live process, or a finished run of another config):
-    nothing in it is touched, and the run is not marked failed."""
-
-
 def identity(cfg: DictConfig, sources: dict | None = None) -> dict:
     """The whitelisted part of `cfg` that decides a run's numbers (plain containers). A group naming the user's
     own code (`_target_`) adds a digest of its source: `sources` (a run's record of them) or read now."""
@@ -182,7 +162,63 @@ def same_data(earlier: dict, cfg: DictConfig) -> bool:
     return before is None or now is None or before == now
 
 
-def read(run_dir: Path) -> dict | None:
+class Metrics(TypedDict, total=False):
+    """metrics.json: the one record of a run's results, every field it may hold (write() refuses others).
+    A run writes it at start (status running), after each stage, and at its end."""
+    # identity and state
+    status: str                     # running | ok | failed | interrupted | nan (outcome.py); readers add unreadable
+    error: str                      # one line, when not ok
+    warning: str                    # ok, but the figures mean little (near chance: artifacts.near_chance)
+    exit_code: int                  # an interrupted run's: 130 / 143
+    dataset: str
+    model: str
+    backend: str
+    seed: int
+    started: str                    # ISO 8601, UTC
+    finished: str
+    reference_accuracy: float | None  # the article's figure (reference.accuracy)
+    config_hash: str                # fingerprint(cfg): what decides the numbers
+    data_digest: str | None         # data.digest: the data read
+    code_digest: dict[str, str]     # the user's own targets: a digest of each one's source
+    epochs_planned: int
+    resumed_from_epoch: int
+    # the model and the machine
+    params: int
+    device: str
+    jit: bool
+    # training (loop.history_metrics)
+    epochs: int
+    train_seconds: float
+    images_per_second: float
+    train_images: int
+    val_images: int
+    test_images: int
+    final_train_accuracy: float | None
+    best_val_accuracy: float | None
+    best_epoch: int | None
+    last_val_accuracy: float | None
+    stopped_early_after: int
+    evaluated_weights: str          # last | best | average
+    precise_bn: str | None          # how batch-norm statistics were recomputed, if they were
+    # evaluation (artifacts.write_evaluation)
+    test_accuracy: float
+    test_loss: float
+    misclassified: int
+    weakest_class: str
+    class_names: list[str]
+    # what hooks add (cnnrun/hooks.py)
+    explained: dict
+    overfit: dict
+    profile: dict
+    logger_seconds: dict[str, float]
+    mlflow_run_id: str
+    mlflow_tracking_uri: str
+
+
+FIELDS = frozenset(Metrics.__annotations__)
+
+
+def read(run_dir: Path) -> Metrics | None:
     """metrics.json of `run_dir`: None when there is none; `status: unreadable` when it cannot be parsed."""
     path = Path(run_dir) / METRICS
     try:
@@ -194,12 +230,14 @@ def read(run_dir: Path) -> dict | None:
     return data if isinstance(data, dict) else {"status": "unreadable", "error": f"{path} holds no JSON object"}
 
 
-def write(run_dir: Path, metrics: dict) -> None:
-    from cnnrun import artifacts  # matplotlib: only once a run actually writes
+def write(run_dir: Path, metrics: Metrics) -> None:
+    unknown = sorted(set(metrics) - FIELDS)
+    if unknown:  # a programming error: the record's fields are declared once, in Metrics
+        raise ValueError(f"metrics.json has no field {', '.join(unknown)}; declare it in cnnrun.record.Metrics")
 
     from cnnrun.redact import redact_data
 
-    artifacts.write_json(Path(run_dir) / METRICS, redact_data(metrics))  # no secret ever reaches the record
+    files.write_json(Path(run_dir) / METRICS, redact_data(metrics))  # no secret ever reaches the record
 
 
 # --- the lock -------------------------------------------------------------------------------------------
@@ -294,7 +332,7 @@ def _differences(run_dir: Path, cfg: DictConfig, limit: int = 3) -> str:
     """A few keys in which the earlier run's saved config differs from `cfg` ('' when unknown)."""
     earlier = read(run_dir) or {}
     try:
-        old = identity(OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml"), earlier.get("code_digest") or {})
+        old = identity(OmegaConf.load(layout.config(Path(run_dir))), earlier.get("code_digest") or {})
     except Exception:  # noqa: BLE001 - a description only
         return ""
     new = identity(cfg)
@@ -314,10 +352,25 @@ def _differences(run_dir: Path, cfg: DictConfig, limit: int = 3) -> str:
     return " (differs in " + ", ".join(diffs[:limit]) + (" ..." if len(diffs) > limit else "") + ")" if diffs else ""
 
 
+_decided: dict[str, tuple[str, str]] = {}  # run dir -> (action, config fingerprint) settled in this process
+
+
 def decide(run_dir: Path, cfg: DictConfig, keep_hydra: bool = False) -> str:
     """What to do about an earlier run in `run_dir` for `cfg` (the table in this module's docstring):
-    'start', 'skip' or 'continue'; sets an earlier run aside, or raises RunRefused."""
-    run_dir = Path(run_dir)
+    'start', 'skip' or 'continue'; sets an earlier run aside, or raises RunRefused. Decided once per run: a
+    single run's is settled before Hydra writes there (cli.CheckOutputDir), and `Run` then takes it (settled)."""
+    action = _decide(Path(run_dir), cfg, keep_hydra)
+    _decided[str(Path(run_dir).resolve())] = (action, fingerprint(cfg))
+    return action
+
+
+def settled(run_dir: Path, cfg: DictConfig) -> str | None:
+    """The decision already made in this process about `run_dir` for this very config, once; else None."""
+    action, of = _decided.pop(str(Path(run_dir).resolve()), (None, None))
+    return action if of == fingerprint(cfg) else None
+
+
+def _decide(run_dir: Path, cfg: DictConfig, keep_hydra: bool) -> str:
     resume, epochs = cfg.trainer.resume, int(cfg.trainer.epochs)
     earlier = read(run_dir)
     checkpoint = run_dir / CHECKPOINT
@@ -397,7 +450,7 @@ class Run:
     def __enter__(self) -> Run:
         claim(self.dir)
         try:
-            self.action = decide(self.dir, self.cfg, self.keep_hydra)
+            self.action = settled(self.dir, self.cfg) or _decide(self.dir, self.cfg, self.keep_hydra)
         except BaseException:
             release(self.dir)
             raise
@@ -406,16 +459,13 @@ class Run:
 
     def __exit__(self, kind, error, tb) -> bool:
         working = self.metrics.get("status") == "running" and self.working
+        ended = outcome.of(error, working)
         try:
-            if error is not None and self.metrics.get("status") == "running":
-                interrupted = isinstance(error, KeyboardInterrupt)
-                text = (f"interrupted before training finished; start again with: cnnrun resume {self.dir}"
-                        if interrupted else str(error) if isinstance(error, CnnrunError)
-                        else f"{type(error).__name__}: {error}")
-                self.end("interrupted" if interrupted else "failed", error=text.splitlines()[0] if text else kind.__name__)
+            if error is not None and ended.status and self.metrics.get("status") == "running":
+                self.end(ended.status, error=outcome.message(error, self.dir))
         finally:
             release(self.dir)
-        if isinstance(error, CnnrunError) and not isinstance(error, (RunFailed, RunRefused)) and working:
+        if ended is outcome.FAILED and not isinstance(error, RunFailed):
             raise RunFailed(str(error)) from None  # it failed mid-run: exit 1, not "refused before any work"
         return False
 

@@ -15,10 +15,9 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from cnnrun import CnnrunError, artifacts
+from cnnrun import CnnrunError, files
+from cnnrun.layout import CHECKPOINT
 from cnnrun.resident import LAYER as RESIDENT_DATA
-
-CHECKPOINT = "checkpoint.npz"
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -44,7 +43,7 @@ def save(run_dir: Path, model, epoch: int, history: list[dict], config_hash: str
         meta["best"] = {"epoch": best.epoch, "value": best.value}
         arrays.update({f"b{i}": w for i, w in enumerate(best.weights or [])})
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    return artifacts.atomic_write(Path(run_dir) / CHECKPOINT, lambda tmp: np.savez(tmp, **arrays))
+    return files.atomic_write(Path(run_dir) / CHECKPOINT, lambda tmp: np.savez(tmp, **arrays))
 
 
 def load(run_dir: Path) -> dict | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -11,7 +12,7 @@ from hydra.experimental.callback import Callback
 from rich.markup import escape
 from rich.table import Table
 
-from cnnrun import CnnrunError, artifacts, record
+from cnnrun import CnnrunError, files, layout, record
 from cnnrun.console import console, error, show
 from cnnrun.redact import redact
 
@@ -22,9 +23,9 @@ METRIC_COLUMNS = ["test_acc", "article", "diff", "best_val", "train_s", "img_per
 def find_runs(path: Path) -> list[Path]:
     """Run directories (those holding metrics.json) at or below `path`."""
     path = Path(path)
-    if (path / "metrics.json").is_file():
+    if (path / layout.METRICS).is_file():
         return [path]
-    found = (p.parent for p in path.rglob("metrics.json"))  # earlier runs set aside (X.earlier-N) are not this sweep's
+    found = (p.parent for p in path.rglob(layout.METRICS))  # earlier runs set aside (X.earlier-N) are not this sweep's
     return sorted((p for p in found if ".earlier-" not in str(p.relative_to(path))), key=lambda p: str(p))
 
 
@@ -49,7 +50,7 @@ def read_run(run_dir: Path) -> dict:
             metrics[key] = None
             metrics["status"], metrics["error"] = "unreadable", f"{key}={_one_line(v, 40)!s} in metrics.json is not a number"
     overrides = {}
-    file = run_dir / ".hydra" / "overrides.yaml"
+    file = layout.overrides(run_dir)
     try:
         items = yaml.safe_load(file.read_text(encoding="utf-8")) if file.is_file() else []
     except (OSError, ValueError, yaml.YAMLError):
@@ -93,25 +94,39 @@ def table_rows(runs: list[dict], base: Path | None = None) -> tuple[list[str], l
     return ["run"] + varying + METRIC_COLUMNS, rows
 
 
-def seed_groups(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Mean ± std of test accuracy over runs that differ only in trainer.seed."""
+@dataclass(frozen=True)
+class SeedGroup:
+    """Runs that differ only in trainer.seed: their test accuracy's mean and standard deviation (fractions)."""
+    config: str        # the overrides that tell the group apart, or "(all)"
+    seeds: int
+    mean: float
+    std: float
+    reference: float | None
+
+    def row(self) -> list[str]:
+        return [self.config, str(self.seeds), f"{100 * self.mean:.2f} ± {100 * self.std:.2f}", _pct(self.reference)]
+
+
+SEED_COLUMNS = ["config", "seeds", "test_acc (mean ± std)", "article"]
+
+
+def seed_groups(runs: list[dict]) -> list[SeedGroup]:
+    """Mean ± std of test accuracy over runs that differ only in trainer.seed, best first."""
     keys = {k for r in runs for k in r["overrides"] if k != "trainer.seed"}
     varying = {k for k in keys if len({r["overrides"].get(k) for r in runs}) > 1}  # the label names only these
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         key = tuple(sorted((k, v) for k, v in r["overrides"].items() if k in varying))
         groups.setdefault(key, []).append(r)
-    rows = []
+    found = []
     for key, members in groups.items():
         accs = [m["metrics"]["test_accuracy"] for m in members if m["metrics"].get("test_accuracy") is not None]
         if len(members) < 2 or not accs:
             continue
-        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        ref = members[0]["metrics"].get("reference_accuracy")
-        rows.append([" ".join(f"{k}={v}" for k, v in key) or "(all)", str(len(accs)),
-                     f"{100 * statistics.mean(accs):.2f} ± {100 * sd:.2f}", _pct(ref)])
-    rows.sort(key=lambda r: -float(r[2].split()[0]))
-    return ["config", "seeds", "test_acc (mean ± std)", "article"], rows
+        found.append(SeedGroup(" ".join(f"{k}={v}" for k, v in key) or "(all)", len(accs), statistics.mean(accs),
+                               statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                               members[0]["metrics"].get("reference_accuracy")))
+    return sorted(found, key=lambda g: -g.mean)
 
 
 def markdown(header, rows) -> str:
@@ -134,8 +149,9 @@ def print_table(title, header, rows) -> None:
 
 
 def summarize(paths: list[Path], out: Path, stem: str, title: str,
-              refused: dict[str, str] | None = None) -> tuple[list[list[str]], list[list[str]]]:
-    """Writes {stem}.csv and {stem}.md into `out` and prints the table(s); returns the rows of both.
+              refused: dict[str, str] | None = None) -> tuple[list[dict], list[SeedGroup]]:
+    """Writes {stem}.csv and {stem}.md into `out` and prints the table(s); returns the runs (read_run's, with
+    their records) and the seed groups.
     `refused` ({job directory name: reason}) shows those jobs as refused, not with the record they found."""
     runs = [read_run(run) for p in paths for run in find_runs(p)]
     for r in runs:
@@ -146,13 +162,14 @@ def summarize(paths: list[Path], out: Path, stem: str, title: str,
         return [], []
     base = paths[0] if len(paths) == 1 else None
     header, rows = table_rows(runs, base)
-    s_header, s_rows = seed_groups(runs)
+    groups = seed_groups(runs)
+    s_header, s_rows = SEED_COLUMNS, [g.row() for g in groups]
     out.mkdir(parents=True, exist_ok=True)
-    artifacts.write_csv(out / f"{stem}.csv", header, rows)
+    files.write_csv(out / f"{stem}.csv", header, rows)
     md = f"# {title}\n\n" + markdown(header, rows)
     if s_rows:
         md += "\n## Across seeds\n\n" + markdown(s_header, s_rows)
-    artifacts.write_text(out / f"{stem}.md", md)
+    files.write_text(out / f"{stem}.md", md)
     print_table(title, header, rows)
     if s_rows:
         table = Table(title="across seeds")
@@ -162,10 +179,10 @@ def summarize(paths: list[Path], out: Path, stem: str, title: str,
             table.add_row(*(escape(c) for c in row))
         show(table)
     console.print(f"written: {out / (stem + '.csv')}, {out / (stem + '.md')}")
-    return rows, s_rows
+    return runs, groups
 
 
-REFUSED = ".refused"  # in a sweep directory while it runs: the jobs refused their directory, a line each
+REFUSED = layout.REFUSED  # in a sweep directory while it runs: the jobs refused their directory, a line each
 
 
 def note_refused(sweep_dir: Path, job: str, reason: str) -> None:
@@ -208,15 +225,15 @@ class SweepSummary(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if sweep_dir.is_dir():
             refused = take_refused(sweep_dir)  # their directories hold another run's record: not this sweep's result
-            rows, seed_rows = summarize([sweep_dir], sweep_dir, "summary", f"sweep {sweep_dir}", refused)
-            SweepSummary.not_ok = sum(1 for row in rows if row[-2] != "ok")
+            runs, groups = summarize([sweep_dir], sweep_dir, "summary", f"sweep {sweep_dir}", refused)
+            SweepSummary.not_ok = sum(1 for r in runs if r["metrics"].get("status") != "ok")
             if refused:
                 error(f"{len(refused)} job(s) of this sweep were refused (their directories hold other runs); "
                       "nothing of theirs ran: see the summary")
             from cnnrun import loggers  # the MLflow parent run, when the jobs logged there
 
-            loggers.end_sweep(sweep_dir, len(rows), len(rows) - SweepSummary.not_ok, seed_rows,
-                              [sweep_dir / "summary.md", sweep_dir / "summary.csv", sweep_dir / "multirun.yaml"])
+            loggers.end_sweep(sweep_dir, len(runs), len(runs) - SweepSummary.not_ok, groups,
+                              [sweep_dir / layout.SUMMARY_MD, sweep_dir / layout.SUMMARY_CSV, sweep_dir / layout.MULTIRUN])
 
 
 def compare_main(args: list[str]) -> None:

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from cnnrun import artifacts, backend, hooks, loop, record, resume, schema, signals
+from cnnrun import artifacts, backend, hooks, layout, loop, record, resume, schema, signals
 from cnnrun.augment import build_augment, build_mix, preview
 from cnnrun.data import Dataset, load_dataset
 from cnnrun.memory import check_model_fits
@@ -78,7 +78,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             mix = build_mix(cfg.augment, data.num_classes, seed=t.seed)  # mixup / cutmix: labels mixed in the step
             if augment is not None:
                 sample = np.asarray(data.x_train[:8])
-                artifacts.plot_augment_preview(run_dir / "augment_preview.png", sample, preview(augment, sample))
+                artifacts.plot_augment_preview(run_dir / layout.AUGMENT_PREVIEW, sample, preview(augment, sample))
 
             # With trainer.device_data the pixels go to the device once; fit() then feeds indices and labels.
             images = resident_layer(data.x_train, data.x_val) if t.device_data else None
@@ -91,7 +91,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 metrics=[accuracy(data.num_classes, mixed=mix is not None)], jit_compile=t.jit,
                 steps_per_execution=t.steps_per_execution,  # >1: several steps per call, less Python per step
             )
-            artifacts.write_summary(run_dir / "summary.txt", classifier)
+            artifacts.write_summary(run_dir / layout.SUMMARY, classifier)
             run.update(params=int(classifier.count_params()), device=backend.device(), jit=bool(trainer.jit_compile))
             log.info("model: %s, %s parameters, jit_compile=%s", cfg.model.name, f"{run.metrics['params']:,}",
                      trainer.jit_compile)
@@ -106,9 +106,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                               extend=lambda callbacks: attached.callbacks(run, data, callbacks),
                               stop_when=lambda rows: attached.stop(run, rows))
             run.update(**loop.history_metrics(fitted, data))
-            artifacts.write_history(run_dir / "history.csv", fitted.history)
+            artifacts.write_history(run_dir / layout.HISTORY, fitted.history)
             if fitted.history:
-                artifacts.plot_curves(run_dir / "curves.png", fitted.history, f"{cfg.dataset.name} · {cfg.model.name}")
+                artifacts.plot_curves(run_dir / layout.CURVES, fitted.history, f"{cfg.dataset.name} · {cfg.model.name}")
             if fitted.signum is not None:
                 return run.end("interrupted", exit_code=fitted.exit_code, error=(
                     f"{signal.Signals(fitted.signum).name} after {len(fitted.history)} of {t.epochs} epochs; "

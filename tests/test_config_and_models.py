@@ -5,6 +5,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from cnnrun import CnnrunError
@@ -208,3 +209,44 @@ def test_every_value_an_option_restates_equals_its_schemas():
     assert not drifted, drifted
     assert {(o, k) for o, k, v, d in found if v != d} == OWN_FACTS  # each own fact is still one
     assert len(found) > 150  # the comment per key stays; the value beside it is proven equal
+
+
+def test_the_registry_is_the_one_list_of_options():
+    """schema.OPTIONS names each option of the model, dataset and optimizer groups once: each has its YAML
+    (and no YAML lacks an entry), and the code each names is found as a user's own `_target_` is."""
+    from cnnrun import plugins
+
+    for group, registered in schema.OPTIONS.items():
+        assert set(registered) == set(options(group)), group
+        for name, option in registered.items():
+            assert f"/schema/{group}/{name}" in (CONF / group / f"{name}.yaml").read_text(), (group, name)
+            for target in (option.target, option.digest):
+                assert target is None or callable(plugins.locate(target, f"{group}={name}")), (group, name, target)
+
+
+def _ruled():
+    """(key, field) of every field that carries a rule, in every schema."""
+    import dataclasses
+
+    roots = [(schema.Config, "")] + [(o.schema, g) for g, opts in schema.OPTIONS.items() for o in opts.values()]
+    for cls, prefix in roots:
+        for key, f in schema._fields(cls, prefix):
+            if "ok" in f.metadata:
+                yield key, f, (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+
+
+def test_each_rule_takes_its_default_and_its_example_and_refuses_in_one_line():
+    from omegaconf import MISSING
+
+    seen = 0
+    for key, f, default in _ruled():
+        ok, example = f.metadata["ok"], f.metadata["example"]
+        assert default == MISSING or ok(default), (key, default)
+        if example is not None:
+            assert ok(yaml.safe_load(example)), (key, example)
+        assert not ok(-1.5) and not ok("x y"), key  # every rule refuses something a typo could give
+        seen += 1
+    assert seen >= 60
+    assert refusal("model=resnet", "model.depth=21") == ("model.depth=21 must be 6n + 2 with n >= 1: 8, 14, 20, 32 ..., "
+                                                         "e.g. model.depth=20")
+    assert refusal("trainer.ema=1") == "trainer.ema=1 must be null (off) or a decay in (0, 1), e.g. trainer.ema=0.999"

@@ -223,8 +223,8 @@ def test_refused_jobs_make_the_sweep_not_ok(tmp_path):
         (tmp_path / job).mkdir()
         (tmp_path / job / "metrics.json").write_text(json.dumps({"status": "ok", "test_accuracy": 0.9}))
     note_refused(tmp_path, "1", "its directory holds a finished run of another config")
-    rows, _ = summarize([tmp_path], tmp_path, "summary", "t", take_refused(tmp_path))
-    assert sorted(row[-2] for row in rows) == ["ok", "refused"] and not (tmp_path / ".refused").exists()
+    runs, _ = summarize([tmp_path], tmp_path, "summary", "t", take_refused(tmp_path))
+    assert sorted(r["metrics"]["status"] for r in runs) == ["ok", "refused"] and not (tmp_path / ".refused").exists()
 
 
 def make_folder(root: Path, n: int = 12, classes=("cat", "dog")) -> Path:

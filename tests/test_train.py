@@ -35,6 +35,12 @@ def test_metrics_json(finished_run):
     assert saved["backend"] == keras.backend.backend()
     assert saved["test_accuracy"] > 0.5  # two epochs on digits: well above chance (0.1)
     assert saved["images_per_second"] == pytest.approx(saved["train_images"] * 2 / saved["train_seconds"], rel=0.01)
+    from cnnrun import record
+
+    assert set(saved) <= record.FIELDS  # every field is declared once, in the typed record
+    with pytest.raises(ValueError, match="no field acuracy; declare it in cnnrun.record.Metrics"):
+        record.write(run_dir, {**saved, "acuracy": 1.0})
+    assert read_metrics(run_dir) == saved  # refused whole: the record is as it was
 
 
 def test_history_and_curves(finished_run):

@@ -310,3 +310,35 @@ def test_unwritable_out_paths_are_one_line(tmp_path):
 def test_refusals_name_the_key_the_value_and_the_fix():
     assert refusal("+trainer.epoch=1").endswith("did you mean trainer.epochs?")
     assert "momentum belongs to optimizer=sgd" in refusal("+optimizer.momentum=0.9")
+
+
+def test_how_a_run_ends_has_one_table():
+    """cnnrun/outcome.py: each ending's status and exit code, and a fresh-process job's code read back as it."""
+    from cnnrun import CnnrunError, outcome
+
+    cases = [(None, "ok", 0), (outcome.RunRefused("x"), None, 2), (CnnrunError("x"), "failed", 2),
+             (outcome.RunFailed("x"), "failed", 1), (ValueError("x"), "failed", 1)]
+    for error, status, code in cases:
+        ended = outcome.of(error)
+        assert (ended.status, outcome.exit_code(ended)) == (status, code), error
+        if ended is not outcome.OK:
+            assert outcome.from_child(ended.child_code) is ended
+    assert outcome.of(CnnrunError("x"), working=True) is outcome.FAILED  # after work began: exit 1, not 2
+    assert outcome.of(KeyboardInterrupt()).status == "interrupted"
+    assert outcome.from_child(0) is None and outcome.from_child(130) is None  # read from the record instead
+
+
+def test_a_run_decides_about_its_directory_once(tmp_path):
+    """The decision about an earlier run is made before Hydra writes (the callback) and taken by the run."""
+    import subprocess
+    import sys
+
+    script = ("import atexit, sys\nimport cnnrun.record as r\ncalls = []\nreal = r._decide\n"
+              "r._decide = lambda *a, **k: calls.append(1) or real(*a, **k)\n"
+              "atexit.register(lambda: print('decided', len(calls), file=sys.stderr))\n"
+              "from cnnrun.cli import main\nsys.argv = ['cnnrun', *sys.argv[1:]]\nmain()\n")
+    args = ["train", *CLI_TINY, f"hydra.run.dir={tmp_path / 'run'}"]
+    for expected in ("ok", "skip"):  # a new run, then the same command again: skipped, still one decision
+        r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "decided 1" in r.stderr, (expected, r.stderr[-2000:])

@@ -1,0 +1,68 @@
+"""The layout of a run directory and of a sweep directory: every name cnnrun (and Hydra for it) writes there.
+
+The one place these names are spelled; every module that reads or writes a run's files takes them from here.
+A directory holding anything not listed is not cnnrun's: it is never set aside or written into
+(`hydra.run.dir=.` in a project, `~`, `/`). Imports nothing, so anything may import it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# --- a run ---------------------------------------------------------------------------------------------
+METRICS = "metrics.json"                # the record: status, figures, identity (record.Metrics)
+LOCK = ".lock"                          # held (flock) while a process owns the directory
+CHECKPOINT = "checkpoint.npz"           # the last whole epoch, while the run is unfinished
+HYDRA = ".hydra"                        # Hydra's copy of the config: config.yaml, overrides.yaml, hydra.yaml
+LOG = "train.log"                       # Hydra's log file of the job
+HISTORY = "history.csv"                 # one row per epoch
+CURVES = "curves.png"
+REPORT_TXT = "classification_report.txt"
+REPORT_JSON = "classification_report.json"
+CONFUSION_CSV = "confusion_matrix.csv"
+CONFUSION_PNG = "confusion_matrix.png"
+CONFUSION_NORMALIZED_PNG = "confusion_matrix_normalized.png"
+MISCLASSIFIED = "misclassified"         # a folder of the wrongly classified test images
+MISCLASSIFIED_CSV = "misclassified.csv"
+PREDICTIONS_PNG = "predictions.png"
+AUGMENT_PREVIEW = "augment_preview.png"
+SUMMARY = "summary.txt"                 # the model's layer table
+MODEL = "model.keras"
+EXPORT = "export"                       # cnnrun export: a folder, with export.json in it
+EXPORT_REPORT = "export.json"
+TENSORBOARD = "tensorboard"
+EXPLAIN = "explain"
+PROFILE, PROFILE_TXT, PROFILE_JSON = "profile", "profile.txt", "profile.json"
+REPRODUCE_LOG, REPRODUCE_JSON = "reproduce.log", "reproduce.json"
+PREDICTIONS_CSV = "predictions.csv"
+
+HYDRA_FILES = (HYDRA, LOG)  # written by Hydra itself before a sweep job's task function starts
+RUN_FILES = {METRICS, LOCK, CHECKPOINT, *HYDRA_FILES, HISTORY, CURVES, REPORT_TXT, REPORT_JSON, CONFUSION_CSV,
+             CONFUSION_PNG, CONFUSION_NORMALIZED_PNG, MISCLASSIFIED, MISCLASSIFIED_CSV, PREDICTIONS_PNG,
+             AUGMENT_PREVIEW, SUMMARY, MODEL, EXPORT, TENSORBOARD, EXPLAIN, PROFILE, PROFILE_TXT, PROFILE_JSON,
+             REPRODUCE_LOG, REPRODUCE_JSON, PREDICTIONS_CSV}
+FIGURES = (CURVES, CONFUSION_PNG, CONFUSION_NORMALIZED_PNG, PREDICTIONS_PNG)  # what trackers show as images
+
+# --- a sweep -------------------------------------------------------------------------------------------
+MULTIRUN = "multirun.yaml"              # Hydra's record of the sweep's overrides
+SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
+MLFLOW_PARENT, MLFLOW_LOCK = "mlflow.json", ".mlflow.lock"
+GPUS = ".gpus"                          # which job holds which GPU (parallel launchers)
+REFUSED = ".refused"                    # jobs refused their directory, for the summary
+SWEEP_FILES = {LOCK, MULTIRUN, SUMMARY_CSV, SUMMARY_MD, MLFLOW_PARENT, MLFLOW_LOCK, GPUS, REFUSED}
+
+
+def config(run_dir) -> Path:
+    """The run's composed config, as Hydra saved it."""
+    return Path(run_dir) / HYDRA / "config.yaml"
+
+
+def overrides(run_dir) -> Path:
+    """The run's command-line overrides, as Hydra saved them."""
+    return Path(run_dir) / HYDRA / "overrides.yaml"
+
+
+def sweep_of(run_dir) -> Path | None:
+    """The sweep's multirun.yaml when `run_dir` is a job of a sweep, else None."""
+    file = Path(run_dir).parent / MULTIRUN
+    return file if file.is_file() else None
