@@ -47,12 +47,12 @@ bench: setup ## benchmarks: cnnrun vs plain Keras throughput, augmentation cost
 	$(PY) bench/threads.py
 
 reproduce: setup data ## every article preset (3 seeds) -> docs/RESULTS.md; resumable; ARGS="--seeds 1 --only 'article001_*'"
-	$(PY) -m cnnrun.reproduce $(ARGS)
+	$(PY) -m cnnrun.commands.reproduce $(ARGS)
 
 clean: ## remove the virtual environment and caches (keeps outputs/)
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
 demo-folder: setup ## offline demo: a two-class photo folder from photos inside scikit-learn, then train on it
-	$(PY) -m cnnrun.demo outputs/demo-photos
+	$(PY) -m cnnrun.commands.demo outputs/demo-photos
 	$(VENV)/bin/cnnrun train dataset=folder dataset.path=outputs/demo-photos dataset.image_size=64 \
 	  model=mnist_cnn augment=flip trainer.epochs=5 trainer.batch_size=16 $(ARGS)

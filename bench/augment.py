@@ -24,10 +24,10 @@ from PIL import Image  # noqa: E402
 from cnnrun import backend  # noqa: E402
 from cnnrun.cli import register_resolvers  # noqa: E402
 from cnnrun.data import load_dataset  # noqa: E402
-from cnnrun.folder import Batches  # noqa: E402
-from cnnrun.loop import EpochLog  # noqa: E402
-from cnnrun.optim import build_optimizer  # noqa: E402
-from cnnrun.train import assemble, train  # noqa: E402
+from cnnrun.data.folder import Batches  # noqa: E402
+from cnnrun.training.loop import EpochLog  # noqa: E402
+from cnnrun.training.optim import build_optimizer  # noqa: E402
+from cnnrun.training.train import assemble, train  # noqa: E402
 
 
 def cpu_article004(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_module  # noqa: E402
 
 from cnnrun.cli import register_resolvers  # noqa: E402
 from cnnrun.data import load_dataset  # noqa: E402
-from cnnrun.train import train  # noqa: E402
+from cnnrun.training.train import train  # noqa: E402
 
 
 def keras2_model(name: str):

@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_module  # noqa: E402
 
 from cnnrun import backend  # noqa: E402
 from cnnrun.cli import register_resolvers  # noqa: E402
-from cnnrun.train import train  # noqa: E402
+from cnnrun.training.train import train  # noqa: E402
 
 OPTIONS = {
     "float32, jit auto (default)": ["trainer.precision=float32", "trainer.jit=auto"],

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import keras  # noqa: E402
 
-from cnnrun import models, record, schema  # noqa: E402
+from cnnrun import models, record  # noqa: E402
+from cnnrun.config import schema
 from conftest import make_config  # noqa: E402
 
 

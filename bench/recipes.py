@@ -23,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import keras  # noqa: E402
 
-from cnnrun import backend, explain  # noqa: E402
+from cnnrun import backend  # noqa: E402
+from cnnrun.hooks import explain  # noqa: E402
 from cnnrun.data import load_dataset  # noqa: E402
-from cnnrun.train import train  # noqa: E402
+from cnnrun.training.train import train  # noqa: E402
 from conftest import make_config  # noqa: E402
 
 BASE = ["dataset=fashion", "model=cnn4", "trainer.batch_size=256", "trainer.verbose=0", "output.misclassified_max=0",

@@ -31,7 +31,7 @@ from keras import layers  # noqa: E402
 from cnnrun import backend  # noqa: E402
 from cnnrun.cli import register_resolvers  # noqa: E402
 from cnnrun.data import load_dataset  # noqa: E402
-from cnnrun.train import train  # noqa: E402
+from cnnrun.training.train import train  # noqa: E402
 
 
 VARIANTS = {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from cnnrun import layout
+from cnnrun.record import layout
 
 USAGE = """usage: cnnrun COMMAND [ARGS]
 
@@ -32,8 +32,8 @@ examples:
   cnnrun compare outputs/multirun/2026-11-24/10-00-00_ab12cd
 """
 
-# Exit codes (README: "Exit codes"; the table in cnnrun/outcome.py). 130 / 143: Ctrl-C / SIGTERM.
-from cnnrun.outcome import EXIT_CONFIG, EXIT_FAILED, EXIT_OK  # noqa: E402,F401
+# Exit codes (README: "Exit codes"; the table in cnnrun/record/outcome.py). 130 / 143: Ctrl-C / SIGTERM.
+from cnnrun.record.outcome import EXIT_CONFIG, EXIT_FAILED, EXIT_OK  # noqa: E402,F401
 
 CONFIG_PATH = "pkg://cnnrun.conf"  # conf/ ships inside the package, so installed copies find it too
 log = logging.getLogger("cnnrun")
@@ -41,7 +41,7 @@ log = logging.getLogger("cnnrun")
 
 def register_resolvers() -> None:
     """${cnnrun_uid:} (schema.register_resolvers), imported when needed: `cnnrun --help` stays quick."""
-    from cnnrun.schema import register_resolvers as register
+    from cnnrun.config.schema import register_resolvers as register
 
     register()
 
@@ -78,28 +78,29 @@ def run_job(cfg) -> float | None:
         forget_digests()  # each job of a sweep reads its data's digest afresh
     gpu = None
     if multirun and multiprocessing.parent_process() is not None:  # a parallel launcher's worker
-        from cnnrun.launch import claim_gpu
+        from cnnrun.commands.launch import claim_gpu
 
         gpu = claim_gpu(Path(hc.sweep.dir) / layout.GPUS)  # before anything imports the backend
 
-    from cnnrun import console, outcome
+    from cnnrun import console
+    from cnnrun.record import outcome
     from cnnrun.record import mark_failed
 
     fresh = multirun and cfg.trainer.fresh_process
     if not fresh:  # a fresh-process job keeps the backend out of this (long-lived) process
         start_backend()
-        from cnnrun.train import train
+        from cnnrun.training.train import train
 
     if gpu is not None:
         log.info("job %s: GPU %s", hc.job.num, gpu)
     try:
         if fresh:
-            from cnnrun.launch import train_in_fresh_process
+            from cnnrun.commands.launch import train_in_fresh_process
 
             metrics = train_in_fresh_process(cfg, run_dir)
         else:
             metrics = train(cfg, run_dir)
-    except (Exception, KeyboardInterrupt) as e:  # how it ended: status and exit code from cnnrun/outcome.py
+    except (Exception, KeyboardInterrupt) as e:  # how it ended: status and exit code from cnnrun/record/outcome.py
         ended, text = outcome.of(e), outcome.message(e, run_dir)
         if ended.status:  # train() recorded it already when it got that far; else a record is made
             mark_failed(run_dir, text, status=ended.status)
@@ -110,7 +111,7 @@ def run_job(cfg) -> float | None:
         else:
             console.error(text)
         if ended is outcome.REFUSED and multirun:  # the sweep's summary counts it, and its exit code says so
-            from cnnrun.sweep import note_refused
+            from cnnrun.commands.sweep import note_refused
 
             note_refused(Path(hc.sweep.dir), run_dir.name, text)
         if multirun and ended is not outcome.INTERRUPTED:
@@ -138,7 +139,7 @@ def run_job(cfg) -> float | None:
 
 class CheckOutputDir(Callback):
     """Hydra callback, before Hydra writes anything into the output directory: refuses one that cannot be
-    written, takes its lock, and settles what an earlier run there means (cnnrun/record.py), in one line."""
+    written, takes its lock, and settles what an earlier run there means (cnnrun/record/__init__.py), in one line."""
 
     def _refuse_foreign(self, path, config, sweep: bool = False) -> None:
         from cnnrun import CnnrunError, console, record
@@ -183,11 +184,11 @@ class CheckOutputDir(Callback):
 
     def on_job_start(self, config, **kwargs) -> None:
         """Hydra has saved the job's config: secrets a config file carried are blanked in those copies, and
-        the run's log handlers get the redacting filter (cnnrun/redact.py)."""
+        the run's log handlers get the redacting filter (cnnrun/config/redact.py)."""
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from cnnrun.redact import guard_logging, redact
+        from cnnrun.config.redact import guard_logging, redact
 
         guard_logging()
         hc = HydraConfig.get()
@@ -259,7 +260,8 @@ def preflight(args: list[str]) -> None:
     bad one. Hydra's own flags (--help, --cfg ...) are left to Hydra."""
     from hydra._internal.utils import get_args_parser
 
-    from cnnrun import CnnrunError, console, schema
+    from cnnrun import CnnrunError, console
+    from cnnrun.config import schema
 
     ns, unknown = get_args_parser().parse_known_args(args)  # -m, --cfg ... as Hydra reads them
     chdir = [o for o in ns.overrides if re.fullmatch(r"\+*hydra\.job\.chdir=(?i:true|yes|on|1)", o)]
@@ -282,7 +284,7 @@ def preflight(args: list[str]) -> None:
 
 def _hide_schema_groups() -> None:
     """`cnnrun train --help` lists the groups a user picks options from. The `schema/*` groups (the types in
-    cnnrun/schema.py, which every option extends) are not among them, and Hydra has no switch to hide a group,
+    cnnrun/config/schema.py, which every option extends) are not among them, and Hydra has no switch to hide a group,
     so its group lister is wrapped for this one help call."""
     from hydra._internal.hydra import Hydra
 
@@ -300,7 +302,7 @@ def train_main(args: list[str]) -> None:
         _hide_schema_groups()
     sys.argv = ["cnnrun train", *args]
     hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(run_job)()
-    from cnnrun.sweep import SweepSummary
+    from cnnrun.commands.sweep import SweepSummary
 
     if SweepSummary.not_ok:  # a sweep ran to its end, but not every job ended ok: say so to scripts
         raise SystemExit(EXIT_FAILED)
@@ -408,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     _quiet_backends()
     from cnnrun import signals
-    from cnnrun.redact import take_credentials
+    from cnnrun.config.redact import take_credentials
 
     signals.install()  # Ctrl-C and SIGTERM from the first moment on, never lost (cnnrun/signals.py)
 
@@ -453,17 +455,17 @@ def _dispatch(command: str, rest: list[str]) -> None:
     elif command == "resume":
         resume_main(rest)
     elif command == "compare":
-        from cnnrun.sweep import compare_main
+        from cnnrun.commands.sweep import compare_main
 
         compare_main(rest)
     elif command == "predict":
         start_backend()
-        from cnnrun.predict import predict_main
+        from cnnrun.commands.predict import predict_main
 
         predict_main(rest)
     elif command == "explain":
         start_backend()
-        from cnnrun.explain import explain_main
+        from cnnrun.hooks.explain import explain_main
 
         explain_main(rest)
     elif command == "export":
@@ -472,7 +474,7 @@ def _dispatch(command: str, rest: list[str]) -> None:
         if importlib.util.find_spec("tensorflow") is not None:  # the converters are TensorFlow's
             os.environ["KERAS_BACKEND"] = "tensorflow"
         start_backend()
-        from cnnrun.export import export_main
+        from cnnrun.commands.export import export_main
 
         export_main(rest)
     elif command in ("-V", "--version", "version"):

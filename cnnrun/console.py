@@ -12,11 +12,11 @@ import tempfile
 from rich.console import Console
 from rich.table import Table
 
-from cnnrun.redact import redact
+from cnnrun.config.redact import redact
 
 
 class _Console(Console):
-    """rich's Console, with secrets blanked from every text it prints (cnnrun/redact.py)."""
+    """rich's Console, with secrets blanked from every text it prints (cnnrun/config/redact.py)."""
 
     def print(self, *objects, **kwargs) -> None:
         super().print(*(redact(o) if isinstance(o, str) else o for o in objects), **kwargs)

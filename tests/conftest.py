@@ -30,7 +30,8 @@ def make_config(*overrides, tiny=True, hydra=False):
 
 def refusal(*overrides, tiny=True, multirun=False) -> str:
     """The one-line message `cnnrun train OVERRIDES` refuses with before any work (fails if it is accepted)."""
-    from cnnrun import CnnrunError, schema
+    from cnnrun import CnnrunError
+    from cnnrun.config import schema
 
     with pytest.raises(CnnrunError) as err:
         schema.check_jobs([*(TINY if tiny else []), *overrides], multirun)

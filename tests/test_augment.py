@@ -6,8 +6,8 @@ import pytest
 from keras import ops
 
 from cnnrun import CnnrunError
-from cnnrun.augment import Augment, build_augment
-from cnnrun.train import assemble
+from cnnrun.data.augment import Augment, build_augment
+from cnnrun.training.train import assemble
 
 
 def images(n=16, size=28, seed=0):
@@ -46,7 +46,7 @@ def test_zero_affine_is_identity_and_shift_moves_pixels():
 
 
 def test_warp_matches_keras_affine_transform():
-    from cnnrun.augment import warp
+    from cnnrun.data.augment import warp
 
     x = images(6)
     layer = Augment(rotate=30, shear=10, zoom=0.2, shift_width=0.1, shift_height=0.1, seed=4)
@@ -151,7 +151,7 @@ def _history(run_dir):
 
 def test_augment_after_trains_plain_epochs_first(cfg_factory, tmp_path):
     """trainer.augment_after=1: epoch 1 is exactly the unaugmented run's, epoch 2 is not, and the layer is on after."""
-    from cnnrun.train import train
+    from cnnrun.training.train import train
 
     base = ("model=dense", "trainer.epochs=2", "trainer.seed=3", "trainer.checkpoint=false")
     plain = tmp_path / "plain"
@@ -172,7 +172,7 @@ def test_augment_after_trains_plain_epochs_first(cfg_factory, tmp_path):
 
 
 def test_augment_after_is_checked_before_training(cfg_factory, tmp_path):
-    from cnnrun.train import train
+    from cnnrun.training.train import train
 
     from tests.conftest import refusal
 
@@ -184,7 +184,7 @@ def test_augment_after_is_checked_before_training(cfg_factory, tmp_path):
 
 
 def test_gated_layer_switch(cfg_factory):
-    from cnnrun.augment import AugmentFrom
+    from cnnrun.data.augment import AugmentFrom
 
     layer = build_augment(cfg_factory("augment=flip").augment, seed=0, gated=True)
     x = images()

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from cnnrun import CnnrunError
 from cnnrun.models import build_model
-from cnnrun import schema
+from cnnrun.config import schema
 from tests.conftest import refusal
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -214,7 +214,7 @@ def test_every_value_an_option_restates_equals_its_schemas():
 def test_the_registry_is_the_one_list_of_options():
     """schema.OPTIONS names each option of the model, dataset and optimizer groups once: each has its YAML
     (and no YAML lacks an entry), and the code each names is found as a user's own `_target_` is."""
-    from cnnrun import plugins
+    from cnnrun.config import plugins
 
     for group, registered in schema.OPTIONS.items():
         assert set(registered) == set(options(group)), group

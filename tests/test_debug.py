@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import FASHION_DIR, make_config, read_metrics, refusal, run_cli
 
-from cnnrun import artifacts
-from cnnrun.train import train
+from cnnrun.record import artifacts
+from cnnrun.training.train import train
 
 PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
 

@@ -8,10 +8,10 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from cnnrun import explain
+from cnnrun.hooks import explain
 from cnnrun.data import load_dataset
 from cnnrun.models import build_model
-from cnnrun.train import train
+from cnnrun.training.train import train
 from tests.conftest import make_config, make_mnist_like, read_metrics, run_cli
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from cnnrun import CnnrunError, export
+from cnnrun import CnnrunError
+from cnnrun.commands import export
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from PIL import Image
 
 from cnnrun import CnnrunError
 from cnnrun.data import load_dataset
-from cnnrun.folder import FileImages
-from cnnrun.train import train
+from cnnrun.data.folder import FileImages
+from cnnrun.training.train import train
 
 
 def make_photos(root, counts=None, size=40, fmt="png", seed=0):
@@ -116,7 +116,7 @@ def test_bad_folders_get_clear_errors(cfg_factory, tmp_path, setup, message):
 
 
 def test_missing_path(cfg_factory):
-    from cnnrun import schema
+    from cnnrun.config import schema
 
     with pytest.raises(CnnrunError, match="dataset=folder needs dataset.path"):
         schema.validate(cfg_factory("dataset=folder", tiny=False))

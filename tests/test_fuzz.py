@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 
 from conftest import TINY, make_config
 
-from cnnrun import CnnrunError, schema
+from cnnrun import CnnrunError
+from cnnrun.config import schema
 
 BASES = [  # option sets under which every key of the schema exists in the composed config
     ["model=resnet", "optimizer=sgd", "augment=[mixup,cutmix,flip,rotate,shift,shear,zoom,erasing]",

@@ -20,7 +20,9 @@ from PIL import Image
 
 from conftest import TINY, make_config, read_metrics, refusal, run_cli
 
-from cnnrun import CnnrunError, record, schema, signals
+from cnnrun import CnnrunError, record
+from cnnrun.config import schema
+from cnnrun import signals
 from cnnrun.cli import replayable
 
 
@@ -159,7 +161,7 @@ def test_credentials_are_never_written_or_shown(tmp_path):
 
 
 def test_redaction():
-    from cnnrun.redact import redact, split_credentials, take_credentials
+    from cnnrun.config.redact import redact, split_credentials, take_credentials
 
     assert redact("see http://alice:pw@host:5000/x and https://tok@h/y") == "see http://***@host:5000/x and https://***@h/y"
     assert redact("s3://b/k?X-Amz-Signature=abc&sig=zzz") == "s3://b/k?X-Amz-Signature=abc&sig=***"
@@ -217,7 +219,7 @@ def test_a_sweep_of_other_overrides_is_refused_and_changes_nothing(tmp_path):
 
 
 def test_refused_jobs_make_the_sweep_not_ok(tmp_path):
-    from cnnrun.sweep import note_refused, summarize, take_refused
+    from cnnrun.commands.sweep import note_refused, summarize, take_refused
 
     for job in ("0", "1"):
         (tmp_path / job).mkdir()
@@ -283,7 +285,7 @@ def test_a_class_folder_named_in_no_encoding_is_refused_before_training(tmp_path
 
 def test_a_swallowed_signal_is_not_lost():
     """JAX's gc callback swallows a KeyboardInterrupt raised inside it: the record of it stops the run."""
-    from cnnrun.resume import StopOnSignal
+    from cnnrun.training.resume import StopOnSignal
 
     previous = {s: signal.getsignal(s) for s in signals.HONOURED}
     try:
@@ -316,7 +318,7 @@ def test_sigterm_reaches_the_training_child_of_reproduce(tmp_path):
     make_mnist_like(tmp_path / "data" / "mnist", n_train=2000, n_test=100)
     out = tmp_path / "reproduce"
     env = {**os.environ, "CNNRUN_DATA": str(tmp_path / "data")}
-    proc = subprocess.Popen([sys.executable, "-m", "cnnrun.reproduce", "--only", "article003_dense_mnist", "--seeds", "1",
+    proc = subprocess.Popen([sys.executable, "-m", "cnnrun.commands.reproduce", "--only", "article003_dense_mnist", "--seeds", "1",
                              "--out", str(out), "--report", str(tmp_path / "RESULTS.md")], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 240
@@ -339,7 +341,7 @@ def test_sigterm_reaches_the_training_child_of_reproduce(tmp_path):
 # --- exports ------------------------------------------------------------------------------------------------------
 
 def test_an_interrupted_export_never_looks_verified(finished, tmp_path, monkeypatch):
-    from cnnrun import export
+    from cnnrun.commands import export
 
     run_dir = copy_run(finished, tmp_path)
     out = tmp_path / "export"
@@ -393,7 +395,7 @@ def test_compare_survives_edited_records(tmp_path):
 
 
 def test_records_are_strict_json_and_settings_finite(tmp_path):
-    from cnnrun.artifacts import write_json
+    from cnnrun.record.artifacts import write_json
 
     write_json(tmp_path / "m.json", {"loss": float("nan"), "x": [float("inf"), 1.0]})
     strict = json.loads((tmp_path / "m.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
@@ -423,7 +425,7 @@ def test_searches_tune_on_validation_and_take_optunas_search_spaces():
 
 @pytest.mark.slow  # three timing runs; bench/hostile.py checks the same ratio
 def test_profile_counts_every_step_of_a_compiled_call(tmp_path):
-    from cnnrun.train import train
+    from cnnrun.training.train import train
 
     per_step = {}
     for spe in (4, 1, 4):  # alternated: the same machine state for both
@@ -438,7 +440,7 @@ def test_profile_counts_every_step_of_a_compiled_call(tmp_path):
 
 
 def test_a_model_too_big_for_memory_is_refused_before_training(monkeypatch):
-    from cnnrun import memory
+    from cnnrun.data import memory
 
     monkeypatch.setattr(memory, "available_memory", lambda: 8 * 2**30)
     memory.check_model_fits(10_000_000, "adam", "cnn4")  # 160 MB of training state: fine

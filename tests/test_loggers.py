@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from cnnrun import loggers
-from cnnrun.train import train
+from cnnrun.hooks import loggers
+from cnnrun.training.train import train
 from tests.conftest import make_config, read_metrics, refusal, run_cli
 from tests.test_resume import interrupt_at
 

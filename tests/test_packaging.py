@@ -15,19 +15,34 @@ def test_every_config_folder_is_a_declared_package():
     assert setup["package-dir"]["cnnrun.conf"] == "conf"
 
 
+def test_every_package_folder_is_declared():
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "cnnrun").rglob("__init__.py")}
+    assert folders == {p for p in setup["packages"] if p != "cnnrun.conf" and not p.startswith("cnnrun.conf.")}
+
+
 def imports() -> dict[str, set[str]]:
-    """module -> the cnnrun modules it imports, at the top or inside a function."""
+    """module (dotted, below cnnrun: `record.layout`; a package by its name) -> the cnnrun modules it imports,
+    at the top or inside a function."""
     import ast
 
-    modules = {p.stem: p for p in (ROOT / "cnnrun").glob("*.py")}
+    def name(path: Path) -> str:
+        parts = path.relative_to(ROOT / "cnnrun").with_suffix("").parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or "__init__"
+
+    modules = {name(p): p for p in (ROOT / "cnnrun").rglob("*.py")}
     graph = {m: set() for m in modules}
-    for name, path in modules.items():
+    for mod, path in modules.items():
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "cnnrun":
-                graph[name] |= {a.name for a in node.names if a.name in modules}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cnnrun."):
-                graph[name].add(node.module.split(".")[1])
-        graph[name] -= {name, "__init__"}
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "cnnrun":
+                base = node.module.partition(".")[2]
+                for a in node.names:  # `from cnnrun.record import layout` imports the module record.layout
+                    sub = f"{base}.{a.name}" if base else a.name
+                    graph[mod].add(sub if sub in modules else base)
+            elif isinstance(node, ast.Import):
+                graph[mod] |= {a.name.partition(".")[2] for a in node.names
+                               if a.name.startswith("cnnrun.") and a.name.partition(".")[2] in modules}
+        graph[mod] -= {mod, "__init__", ""}
     return graph
 
 
@@ -49,4 +64,8 @@ def test_imports_form_a_dag_with_the_commands_on_top():
     for m in sorted(graph):
         visit(m)
     assert {m for m, deps in graph.items() if "cli" in deps} == {"__main__"}  # nothing reaches up to the command line
-    assert not graph["train"] & {"loggers", "debug", "explain", "cli"}  # edges attach as hooks
+    assert not graph["training.train"] & {"hooks.loggers", "hooks.debug", "hooks.explain", "cli"}  # edges: hooks
+    order = ["cli", "commands", "training", "hooks", "record", "models", "data", "config"]  # the README's table
+    rank = {m: order.index(m.split(".")[0]) for m in graph if m.split(".")[0] in order}
+    upward = [(m, d) for m, deps in graph.items() for d in deps if m in rank and d in rank and rank[d] < rank[m]]
+    assert not upward, upward  # each folder imports only the folders below it (and the shared console, backend, signals)

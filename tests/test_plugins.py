@@ -11,8 +11,10 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from cnnrun import CnnrunError, manifest, models, plugins, record
-from cnnrun.train import train
+from cnnrun import CnnrunError, models, record
+from cnnrun.data import manifest
+from cnnrun.config import plugins
+from cnnrun.training.train import train
 from tests.conftest import ROOT, make_config, read_metrics, refusal, run_cli
 
 SHRINK = ["trainer.epochs=1", "trainer.verbose=0", "trainer.batch_size=16"]
@@ -273,7 +275,7 @@ def test_a_loader_of_arrays_trains_and_wrong_returns_are_one_line(tmp_path, monk
 
 def test_a_config_dir_of_ones_own_is_checked_like_cnnruns(project, monkeypatch):
     monkeypatch.chdir(project)
-    from cnnrun import schema
+    from cnnrun.config import schema
 
     assert schema.check_jobs(["model=mynet,dense", "dataset=pets"], multirun=True, config_dir="conf") == 2
     with pytest.raises(CnnrunError, match="--config-dir nowhere is not a folder"):

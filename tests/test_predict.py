@@ -9,8 +9,8 @@ from PIL import Image
 from test_folder import make_photos
 
 from cnnrun.data import load_dataset
-from cnnrun.predict import predict_files
-from cnnrun.train import train
+from cnnrun.commands.predict import predict_files
+from cnnrun.training.train import train
 
 
 def test_predictions_match_the_runs_evaluation(cfg_factory, tmp_path):

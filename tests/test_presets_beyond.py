@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 from cnnrun import CnnrunError
 from cnnrun.models import build_model
-from cnnrun.optim import OneCycle, build_loss, build_optimizer
-from cnnrun.train import train
+from cnnrun.training.optim import OneCycle, build_loss, build_optimizer
+from cnnrun.training.train import train
 from tests.conftest import read_metrics
 
 
@@ -62,7 +62,7 @@ def test_label_smoothing_matches_its_definition():
 
 
 def test_flip_tta_averages_with_the_mirror(cfg_factory, tmp_path, monkeypatch):
-    import cnnrun.loop as T
+    import cnnrun.training.loop as T
 
     seen = []
     real = T.predict

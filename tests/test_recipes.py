@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from cnnrun.data import load_dataset
-from cnnrun.loop import ValidateTheAverage
-from cnnrun.optim import average_weights, build_optimizer
-from cnnrun.train import train
+from cnnrun.training.loop import ValidateTheAverage
+from cnnrun.training.optim import average_weights, build_optimizer
+from cnnrun.training.train import train
 from tests.conftest import make_config, refusal
 from tests.test_resume import interrupt_at
 
@@ -103,7 +103,7 @@ def test_runs_recorded_before_these_settings_keep_their_identity():
 
 
 def _mix(**kwargs):
-    from cnnrun.augment import Mix
+    from cnnrun.data.augment import Mix
 
     return Mix(4, seed=7, **kwargs)
 
@@ -149,7 +149,7 @@ def test_mix_is_the_identity_outside_training_and_beta_draws_are_right():
     images, targets = _mix(mixup_alpha=0.2, cutmix_alpha=1.0)([x, y], training=False)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(images), x)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(targets), np.eye(4)[y])
-    from cnnrun.augment import beta_sample
+    from cnnrun.data.augment import beta_sample
 
     generator = keras.random.SeedGenerator(0)
     draws = np.array([float(beta_sample(0.5, generator)) for _ in range(2000)])

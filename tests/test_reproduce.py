@@ -1,10 +1,10 @@
-"""`python -m cnnrun.reproduce`: the RESULTS table from finished runs, stale runs kept apart."""
+"""`python -m cnnrun.commands.reproduce`: the RESULTS table from finished runs, stale runs kept apart."""
 
 import json
 
 from omegaconf import OmegaConf
 
-from cnnrun import reproduce
+from cnnrun.commands import reproduce
 from tests.conftest import make_config
 
 

@@ -7,8 +7,9 @@ from conftest import make_config, refusal
 from test_folder import make_photos
 from test_resume import history, interrupt_at
 
-from cnnrun import CnnrunError, resume
-from cnnrun.train import train
+from cnnrun import CnnrunError
+from cnnrun.training import resume
+from cnnrun.training.train import train
 
 # Validation, augmentation with RNG state, dropout and a partial last batch (240 % 64): every feed path.
 BASE = ["model=mnist_cnn", "augment=[flip,erasing]", "trainer.epochs=2", "trainer.val_split=0.2", "trainer.seed=3"]

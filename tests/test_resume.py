@@ -12,8 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from cnnrun import CnnrunError, artifacts, record, resume
-from cnnrun.train import train
+from cnnrun import CnnrunError, record
+from cnnrun.record import artifacts
+from cnnrun.training import resume
+from cnnrun.training.train import train
 from tests.conftest import make_config, read_metrics, run_cli
 
 # Enough epochs that a signal lands mid-run; dropout, BatchNorm and augmentation all carry RNG state.

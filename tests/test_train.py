@@ -11,7 +11,7 @@ from conftest import FASHION_DIR, make_config, read_metrics
 from PIL import Image
 
 from cnnrun.data import load_dataset
-from cnnrun.train import train
+from cnnrun.training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_a_short_batch_norm_run_is_evaluated_with_recomputed_statistics(tmp_path
 
 
 def test_near_chance_needs_a_high_training_accuracy():
-    from cnnrun.artifacts import near_chance
+    from cnnrun.record.artifacts import near_chance
 
     y = np.repeat(np.arange(10), 10)
     assert near_chance(0.12, 0.95, y) is not None and near_chance(0.25, 0.95, y) is None

@@ -18,9 +18,10 @@ from conftest import make_config, read_metrics, refusal, run_cli
 from PIL import Image
 from test_resume import history
 
-from cnnrun import CnnrunError, record, resume
-from cnnrun.loop import EpochLog
-from cnnrun.train import train
+from cnnrun import CnnrunError, record
+from cnnrun.training import resume
+from cnnrun.training.loop import EpochLog
+from cnnrun.training.train import train
 
 CLI_TINY = ["dataset=digits", "dataset.limit=200", "trainer.epochs=1", "trainer.verbose=0", "model=dense"]
 
@@ -214,7 +215,7 @@ def test_model_keras_loads_without_cnnrun_and_predicts_the_same(tmp_path, backen
 # --- images and names as people have them ----------------------------------------------------------------
 
 def test_16_bit_images_and_exif_orientation(tmp_path):
-    from cnnrun.folder import decode
+    from cnnrun.data.folder import decode
 
     ramp = (np.arange(16, dtype=np.uint16)[None, :].repeat(16, 0) * 4369)  # 0 .. 65535
     Image.fromarray(ramp).save(tmp_path / "deep.png")
@@ -313,8 +314,9 @@ def test_refusals_name_the_key_the_value_and_the_fix():
 
 
 def test_how_a_run_ends_has_one_table():
-    """cnnrun/outcome.py: each ending's status and exit code, and a fresh-process job's code read back as it."""
-    from cnnrun import CnnrunError, outcome
+    """cnnrun/record/outcome.py: each ending's status and exit code, and a fresh-process job's code read back as it."""
+    from cnnrun import CnnrunError
+    from cnnrun.record import outcome
 
     cases = [(None, "ok", 0), (outcome.RunRefused("x"), None, 2), (CnnrunError("x"), "failed", 2),
              (outcome.RunFailed("x"), "failed", 1), (ValueError("x"), "failed", 1)]

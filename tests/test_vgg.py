@@ -6,7 +6,7 @@ import pytest
 
 from cnnrun import CnnrunError
 from cnnrun.models import build_model
-from cnnrun.train import train
+from cnnrun.training.train import train
 
 
 def test_head_and_grayscale_input(cfg_factory):

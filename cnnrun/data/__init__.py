@@ -211,7 +211,7 @@ def digest(cfg) -> str | None:
     key = (cfg.name, str(cfg.get("path")), str(cfg.get("image_size")), str(cfg.get("_target_")))
     if key in _digests:
         return _digests[key]
-    from cnnrun import plugins, schema
+    from cnnrun.config import plugins, schema
 
     h = hashlib.sha256(cfg.name.encode())
     spec = schema.option("dataset", cfg).digest
@@ -295,7 +295,7 @@ def load_digits_arrays(image_size: int, test_split: float, split_seed: int, batc
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from cnnrun.memory import check_fits
+    from cnnrun.data.memory import check_fits
 
     digits = load_digits()
     check_fits(len(digits.images), (int(image_size), int(image_size)), 1, batch_size, in_memory=True)
@@ -384,7 +384,7 @@ def split_validation(x, y, val_split: float, seed: int):
 
 def load_dataset(cfg, seed: int = 0, val_split: float = 0.0, batch_size: int = 32) -> Dataset:
     """Reads the data set named by cfg.name, checks it, applies limit, validation split and mirroring."""
-    from cnnrun import plugins, schema
+    from cnnrun.config import plugins, schema
 
     name = cfg.name
     loader = plugins.locate(schema.option("dataset", cfg).target, "dataset.name")  # the registry (schema.OPTIONS)
@@ -407,7 +407,7 @@ def load_dataset(cfg, seed: int = 0, val_split: float = 0.0, batch_size: int = 3
     x_test, y_test, test_files = subsample(x_test, y_test, limit, seed + 1, test_files)
     x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_split, seed)
     if cfg.get("balance") not in (None, "none"):  # folder-like datasets have the key
-        from cnnrun.folder import balance
+        from cnnrun.data.folder import balance
 
         before = np.bincount(y_train, minlength=len(class_names)).tolist()
         x_train, y_train = balance(x_train, y_train, cfg.balance, seed)

@@ -1,4 +1,4 @@
-"""`python -m cnnrun.demo DIR`: a small two-class photo folder, offline, from photos that ship inside
+"""`python -m cnnrun.commands.demo DIR`: a small two-class photo folder, offline, from photos that ship inside
 scikit-learn (china.jpg, flower.jpg). Each class is random crops of one photo, flipped and re-lit, so
 `dataset=folder` can be tried end to end without downloading anything."""
 

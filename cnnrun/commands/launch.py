@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cnnrun import layout
+from cnnrun.record import layout
 
 _claimed: dict[str, object] = {}  # the open lock file that holds this process's slot
 
@@ -67,13 +67,14 @@ def _child(cfg_yaml: str, run_dir: str) -> None:
 
     from omegaconf import OmegaConf  # noqa: PLC0415
 
-    from cnnrun import outcome, signals  # noqa: PLC0415
+    from cnnrun.record import outcome  # noqa: PLC0415
+    from cnnrun import signals  # noqa: PLC0415
     from cnnrun.console import start_backend  # noqa: PLC0415
 
     os.setpgrp()  # its own process group: a terminal's Ctrl-C reaches the parent, which passes it on once
     signals.install()
     start_backend()
-    from cnnrun.train import train  # noqa: PLC0415
+    from cnnrun.training.train import train  # noqa: PLC0415
 
     fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     handlers = [logging.StreamHandler(), logging.FileHandler(Path(run_dir) / layout.LOG)]
@@ -81,7 +82,7 @@ def _child(cfg_yaml: str, run_dir: str) -> None:
         h.setFormatter(fmt)
         logging.getLogger().addHandler(h)
     logging.getLogger().setLevel(logging.INFO)
-    from cnnrun.redact import guard_logging  # noqa: PLC0415
+    from cnnrun.config.redact import guard_logging  # noqa: PLC0415
 
     guard_logging()  # no secret reaches this job's train.log either
     try:  # train() records its own failures in metrics.json
@@ -105,7 +106,8 @@ def train_in_fresh_process(cfg, run_dir: Path) -> dict:
 
     from omegaconf import OmegaConf  # noqa: PLC0415
 
-    from cnnrun import outcome, record  # noqa: PLC0415
+    from cnnrun import record  # noqa: PLC0415
+    from cnnrun.record import outcome
 
     child = multiprocessing.get_context("spawn").Process(
         target=_child, args=(OmegaConf.to_yaml(cfg, resolve=True), str(run_dir)), name="cnnrun-job")

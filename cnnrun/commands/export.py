@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnrun import CnnrunError, layout
+from cnnrun import CnnrunError
+from cnnrun.record import layout
 from cnnrun.console import console, error, show
 
 TOLERANCE = 1e-4  # largest allowed difference in any class probability; the predicted classes must all agree
@@ -72,7 +73,7 @@ def run_export(fmt: str, path: Path, x: np.ndarray) -> np.ndarray:
 
 def export(run_dir: Path, formats: list[str], out: Path, allow_unfinished: bool = False) -> dict:
     """Exports and verifies; returns export.json's content. Refuses before any work what it cannot do."""
-    from cnnrun.predict import finished_model
+    from cnnrun.record.saved import finished_model
     from cnnrun.record import writable_folder
 
     model_file, metrics = finished_model(run_dir, allow_unfinished)
@@ -89,8 +90,8 @@ def export(run_dir: Path, formats: list[str], out: Path, allow_unfinished: bool 
 
 
 def _export(run_dir: Path, model_file: Path, metrics: dict, formats: list[str], out: Path) -> dict:
-    from cnnrun.files import write_json, write_text
-    from cnnrun.predict import class_names, load_model
+    from cnnrun.record.files import write_json, write_text
+    from cnnrun.record.saved import class_names, load_model
 
     model = load_model(model_file)
     names = class_names(metrics, model)

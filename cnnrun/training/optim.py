@@ -43,7 +43,7 @@ def average_weights(model: keras.Model) -> bool:
 
 def _optimizer(cfg, total_steps: int, ema: float | None) -> keras.optimizers.Optimizer:
     """The Keras optimizer class the option names (schema.OPTIONS), given the schedule and the option's own keys."""
-    from cnnrun import plugins, schema
+    from cnnrun.config import plugins, schema
 
     warmup = int(float(cfg.warmup) * total_steps)
     if cfg.schedule == "constant":

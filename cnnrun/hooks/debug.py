@@ -16,7 +16,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cnnrun import backend, files, layout
+from cnnrun import backend
+from cnnrun.record import files, layout
 
 log = logging.getLogger("cnnrun")
 
@@ -173,7 +174,7 @@ class Profile(keras.callbacks.Callback):
             for i in range(n):
                 keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(x[order[i * bs:(i + 1) * bs]]))
         else:
-            from cnnrun.folder import Batches
+            from cnnrun.data.folder import Batches
 
             batches = Batches(x, self.data.y_train, bs)
             for i in range(n):

@@ -12,7 +12,7 @@ import keras
 from keras import layers
 
 from cnnrun.backend import BatchNorm
-from cnnrun.blocks import classifier_head
+from cnnrun.models.blocks import classifier_head
 
 
 def _bn(x, name):

@@ -23,7 +23,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cnnrun import CnnrunError, artifacts, backend, layout
+from cnnrun import CnnrunError
+from cnnrun.record import artifacts, layout
+from cnnrun import backend
 
 log = logging.getLogger("cnnrun")
 
@@ -219,7 +221,7 @@ def explain(out: Path, model: keras.Model, class_names: list[str], x_test=None, 
                          "pred": class_names[pred[i]], "true": class_names[y_test[i]], "layer": parts.layer,
                          "cam": cam})
     if files:
-        from cnnrun.folder import decode
+        from cnnrun.data.folder import decode
 
         height, width, channels = model.input_shape[1:]
         for f in files:
@@ -282,7 +284,8 @@ def _has_maps(model: keras.Model) -> bool:
 
 def explain_main(args: list[str]) -> None:
     from cnnrun.console import console, error
-    from cnnrun.predict import class_names, collect, finished_model, load_model
+    from cnnrun.data.folder import image_files
+    from cnnrun.record.saved import class_names, finished_model, load_model
     from cnnrun.record import writable_folder
 
     ap = argparse.ArgumentParser(prog="cnnrun explain",
@@ -312,7 +315,7 @@ def explain_main(args: list[str]) -> None:
         names = class_names(metrics, model) if metrics.get("class_names") or not data else data.class_names
         with console.status("explaining: Grad-CAM, then the embedding map of the test set"):
             done = explain(out, model, names, *((data.x_test, data.y_test) if data else (None, None)),
-                           files=collect(ns.inputs) if ns.inputs else None, max_images=ns.max, layer=ns.layer,
+                           files=image_files(ns.inputs) if ns.inputs else None, max_images=ns.max, layer=ns.layer,
                            method=ns.embedding, seed=int(metrics.get("seed") or 0), cam=ns.cam)
     except CnnrunError as e:
         error(str(e))
@@ -325,7 +328,7 @@ def run_test_set(run_dir: Path):
     """The run's own test set, loaded again from its saved config."""
     from omegaconf import OmegaConf
 
-    from cnnrun import schema
+    from cnnrun.config import schema
     from cnnrun.data import load_dataset
 
     saved = layout.config(Path(run_dir))

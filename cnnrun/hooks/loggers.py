@@ -24,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from cnnrun import layout
+from cnnrun.record import layout
 
 log = logging.getLogger("cnnrun")
 
@@ -262,7 +262,7 @@ def _hparams(cfg) -> dict:
 
 def tracking_uri(configured: str | None) -> str:
     """logger.mlflow.tracking_uri, else $MLFLOW_TRACKING_URI, else a SQLite store at outputs/mlflow.db."""
-    from cnnrun.redact import take_credentials
+    from cnnrun.config.redact import take_credentials
 
     if configured:  # user-info in a URI from a config file: into MLflow's own variables, out of every record
         return take_credentials([f"tracking_uri={configured}"])[0].partition("=")[2]
@@ -309,7 +309,7 @@ def _log(client, run_id: str, metrics: dict | None = None, step: int = 0, params
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
-    from cnnrun.redact import redact
+    from cnnrun.config.redact import redact
 
     m = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
     p = [Param(k[:250], redact(str(v))[:6000]) for k, v in (params or {}).items()]  # no secret reaches the tracker
@@ -405,7 +405,7 @@ def sweep_parent(client, uri: str, experiment: str, sweep_dir: Path) -> str:
             if saved.get("tracking_uri") == uri:
                 client.update_run(saved["parent_run_id"], status="RUNNING")
                 return saved["parent_run_id"]
-        tags = {"mlflow.source.name": "cnnrun train -m", "cnnrun.sweep_dir": str(sweep_dir), "cnnrun.sweep": "parent"}
+        tags = {"mlflow.source.name": "cnnrun train -m", "cnnrun.sweep_dir": str(sweep_dir), "cnnrun.commands.sweep": "parent"}
         parent = client.create_run(experiment, run_name=Path(sweep_dir).name, tags=tags).info.run_id
         record.write_text(json.dumps({"parent_run_id": parent, "tracking_uri": uri, "experiment_id": experiment}))
         return parent

@@ -262,7 +262,7 @@ def load_listed(cfg, train_pairs, test_pairs, class_names, where: str, notes: li
     n = len(train_pairs) + len(test_pairs)
     megabytes = n * size[0] * size[1] * channels / 2**20
     in_memory = cfg.cache is True or (cfg.cache == "auto" and megabytes <= float(cfg.cache_max_mb))
-    from cnnrun.memory import check_fits  # nothing is decoded yet: refuse what memory cannot take
+    from cnnrun.data.memory import check_fits  # nothing is decoded yet: refuse what memory cannot take
 
     check_fits(n, size, channels, batch_size, in_memory, stream_hint=", or stream them with dataset.cache=false")
     arrays = {}
@@ -294,3 +294,14 @@ def balance(x, y, how: str, seed: int):
             keep.append(np.concatenate([members, rng.choice(members, target - len(members), replace=True)]))
     keep = np.sort(np.concatenate(keep))
     return x[keep], y[keep]
+
+
+def image_files(paths: list[Path]) -> list[Path]:
+    """The files named, and the image files below each folder named, in order."""
+    files = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS)
+        else:
+            files.append(p)
+    return files

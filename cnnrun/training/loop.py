@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from cnnrun import CnnrunError, backend, resume
-from cnnrun.augment import AugmentFrom
-from cnnrun.optim import average_weights
-from cnnrun.progress import RichProgress
-from cnnrun.resident import train_feed, validation_feed
+from cnnrun import CnnrunError
+from cnnrun import backend
+from cnnrun.training import resume
+from cnnrun.data.augment import AugmentFrom
+from cnnrun.training.optim import average_weights
+from cnnrun.training.progress import RichProgress
+from cnnrun.data.resident import train_feed, validation_feed
 
 log = logging.getLogger("cnnrun")
 
@@ -29,7 +31,7 @@ def feed(x, y, batch_size, order=None) -> tuple:
     on-disk images as a PyDataset that decodes batches in worker threads."""
     if isinstance(x, np.ndarray):
         return (x, y) if order is None else (x[order], y[order])
-    from cnnrun.folder import Batches
+    from cnnrun.data.folder import Batches
 
     return (Batches(x, y, batch_size, order=order),)
 

@@ -10,13 +10,18 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from cnnrun import artifacts, backend, hooks, layout, loop, record, resume, schema, signals
-from cnnrun.augment import build_augment, build_mix, preview
+from cnnrun import hooks, record
+from cnnrun.record import artifacts, layout
+from cnnrun import backend
+from cnnrun import signals
+from cnnrun.training import loop, resume
+from cnnrun.config import schema
+from cnnrun.data.augment import build_augment, build_mix, preview
 from cnnrun.data import Dataset, load_dataset
-from cnnrun.memory import check_model_fits
+from cnnrun.data.memory import check_model_fits
 from cnnrun.models import build_model
-from cnnrun.optim import accuracy, build_loss, build_optimizer
-from cnnrun.resident import ResidentImages, resident_layer
+from cnnrun.training.optim import accuracy, build_loss, build_optimizer
+from cnnrun.data.resident import ResidentImages, resident_layer
 
 log = logging.getLogger("cnnrun")
 

@@ -12,9 +12,10 @@ from hydra.experimental.callback import Callback
 from rich.markup import escape
 from rich.table import Table
 
-from cnnrun import CnnrunError, files, layout, record
+from cnnrun import CnnrunError, record
+from cnnrun.record import files, layout
 from cnnrun.console import console, error, show
-from cnnrun.redact import redact
+from cnnrun.config.redact import redact
 
 METRIC_COLUMNS = ["test_acc", "article", "diff", "best_val", "train_s", "img_per_s", "params", "data", "status",
                   "error"]  # data: the digest of what the run read (record.data_digest), its first 8 characters
@@ -230,7 +231,7 @@ class SweepSummary(Callback):
             if refused:
                 error(f"{len(refused)} job(s) of this sweep were refused (their directories hold other runs); "
                       "nothing of theirs ran: see the summary")
-            from cnnrun import loggers  # the MLflow parent run, when the jobs logged there
+            from cnnrun.hooks import loggers  # the MLflow parent run, when the jobs logged there
 
             loggers.end_sweep(sweep_dir, len(runs), len(runs) - SweepSummary.not_ok, groups,
                               [sweep_dir / layout.SUMMARY_MD, sweep_dir / layout.SUMMARY_CSV, sweep_dir / layout.MULTIRUN])

@@ -15,9 +15,10 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from cnnrun import CnnrunError, files
-from cnnrun.layout import CHECKPOINT
-from cnnrun.resident import LAYER as RESIDENT_DATA
+from cnnrun import CnnrunError
+from cnnrun.record import files
+from cnnrun.record.layout import CHECKPOINT
+from cnnrun.data.resident import LAYER as RESIDENT_DATA
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cnnrun import layout  # noqa: E402
+from cnnrun.record import layout  # noqa: E402
 
 
 def _cjk_fonts() -> None:
@@ -36,7 +36,7 @@ def _cjk_fonts() -> None:
 
 _cjk_fonts()
 
-from cnnrun.files import atomic_write, write_csv, write_json, write_text  # noqa: E402,F401 - also theirs here
+from cnnrun.record.files import atomic_write, write_csv, write_json, write_text  # noqa: E402,F401 - also theirs here
 
 
 def save_figure(fig, path: Path) -> Path:

@@ -56,7 +56,7 @@ def _classes(labels: list, given, where: str) -> tuple[list[str], list[int]]:
 def _as_dataset(cfg, rows: list[tuple[str, object, str | None]], where: str, notes: list[str], batch_size: int,
                 given_names=None):
     """(file, label, split or None) rows -> what folder.load_folder returns."""
-    from cnnrun.folder import check_listed, load_listed, split_pairs
+    from cnnrun.data.folder import check_listed, load_listed, split_pairs
 
     seen: dict[str, int] = {}
     for i, (f, _, _) in enumerate(rows):
@@ -135,8 +135,8 @@ def load_csv(cfg, batch_size: int = 32):
 
 def loader_arguments(cfg) -> dict:
     """The keyword arguments a user's loader gets: every key of its config that cnnrun's schema does not own."""
-    from cnnrun.plugins import arguments
-    from cnnrun.schema import CustomDataset
+    from cnnrun.config.plugins import arguments
+    from cnnrun.config.schema import CustomDataset
 
     return arguments(cfg, CustomDataset.__dataclass_fields__)
 
@@ -146,14 +146,14 @@ def load_custom(cfg, batch_size: int = 32):
     Returns (arrays, source, class_names, test_files, notes) as the other loaders do."""
     import numpy as np
 
-    from cnnrun import plugins
+    from cnnrun.config import plugins
 
     target = cfg._target_  # importable, callable, taking these arguments: checked with the config (schema.py)
     out = plugins.call(target, TARGET_KEY, "loading the data", **loader_arguments(cfg))
     where = f"{TARGET_KEY}={target}"
     if not isinstance(out, Mapping):
         raise CnnrunError(f"{where} returned {type(out).__name__}; return a dict of x_train, y_train, x_test, y_test "
-                          "(arrays) or of files and labels (cnnrun/manifest.py shows both)")
+                          "(arrays) or of files and labels (cnnrun/data/manifest.py shows both)")
     names = out.get("class_names")
     if names is not None and (isinstance(names, str) or len(set(map(str, names))) != len(list(names))):
         raise CnnrunError(f"{where} returned class_names {names!r}; return a list of distinct names, one per class")
@@ -177,7 +177,7 @@ def load_custom(cfg, batch_size: int = 32):
         return _as_dataset(cfg, rows, where, [], batch_size, given_names=cfg.get("class_names") or names)
     present = ", ".join(sorted(map(str, out))) or "nothing"
     raise CnnrunError(f"{where} returned a dict of {present}; return x_train, y_train, x_test, y_test (arrays) or "
-                      "files and labels (cnnrun/manifest.py shows both)")
+                      "files and labels (cnnrun/data/manifest.py shows both)")
 
 
 def digest(cfg, h: hashlib._Hash) -> bool:
@@ -197,7 +197,7 @@ def digest(cfg, h: hashlib._Hash) -> bool:
                 h.update(b"missing\n")
         return True
     if cfg.get("_target_") is not None:
-        from cnnrun import plugins
+        from cnnrun.config import plugins
 
         h.update(plugins.source_digest(cfg._target_, TARGET_KEY).encode())
         h.update(repr(sorted(loader_arguments(cfg).items())).encode())

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnrun import CnnrunError, layout, record
+from cnnrun import CnnrunError
 from cnnrun.console import console, error, show
-from cnnrun.folder import EXTENSIONS, decode
+from cnnrun.data.folder import EXTENSIONS, decode, image_files
+from cnnrun.record.saved import class_names, finished_model, load_model
 
 
 def check_writable(out: Path) -> None:
@@ -20,65 +21,6 @@ def check_writable(out: Path) -> None:
     if out.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
         raise CnnrunError(f"cannot write --out {out}: {'it is a folder' if out.is_dir() else 'its folder is missing or not writable'}; "
                           "give a file in a writable folder, e.g. --out predictions.csv")
-
-
-def collect(paths: list[Path]) -> list[Path]:
-    files = []
-    for p in paths:
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS)
-        else:
-            files.append(p)
-    return files
-
-
-def finished_model(run_dir: Path, allow_unfinished: bool = False) -> tuple[Path, dict]:
-    """(model.keras, metrics) of a run that ended ok; refuses any other run unless `allow_unfinished`."""
-    model_file = run_dir / layout.MODEL
-    metrics = record.read(run_dir)
-    if metrics is None:
-        raise CnnrunError(f"{run_dir} holds no run (no metrics.json, no model.keras); give the directory a run wrote")
-    status = metrics.get("status")
-    if status != "ok" and not allow_unfinished:
-        why = f": {metrics['error']}" if metrics.get("error") else ""
-        raise CnnrunError(f"{run_dir} did not end ok (status {status}{why}); its model is not a result. Finish it "
-                          f"(cnnrun resume {run_dir}) or pass --allow-unfinished to use it anyway")
-    if not model_file.is_file():
-        raise CnnrunError(f"{run_dir} has no model.keras; give the directory of a finished run (output.save_model=true)")
-    return model_file, metrics
-
-
-def load_model(model_file: Path, compile: bool = True):
-    """A run's model.keras, in Keras' safe mode only: a file that would run code on loading (a Lambda layer,
-    a TFSMLayer, a crafted config) is refused in one line. cnnrun never loads with safe_mode=False."""
-    import keras
-
-    import cnnrun.backend  # noqa: F401 - registers cnnrun's layers: models saved before model.keras was portable
-    import cnnrun.vgg  # noqa: F401 - and VGGPreprocess, for the same older models
-
-    try:
-        return keras.models.load_model(model_file, compile=compile, safe_mode=True)
-    except Exception as e:  # noqa: BLE001 - zip, JSON, h5 and Keras' deserialisation each fail their own way
-        text = " ".join(str(e).split())
-        if "safe_mode" in text or "lambda" in text.lower() or "unsafe" in text.lower():
-            why = "it would run code when loaded (a Lambda layer or a crafted config), which cnnrun refuses"
-        else:
-            why = f"it is not a Keras model cnnrun can read ({text[:160] or type(e).__name__})"
-        raise CnnrunError(f"{model_file} cannot be loaded: {why}; use the model.keras of a run cnnrun made, "
-                          "or retrain the run") from None
-
-
-def class_names(metrics: dict, model) -> list[str]:
-    """The run's class names, checked against the model's outputs (a record edited by hand, or another run's)."""
-    units = int(model.output_shape[-1])
-    names = metrics.get("class_names")
-    if names is None:
-        return [str(i) for i in range(units)]
-    if not isinstance(names, list) or len(names) != units or len(set(map(str, names))) != len(names):
-        shown = names if not isinstance(names, list) else f"{len(names)} names"
-        raise CnnrunError(f"metrics.json's class_names ({str(shown)[:80]}) do not match the model's {units} distinct "
-                          "outputs; the record does not belong to this model.keras: use the run directory as cnnrun wrote it")
-    return [str(n) for n in names]
 
 
 def predict_files(run_dir: Path, files: list[Path], top: int = 1, allow_unfinished: bool = False):
@@ -118,7 +60,7 @@ def predict_main(args: list[str]) -> None:
     missing = [str(p) for p in ns.inputs if not p.exists()]
     if missing:
         ap.error(f"no such file or folder: {', '.join(missing)}")
-    files = collect(ns.inputs)
+    files = image_files(ns.inputs)
     if not files:
         ap.error(f"no images ({', '.join(sorted(EXTENSIONS))}) in {', '.join(map(str, ns.inputs))}")
     try:
@@ -129,7 +71,7 @@ def predict_main(args: list[str]) -> None:
         raise SystemExit(2) from None
     from rich.table import Table
 
-    from cnnrun.files import write_csv
+    from cnnrun.record.files import write_csv
 
     table = Table(title=f"predictions · {ns.run_dir}")
     table.add_column("file", overflow="fold")

@@ -8,7 +8,7 @@ them, and is what `cnnrun train` runs for every job of a sweep before the first 
 one line: the key, the value, what is expected, an example.
 
 `OPTIONS` is the one registry of the model, dataset and optimizer groups: each option's schema and the
-code it runs, named by import path exactly as a user's own `_target_` is (cnnrun/plugins.py).
+code it runs, named by import path exactly as a user's own `_target_` is (cnnrun/config/plugins.py).
 """
 
 from __future__ import annotations
@@ -290,7 +290,7 @@ class Csv(Folder):
 @dataclass
 class CustomDataset(Folder):
     """Your own loader: `_target_` names a function called with the config's other keys (`+dataset.root=...`),
-    returning arrays or image files with labels (cnnrun/manifest.py says what it may return)."""
+    returning arrays or image files with labels (cnnrun/data/manifest.py says what it may return)."""
     name: str = "custom"
     path: Optional[str] = None
     _target_: str = MISSING
@@ -442,7 +442,7 @@ class Config:
     reference: Reference = field(default_factory=Reference)
     debug: Debug = field(default_factory=Debug)
     logger: Logger = field(default_factory=Logger)
-    hooks: dict[str, Any] = field(default_factory=dict)  # your own: hooks.NAME._target_ (cnnrun/hooks.py)
+    hooks: dict[str, Any] = field(default_factory=dict)  # your own: hooks.NAME._target_ (cnnrun/hooks/__init__.py)
 
 
 # --- the registry: one place that says which options each group has and what code each runs ------------
@@ -466,8 +466,8 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "cnn3": Option(Cnn3, "cnnrun.models.cnn3"),
         "cnn4": Option(Cnn4, "cnnrun.models.cnn4"),
         "tf_cnn": Option(TfCnn, "cnnrun.models.tf_cnn"),
-        "vgg16": Option(Vgg16, "cnnrun.vgg.vgg16"),
-        "resnet": Option(ResNet, "cnnrun.resnet.resnet"),
+        "vgg16": Option(Vgg16, "cnnrun.models.vgg.vgg16"),
+        "resnet": Option(ResNet, "cnnrun.models.resnet.resnet"),
         "custom": Option(CustomModel, None),
     },
     "optimizer": {
@@ -478,9 +478,9 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "fashion": Option(Dataset, "cnnrun.data.load_idx", "cnnrun.data.digest_idx"),
         "mnist": Option(Dataset, "cnnrun.data.load_idx", "cnnrun.data.digest_idx"),
         "digits": Option(Digits, "cnnrun.data.load_digits", "cnnrun.data.digest_digits"),
-        "folder": Option(Folder, "cnnrun.folder.load_folder", "cnnrun.data.digest_folder"),
-        "csv": Option(Csv, "cnnrun.manifest.load_csv", "cnnrun.manifest.digest"),
-        "custom": Option(CustomDataset, "cnnrun.manifest.load_custom", "cnnrun.manifest.digest"),
+        "folder": Option(Folder, "cnnrun.data.folder.load_folder", "cnnrun.data.digest_folder"),
+        "csv": Option(Csv, "cnnrun.data.manifest.load_csv", "cnnrun.data.manifest.digest"),
+        "custom": Option(CustomDataset, "cnnrun.data.manifest.load_custom", "cnnrun.data.manifest.digest"),
     },
 }
 SCHEMAS = {group: {name: option.schema for name, option in options.items()} for group, options in OPTIONS.items()}
@@ -702,7 +702,7 @@ def register_resolvers() -> None:
 def _targets(cfg) -> dict[str, set[str]]:
     """Checks each group that names the user's own code (`_target_`): it is given, it imports, it is callable,
     and it takes the arguments the config gives it. Returns, per such group, the keys that are its arguments."""
-    from cnnrun import plugins
+    from cnnrun.config import plugins
 
     own = {}
     for group, schema in TARGETED.items():
@@ -717,7 +717,7 @@ def _targets(cfg) -> dict[str, set[str]]:
         own[group] = {k for k in node if k not in schema.__dataclass_fields__}
         plugins.check_arguments(node._target_, key, own[group], group,
                                 needs=[("input_shape",), ("num_classes", "classes")] if group == "model" else [])
-    for name, node in (cfg.get("hooks") or {}).items():  # hooks.NAME: a hook of the user's own (cnnrun/hooks.py)
+    for name, node in (cfg.get("hooks") or {}).items():  # hooks.NAME: a hook of the user's own (cnnrun/hooks/__init__.py)
         key = f"hooks.{name}._target_"
         if not isinstance(node, DictConfig) or "_target_" not in node.keys() or OmegaConf.is_missing(node, "_target_"):
             raise CnnrunError(f"hooks.{name} needs {key}=CLASS, a hook of your own: a dotted import path like "

@@ -123,19 +123,19 @@ class Hooks:
 
 def build(cfg, run_dir) -> Hooks:
     """The hooks a run's config attaches: the built-ins it asks for, then its own (`hooks.NAME._target_`)."""
-    from cnnrun import loggers
+    from cnnrun.hooks import loggers
 
     out: list = [loggers.build(cfg.logger, run_dir)]
     if cfg.debug.mode in ("overfit", "profile"):
-        from cnnrun.debug import Probe
+        from cnnrun.hooks.debug import Probe
 
         out.append(Probe(cfg.debug, cfg.trainer))
     if cfg.output.explain:
-        from cnnrun.explain import ExplainAtEnd
+        from cnnrun.hooks.explain import ExplainAtEnd
 
         out.append(ExplainAtEnd(cfg.output, cfg.trainer.seed))
     if cfg.debug.check_artifacts:
-        from cnnrun.artifacts import CheckArtifacts
+        from cnnrun.record.artifacts import CheckArtifacts
 
         out.append(CheckArtifacts(cfg.output))
     out += [own(name, node) for name, node in (cfg.get("hooks") or {}).items()]
@@ -144,7 +144,8 @@ def build(cfg, run_dir) -> Hooks:
 
 def own(name: str, node):
     """The user's hook `hooks.NAME`: its `_target_` called with the node's other keys."""
-    from cnnrun import CnnrunError, plugins
+    from cnnrun import CnnrunError
+    from cnnrun.config import plugins
 
     key = f"hooks.{name}._target_"
     hook = plugins.call(node._target_, key, "creating the hook", **plugins.arguments(node, ("_target_",)))

@@ -34,9 +34,10 @@ from typing import TypedDict
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnrun import CnnrunError, files, layout, outcome
-from cnnrun.outcome import RunFailed, RunRefused  # where a run's endings are defined (cnnrun/outcome.py)
-from cnnrun.layout import CHECKPOINT, HYDRA_FILES, LOCK, METRICS, RUN_FILES, SWEEP_FILES
+from cnnrun import CnnrunError
+from cnnrun.record import files, layout, outcome
+from cnnrun.record.outcome import RunFailed, RunRefused  # where a run's endings are defined (cnnrun/record/outcome.py)
+from cnnrun.record.layout import CHECKPOINT, HYDRA_FILES, LOCK, METRICS, RUN_FILES, SWEEP_FILES
 
 log = logging.getLogger("cnnrun")
 
@@ -129,7 +130,7 @@ def identity(cfg: DictConfig, sources: dict | None = None) -> dict:
         if rule and "exclude" in rule:
             data = {k: v for k, v in data.items() if k not in rule["exclude"]}
         if isinstance(data.get("_target_"), str):  # the user's own code: its source is part of what it does
-            from cnnrun.plugins import source_digest
+            from cnnrun.config.plugins import source_digest
 
             data["_source"] = (sources or {}).get(group) or source_digest(data["_target_"], f"{group}._target_")
         out[group] = data
@@ -206,7 +207,7 @@ class Metrics(TypedDict, total=False):
     misclassified: int
     weakest_class: str
     class_names: list[str]
-    # what hooks add (cnnrun/hooks.py)
+    # what hooks add (cnnrun/hooks/__init__.py)
     explained: dict
     overfit: dict
     profile: dict
@@ -235,7 +236,7 @@ def write(run_dir: Path, metrics: Metrics) -> None:
     if unknown:  # a programming error: the record's fields are declared once, in Metrics
         raise ValueError(f"metrics.json has no field {', '.join(unknown)}; declare it in cnnrun.record.Metrics")
 
-    from cnnrun.redact import redact_data
+    from cnnrun.config.redact import redact_data
 
     files.write_json(Path(run_dir) / METRICS, redact_data(metrics))  # no secret ever reaches the record
 
@@ -265,7 +266,7 @@ def claim(run_dir: Path) -> None:
     f.seek(0)
     f.truncate()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    from cnnrun.redact import redact
+    from cnnrun.config.redact import redact
 
     f.write(redact(f"process {os.getpid()} on {socket.gethostname()} since {started} "
                    f"({' '.join(['cnnrun', *sys.argv[1:]])[:200]})") + "\n")
