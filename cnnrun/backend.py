@@ -13,6 +13,17 @@ def name() -> str:
     return keras.backend.backend()
 
 
+def requirement() -> str:
+    """The backend's package pinned to this version (what an exported or logged model needs beside Keras)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    package = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(name(), name())
+    try:
+        return f"{package}=={version(package)}"
+    except PackageNotFoundError:
+        return package
+
+
 def set_threads(intra: int, inter: int) -> bool:
     """Sizes TensorFlow's CPU thread pools (0 = TensorFlow's default, one per core). False when too late:
     the pools are fixed once TensorFlow has run anything in this process (e.g. a sweep's second job)."""

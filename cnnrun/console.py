@@ -65,7 +65,9 @@ def results_table(metrics: dict, run_dir) -> None:
     rows = [
         ("status", metrics.get("status")),
         ("test accuracy", pct(metrics.get("test_accuracy"))),
-        ("article's accuracy", pct(metrics.get("reference_accuracy")) if metrics.get("reference_accuracy") else None),
+        ("article's accuracy", (pct(metrics.get("reference_accuracy")) + (
+            f" (of a full run; this one is shortened: {metrics['shortened']})" if metrics.get("shortened") else ""))
+         if metrics.get("reference_accuracy") else None),
         ("test loss", f"{metrics['test_loss']:.4f}" if metrics.get("test_loss") is not None else "—"),
         ("best val accuracy", pct(metrics.get("best_val_accuracy"))),
         ("epochs", metrics.get("epochs")),

@@ -94,6 +94,10 @@ def test_explain_command_writes_pictures_and_one_embedding_row_per_test_image(pa
     singles = sorted(p.name for p in (out / "gradcam").iterdir())
     wrong = int((probs.argmax(1) != data.y_test).sum())
     assert len(singles) == min(4, wrong) + 1 and any(n.startswith("mine_") for n in singles)
+    assert "explain: PCA map of" in r.stdout  # each stage is a line, also in a log
+    again = run_cli("explain", str(run_dir), "--max", "0", "--embedding", "none", "--out", str(out))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not (out / "embedding.png").exists() and not list((out / "gradcam").iterdir())  # nothing of the first run
 
 
 def test_explain_at_the_end_of_training_and_its_refusals(tmp_path):

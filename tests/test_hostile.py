@@ -258,8 +258,9 @@ def test_a_runs_identity_includes_its_data(tmp_path):
     r = run_cli("train", *args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert read_metrics(tmp_path / "run")["data_digest"] == first
-    r = run_cli("compare", str(tmp_path / "run"), "--out", str(tmp_path))
-    assert r.returncode == 0 and first[:8] in (tmp_path / "comparison.csv").read_text()
+    r = run_cli("compare", str(tmp_path / "run"), cwd=tmp_path)  # by default under outputs/compare/DATE/TIME
+    written = list((tmp_path / "outputs" / "compare").glob("*/*/comparison.csv"))
+    assert r.returncode == 0 and len(written) == 1 and first[:8] in written[0].read_text()
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(moved / "dog" / "new.png")
     r = run_cli("train", *args)
     line = one_error_line(r)

@@ -28,7 +28,7 @@ pytest.importorskip("tensorboard", reason="the tensorboard extra is not installe
 from mlflow import MlflowClient  # noqa: E402
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer  # noqa: E402
 
-RUN_FILES = {"model.keras", "metrics.json", "history.csv", "curves.png", "confusion_matrix.png",
+RUN_FILES = {"metrics.json", "history.csv", "curves.png", "confusion_matrix.png",
              "classification_report.txt", "summary.txt"}
 
 
@@ -104,6 +104,7 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_tensorboard_compares_t
     mean = parent.data.metrics["test_acc_mean/_all_"]
     assert mean == pytest.approx(sum(accs) / 2, abs=1e-4) and parent.data.metrics["jobs_ok"] == 2
     assert {"summary.md", "summary.csv", "multirun.yaml"} <= artifact_paths(client, parent.info.run_id)
+    assert parent.data.params["trainer.seed"] == "0,1" and parent.data.params["model"] == "dense"  # the sweep's own
     runs_seen = tensorboard_runs(sweep).Runs()  # `tensorboard --logdir SWEEP` sees every job
     assert {"0/tensorboard/train", "1/tensorboard/train"} <= set(runs_seen)
 
@@ -266,3 +267,60 @@ def test_filtered_stderr_drops_only_the_noise():
     """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stderr == "a real warning\nfrom python\nafter\n", r.stderr
+
+
+def test_the_model_is_an_mlflow_model_that_mlflow_serves_and_registers(tmp_path):
+    """model.keras goes up as an MLflow model (Keras flavour): the registry takes it, and `mlflow models serve`
+    answers a request with the class `cnnrun predict` gives the same image."""
+    import numpy as np
+    from PIL import Image
+
+    from cnnrun.commands.predict import predict_files
+    from cnnrun.data import load_dataset
+    from cnnrun.data.folder import decode
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    m = train(make_config("model=dense", "logger=mlflow", f"logger.mlflow.tracking_uri={store}"), tmp_path / "run")
+    assert m["status"] == "ok", m.get("error")
+    uri = f"runs:/{m['mlflow_run_id']}/model"
+    client = MlflowClient(store)
+    assert "model.keras" not in artifact_paths(client, m["mlflow_run_id"])  # the model is the MLflow model, not a file
+    mlflow.set_tracking_uri(store)
+    assert str(mlflow.register_model(uri, "digits-dense").version) == "1"  # the registry takes it
+
+    data = load_dataset(make_config().dataset, batch_size=64)
+    files = []
+    for i in range(4):
+        files.append(tmp_path / f"test{i}.png")
+        Image.fromarray(data.x_test[i, ..., 0]).save(files[-1])
+    ours = [top[0][0] for _, top in predict_files(tmp_path / "run", files)[0]]
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    server = subprocess.Popen([str(Path(bindir) / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
+                               "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # polled until it answers, or the server ends, or the deadline passes
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "mlflow models serve did not start in 180 s"
+                time.sleep(0.5)
+        pixels = np.stack([decode(str(f), (28, 28), 1) for f in files])  # as cnnrun predict reads them
+        body = json.dumps({"inputs": pixels.tolist()}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
+                                         {"Content-Type": "application/json"})
+        served = np.asarray(json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"])
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    names = read_metrics(tmp_path / "run")["class_names"]
+    assert served.shape == (4, len(names))
+    assert [names[k] for k in served.argmax(axis=1)] == ours

@@ -46,3 +46,8 @@ def test_cli_table_csv_and_unreadable_files(cfg_factory, tmp_path):
     assert all(r["class_3"] in [str(i) for i in range(10)] for r in rows)
     missing = run_cli("predict", str(tmp_path), str(images))
     assert missing.returncode == 2 and "model.keras" in missing.stderr
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    default = run_cli("predict", str(tmp_path / "run"), str(images / "black.png"), cwd=here)
+    assert default.returncode == 0, default.stderr
+    assert (tmp_path / "run" / "predictions.csv").is_file() and not list(here.iterdir())  # beside the model

@@ -168,3 +168,36 @@ def test_near_chance_needs_a_high_training_accuracy():
     assert near_chance(0.12, 0.95, y) is not None and near_chance(0.25, 0.95, y) is None
     assert near_chance(0.12, 0.40, y) is None  # it learned little: a weak model, not a broken evaluation
     assert near_chance(0.55, 0.99, np.array([0] * 50 + [1] * 50)) is not None  # two classes: chance is 50 %
+
+
+def test_a_log_gets_steady_progress_lines(cfg_factory, tmp_path, monkeypatch, capsys):
+    from cnnrun.training import progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)  # a line as often as it may come: every step but the last
+    assert train(cfg_factory("model=dense", "trainer.verbose=1"), tmp_path)["status"] == "ok"
+    out = capsys.readouterr().out
+    if keras.backend.backend() == "jax":
+        assert " step " not in out  # no batch hook: Keras keeps its asynchronous loop; a line per epoch
+    else:
+        assert "epoch 1/1  step 1/" in out and "loss" in out.split("step 1/")[1].splitlines()[0]
+    assert "epoch 1/1" in out
+
+
+def test_a_shortened_run_is_never_set_beside_the_articles_figure(tmp_path, capsys):
+    from cnnrun import record
+    from cnnrun.commands import sweep
+    from cnnrun.config import schema
+    from cnnrun.console import results_table
+
+    full = schema.validate(make_config("experiment=article001_dense", tiny=False))
+    assert record.shortened(full) is None  # the preset as the article ran it
+    cfg = schema.validate(make_config("experiment=article001_dense", "dataset.limit=300", "trainer.epochs=1", tiny=False))
+    with record.Run(tmp_path / "run", cfg) as run:
+        run.start(dataset="fashion", model="dense")
+        run.end("ok", test_accuracy=0.5)
+    m = read_metrics(tmp_path / "run")
+    assert m["shortened"] == "dataset.limit=300, 1 of the figure's 5 epochs"
+    results_table(m, tmp_path / "run")
+    assert "this one is shortened: dataset.limit=300" in capsys.readouterr().out.replace("\n", " ")
+    header, rows = sweep.table_rows([{"run": tmp_path / "run", "overrides": {}, "metrics": m}])
+    assert rows[0][header.index("diff")] == "shortened" and rows[0][header.index("article")] == "87.75"

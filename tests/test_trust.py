@@ -72,7 +72,7 @@ def test_a_second_process_is_refused_naming_the_holder(tmp_path):
     assert second.returncode == 2
     line = error_line(second)
     assert f"process {os.getpid()}" in line and "in use by" in line
-    assert sorted(p.name for p in run.iterdir()) == [record.LOCK]  # Hydra wrote nothing either
+    assert sorted(p.name for p in run.iterdir()) == []  # Hydra wrote nothing either; the lock left with its holder
 
 
 def test_a_broken_run_of_the_same_config_is_set_aside_not_mixed(tmp_path):
@@ -344,3 +344,4 @@ def test_a_run_decides_about_its_directory_once(tmp_path):
         r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
         assert "decided 1" in r.stderr, (expected, r.stderr[-2000:])
+        assert not (tmp_path / "run" / record.LOCK).exists()  # the lock lives as long as the run, no longer

@@ -12,6 +12,7 @@ import numpy as np
 from cnnrun import CnnrunError
 from cnnrun.console import console, error, show
 from cnnrun.data.folder import EXTENSIONS, decode, image_files
+from cnnrun.record import layout
 from cnnrun.record.saved import class_names, finished_model, load_model
 
 
@@ -50,7 +51,7 @@ def predict_main(args: list[str]) -> None:
     ap.add_argument("run_dir", type=Path, help="a run directory (holds model.keras)")
     ap.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
     ap.add_argument("--top", type=int, default=1, help="show the K most likely classes")
-    ap.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default: ./predictions.csv)")
+    ap.add_argument("--out", type=Path, default=None, help="CSV to write (default: RUN_DIR/predictions.csv)")
     ap.add_argument("--allow-unfinished", action="store_true",
                     help="use the model of a run that did not end ok (nan, failed, interrupted)")
     ns = ap.parse_args(args)
@@ -61,6 +62,7 @@ def predict_main(args: list[str]) -> None:
     if missing:
         ap.error(f"no such file or folder: {', '.join(missing)}")
     files = image_files(ns.inputs)
+    ns.out = ns.out or ns.run_dir / layout.PREDICTIONS_CSV  # beside the model, not wherever the shell happens to be
     if not files:
         ap.error(f"no images ({', '.join(sorted(EXTENSIONS))}) in {', '.join(map(str, ns.inputs))}")
     try:

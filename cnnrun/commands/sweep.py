@@ -82,7 +82,7 @@ def table_rows(runs: list[dict], base: Path | None = None) -> tuple[list[str], l
             + [
                 _pct(acc),
                 _pct(ref),
-                f"{100 * (acc - ref):+.2f}" if acc is not None and ref else "",
+                ("shortened" if m.get("shortened") else f"{100 * (acc - ref):+.2f}") if acc is not None and ref else "",
                 _pct(m.get("best_val_accuracy")),
                 f"{m['train_seconds']:.1f}" if m.get("train_seconds") is not None else "",
                 f"{m['images_per_second']:.0f}" if m.get("images_per_second") else "",
@@ -240,8 +240,13 @@ class SweepSummary(Callback):
 def compare_main(args: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="cnnrun compare", description="One table for runs and sweep directories.")
     parser.add_argument("paths", nargs="+", type=Path, help="run directories or sweep directories")
-    parser.add_argument("--out", type=Path, default=Path("."), help="where comparison.csv/.md go (default: here)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where comparison.csv/.md go (default: outputs/compare/DATE/TIME, as runs go to outputs/)")
     ns = parser.parse_args(args)
+    if ns.out is None:
+        from datetime import datetime
+
+        ns.out = Path("outputs") / "compare" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
     missing = [str(p) for p in ns.paths if not p.exists()]
     if missing:
         parser.error(f"no such run or sweep directory: {', '.join(missing)}")

@@ -382,8 +382,11 @@ class Output:
 
 @dataclass
 class Reference:
+    """The article's (or the goal's) figure a preset is compared with, and what run it is from."""
     accuracy: Optional[float] = None
     source: Optional[str] = None
+    epochs: Optional[int] = rule(None, lambda v: v is None or (_int(v) and v >= 1),
+                                 "null or the whole number of epochs the figure is from", "15")
 
 
 @dataclass

@@ -197,9 +197,11 @@ def plot_embedding(path: Path, xy, y_true, y_pred, class_names, method: str) -> 
 
 def explain(out: Path, model: keras.Model, class_names: list[str], x_test=None, y_test=None, probs=None,
             files: list[Path] | None = None, max_images: int = 16, layer: str | None = None,
-            method: str = "tsne", seed: int = 0, cam: str = "hirescam") -> dict:
-    """Writes Grad-CAM pictures and the embedding map into `out`; returns what was written."""
+            method: str = "tsne", seed: int = 0, cam: str = "hirescam", say=log.info) -> dict:
+    """Writes Grad-CAM pictures and the embedding map into `out`, in place of what an earlier explain left
+    there; returns what was written. `say` hears each stage (a line in a log, not only a spinner)."""
     out = Path(out)
+    _forget_earlier(out)
     (out / "gradcam").mkdir(parents=True, exist_ok=True)
     needs_maps = bool(max_images > 0 or files)
     if needs_maps and layer is None and not _has_maps(model):
@@ -232,6 +234,7 @@ def explain(out: Path, model: keras.Model, class_names: list[str], x_test=None, 
             rows.append({"name": Path(f).name, "file": str(f), "pred_k": int(p.argmax()), "p": float(p.max()),
                          "pred": class_names[int(p.argmax())], "true": "", "layer": parts.layer, "cam": cam})
     if images:
+        say(f"explain: {'HiResCAM' if cam == 'hirescam' else 'Grad-CAM'} of {len(images)} images at layer {parts.layer}")
         pixels = np.stack(images)
         heat_pred = gradcam(parts, pixels, np.array([r["pred_k"] for r in rows]), cam)
         known = all(t is not None for t in true)
@@ -244,6 +247,8 @@ def explain(out: Path, model: keras.Model, class_names: list[str], x_test=None, 
                          None if heat_true is None else heat_true[i:i + 1])
         done["gradcam"] = len(rows)
     if x_test is not None and method != "none":
+        say(f"explain: {'t-SNE' if method == 'tsne' else 'PCA'} map of {len(x_test)} test images"
+            + (" (minutes on a CPU for 10 000; --embedding pca takes seconds)" if method == "tsne" else ""))
         xy = embedding(parts, x_test, method, seed)
         pred = probs.argmax(axis=1)
         artifacts.write_csv(out / "embedding.csv", ["index", "x", "y", "true", "pred", "correct"],
@@ -252,6 +257,19 @@ def explain(out: Path, model: keras.Model, class_names: list[str], x_test=None, 
         plot_embedding(out / "embedding.png", xy, np.asarray(y_test), pred, class_names, method)
         done["embedding"] = len(xy)
     return done
+
+
+EXPLAIN_FILES = ("gradcam.png", "embedding.csv", "embedding.png")  # and gradcam/*.png: all explain() writes
+
+
+def _forget_earlier(out: Path) -> None:
+    """Removes what an earlier explain wrote into `out` (its own file names only), so a second run with other
+    settings never leaves the first one's pictures beside its own."""
+    for name in EXPLAIN_FILES:
+        (out / name).unlink(missing_ok=True)
+    if (out / "gradcam").is_dir():
+        for picture in (out / "gradcam").glob("*.png"):
+            picture.unlink(missing_ok=True)
 
 
 class ExplainAtEnd:
@@ -311,12 +329,15 @@ def explain_main(args: list[str]) -> None:
         model = load_model(model_file, compile=False)
         if ns.layer:
             cut(model, ns.layer)  # a wrong layer name is refused before the test set is loaded
+        say = lambda text: console.print(text, highlight=False, markup=False)  # noqa: E731 - a line in a log too
+        if ns.max > 0 or ns.embedding != "none":
+            say(f"explain: loading the test set of {ns.run_dir}")
         data = run_test_set(ns.run_dir) if ns.max > 0 or ns.embedding != "none" else None
         names = class_names(metrics, model) if metrics.get("class_names") or not data else data.class_names
         with console.status("explaining: Grad-CAM, then the embedding map of the test set"):
             done = explain(out, model, names, *((data.x_test, data.y_test) if data else (None, None)),
                            files=image_files(ns.inputs) if ns.inputs else None, max_images=ns.max, layer=ns.layer,
-                           method=ns.embedding, seed=int(metrics.get("seed") or 0), cam=ns.cam)
+                           method=ns.embedding, seed=int(metrics.get("seed") or 0), cam=ns.cam, say=say)
     except CnnrunError as e:
         error(str(e))
         raise SystemExit(2) from None

@@ -379,16 +379,39 @@ class MlflowLogger(Logger):
             tags["cnnrun.error"] = m["error"]
         _log(self.client, self.run_id, metrics=final_metrics(m), step=int(m.get("epochs") or 0),
              tags={k: v for k, v in tags.items() if v is not None})
+        if self.cfg.log_model and m.get("status") == "ok" and (run.dir / layout.MODEL).is_file():
+            self.log_model(run.dir / layout.MODEL)
         if self.cfg.artifacts:
             for path in sorted(run.dir.iterdir()):  # a folder (misclassified/, .hydra/) in one call, not a file each
-                if path.name in NOT_UPLOADED or path.name.startswith(".cnnrun") or (
-                        path.suffix == ".keras" and not self.cfg.log_model):
-                    continue
+                if path.name in NOT_UPLOADED or path.name.startswith(".cnnrun") or path.suffix == ".keras":
+                    continue  # model.keras goes up as the MLflow model (log_model), not as a plain file
                 if path.is_dir():
                     self.client.log_artifacts(self.run_id, str(path), path.name)
                 elif path.is_file():
                     self.client.log_artifact(self.run_id, str(path))
         self.client.set_terminated(self.run_id, status=_MLFLOW_STATUS.get(m.get("status"), "FAILED"))
+
+
+    def log_model(self, model_file: Path) -> None:
+        """model.keras as an MLflow model, named `model` on this run: Keras' flavour with a pyfunc entry point,
+        so `mlflow models serve -m runs:/RUN_ID/model` answers with class probabilities and the registry takes
+        it. Its signature: uint8 images of the run's shape in, one probability per class out."""
+        import keras
+        import mlflow
+        import mlflow.keras
+        import numpy as np
+        from mlflow.models import infer_signature
+
+        from cnnrun import backend
+        from cnnrun.record.saved import load_model
+
+        model = load_model(model_file, compile=False)
+        example = np.zeros((1, *model.input_shape[1:]), "uint8")
+        signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+        needs = [f"keras=={keras.__version__}", backend.requirement()]  # stated: inferring them runs the model again
+        mlflow.set_tracking_uri(self.client.tracking_uri)
+        with mlflow.start_run(run_id=self.run_id):  # the fluent API logs models into the active run
+            mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=needs)
 
 
 def _in_sweep(run_dir: Path) -> bool:
@@ -405,10 +428,28 @@ def sweep_parent(client, uri: str, experiment: str, sweep_dir: Path) -> str:
             if saved.get("tracking_uri") == uri:
                 client.update_run(saved["parent_run_id"], status="RUNNING")
                 return saved["parent_run_id"]
-        tags = {"mlflow.source.name": "cnnrun train -m", "cnnrun.sweep_dir": str(sweep_dir), "cnnrun.commands.sweep": "parent"}
+        tags = {"mlflow.source.name": "cnnrun train -m", "cnnrun.sweep_dir": str(sweep_dir), "cnnrun.sweep": "parent"}
         parent = client.create_run(experiment, run_name=Path(sweep_dir).name, tags=tags).info.run_id
+        _log(client, parent, params=sweep_params(sweep_dir))
         record.write_text(json.dumps({"parent_run_id": parent, "tracking_uri": uri, "experiment_id": experiment}))
         return parent
+
+
+def sweep_params(sweep_dir: Path) -> dict[str, str]:
+    """The sweep's own overrides as the parent run's params: each swept key with the values it takes
+    (model: dense,cnn3), each fixed one with its value, as the command line gave them."""
+    import yaml
+
+    try:
+        task = yaml.safe_load((Path(sweep_dir) / layout.MULTIRUN).read_text())["hydra"]["overrides"]["task"] or []
+    except Exception:  # noqa: BLE001 - no record of the sweep: the parent keeps its tags only
+        return {}
+    params = {}
+    for override in map(str, task):
+        key, _, value = override.lstrip("+~").partition("=")
+        if key and not key.startswith("hydra."):
+            params[key] = value
+    return params
 
 
 def end_sweep(sweep_dir: Path, jobs: int, jobs_ok: int, groups: list, files: list[Path]) -> None:

@@ -178,6 +178,7 @@ class Metrics(TypedDict, total=False):
     started: str                    # ISO 8601, UTC
     finished: str
     reference_accuracy: float | None  # the article's figure (reference.accuracy)
+    shortened: str                  # why this run is not comparable with that figure (shortened())
     config_hash: str                # fingerprint(cfg): what decides the numbers
     data_digest: str | None         # data.digest: the data read
     code_digest: dict[str, str]     # the user's own targets: a digest of each one's source
@@ -254,15 +255,29 @@ def claim(run_dir: Path) -> None:
         _held[key][1] += 1
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    f = open(run_dir / LOCK, "a+", encoding="utf-8")  # noqa: SIM115 - held open while the run lives
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
+    path = run_dir / LOCK
+    for _ in range(10):  # its holder removes the file as it lets go: a lock on a removed file is no lock, retry
+        f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open while the run lives
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise RunRefused(f"{run_dir} is in use by {holder}; wait for it to end, or choose another directory "
+                             "(hydra.run.dir=DIR)") from None
+        try:
+            if os.fstat(f.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         f.close()
-        raise RunRefused(f"{run_dir} is in use by {holder}; wait for it to end, or choose another directory "
-                         "(hydra.run.dir=DIR)") from None
+    else:
+        raise RunRefused(f"{run_dir}: its lock file {LOCK} keeps being replaced; is another program removing it?")
+    if not _held:
+        import atexit
+
+        atexit.register(release_all)  # every way out of the process lets go, and removes the files
     f.seek(0)
     f.truncate()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -298,8 +313,22 @@ def release(run_dir: Path) -> None:
         return
     entry[1] -= 1
     if entry[1] <= 0:
-        del _held[key]
-        entry[0].close()  # closing the file drops the lock
+        _let_go(key)
+
+
+def _let_go(key: str) -> None:
+    f, _ = _held.pop(key)
+    try:  # removed while still held: the lock file exists exactly while a process owns the directory
+        os.unlink(os.path.join(key, LOCK))
+    except OSError:
+        pass
+    f.close()  # closing the file drops the lock
+
+
+def release_all() -> None:
+    """Lets go of every directory this process holds (at exit: a run that failed or was refused, too)."""
+    for key in list(_held):
+        _let_go(key)
 
 
 def holds(run_dir: Path) -> bool:
@@ -425,6 +454,22 @@ def mark_failed(run_dir: Path, error: str, status: str = "failed") -> None:
             pass  # an unwritable run directory was already the error being reported
 
 
+def shortened(cfg: DictConfig) -> str | None:
+    """Why a run of a preset with a reference figure cannot be set beside that figure: fewer images
+    (dataset.limit), fewer epochs than the figure's run (reference.epochs), or a debug mode; None when it can."""
+    ref = cfg.get("reference") or {}
+    if ref.get("accuracy") is None:
+        return None
+    why = []
+    if str((cfg.get("debug") or {}).get("mode", "none")) != "none":
+        why.append(f"debug={cfg.debug.mode}")
+    if cfg.dataset.get("limit") is not None:
+        why.append(f"dataset.limit={cfg.dataset.limit}")
+    if ref.get("epochs") and int(cfg.trainer.epochs) < int(ref.epochs):
+        why.append(f"{cfg.trainer.epochs} of the figure's {ref.epochs} epochs")
+    return ", ".join(why) or None
+
+
 class Run:
     """One run's record for as long as it runs: the directory's lock, the decision about an earlier run
     there, and metrics.json from `running` to its end. Used as a context manager by train():
@@ -480,6 +525,7 @@ class Run:
             "status": "running", **fields, "seed": t.seed,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "reference_accuracy": (self.cfg.get("reference") or {}).get("accuracy"),
+            **({"shortened": short} if (short := shortened(self.cfg)) else {}),
             "config_hash": self.fingerprint, "data_digest": data_digest(self.cfg),
             **({"code_digest": code} if code else {}), "epochs_planned": int(t.epochs),
         }

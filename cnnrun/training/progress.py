@@ -14,21 +14,30 @@ def _fmt(logs: dict, keys=("loss", "accuracy", "val_loss", "val_accuracy")) -> s
     return "  ".join(f"{k} {float(logs[k]):.4f}" for k in keys if k in logs and logs[k] is not None)
 
 
+LOG_EVERY = 30.0  # seconds between progress lines in a log (verbose=1 without a terminal)
+
+
 class RichProgress(keras.callbacks.Callback):
     """One progress bar per epoch (verbose=1) or one line per epoch (verbose=2).
 
-    Without a visible bar (no terminal, verbose 0/2) there is no batch hook at all, so on JAX Keras
-    keeps its asynchronous training loop. With one, the bar is redrawn at most ~8 times a second.
+    Without a terminal (a log, CI), verbose=1 prints a line per epoch and, within a long epoch, one every
+    LOG_EVERY seconds. On JAX that would need a batch hook, which costs Keras its asynchronous training loop,
+    so there (and with verbose 0/2) there is no batch hook at all and the line comes once an epoch. With a
+    terminal, the bar is redrawn at most ~8 times a second.
     """
 
     def __init__(self, epochs: int, steps: int, verbose: int = 1, refresh: float = 0.125):
+        from cnnrun import backend
+
         super().__init__()
         self.epochs, self.steps, self.verbose, self.refresh = epochs, steps, verbose, refresh
         self.progress = None
         self.task = None
         self._last = 0.0
         self._epoch_start = 0.0
-        if verbose != 1 or not console.is_terminal:
+        self._epoch = self._done = 0
+        self.lines = verbose == 1 and not console.is_terminal and backend.name() != "jax"
+        if verbose != 1 or not (console.is_terminal or self.lines):
             self.on_train_batch_end = super().on_train_batch_end  # Keras sees the default: no batch hook
 
     def on_train_begin(self, logs=None):
@@ -48,13 +57,22 @@ class RichProgress(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
+        self._epoch, self._done = epoch, 0
         if self.progress is not None:
             self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=self.steps, metrics="")
 
     def on_train_batch_end(self, batch, logs=None):
+        self._done = batch + 1
+        now = time.perf_counter()
+        if self.lines:  # a log: a steady line, not a bar
+            if now - max(self._last, self._epoch_start) >= LOG_EVERY and batch + 1 < self.steps:
+                self._last = now
+                console.print(f"epoch {self._epoch + 1}/{self.epochs}  step {batch + 1}/{self.steps}  "
+                              f"{now - self._epoch_start:.0f}s  {_fmt(logs or {}, ('loss', 'accuracy'))}",
+                              highlight=False)
+            return
         if self.progress is None:
             return
-        now = time.perf_counter()
         if now - self._last >= self.refresh or batch + 1 == self.steps:
             self._last = now
             self.progress.update(self.task, completed=batch + 1, metrics=_fmt(logs or {}))
@@ -63,6 +81,10 @@ class RichProgress(keras.callbacks.Callback):
         seconds = time.perf_counter() - self._epoch_start
         line = f"epoch {epoch + 1}/{self.epochs}  {seconds:.1f}s  {_fmt(logs or {})}"
         if self.progress is not None and not self.progress.disable:
+            if self._done < self.steps:  # broken off (Ctrl-C): the bar stays where it stopped, marked as not kept
+                self.progress.update(self.task, completed=self._done, metrics="stopped: this epoch is discarded",
+                                     description=f"epoch {epoch + 1}/{self.epochs} (stopped)")
+                return
             self.progress.update(self.task, completed=self.steps, metrics=f"{seconds:.1f}s  " + _fmt(logs or {}))
         elif self.verbose:
             console.print(line)
