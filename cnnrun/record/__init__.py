@@ -30,6 +30,8 @@ import socket
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+import types
+import typing
 from typing import TypedDict
 
 from omegaconf import DictConfig, OmegaConf
@@ -208,16 +210,34 @@ class Metrics(TypedDict, total=False):
     misclassified: int
     weakest_class: str
     class_names: list[str]
-    # what hooks add (cnnrun/hooks/__init__.py)
+    # what cnnrun's debug and explain hooks add; any hook (a tracker, the user's own) may add fields of its own
     explained: dict
     overfit: dict
     profile: dict
-    logger_seconds: dict[str, float]
-    mlflow_run_id: str
-    mlflow_tracking_uri: str
 
 
-FIELDS = frozenset(Metrics.__annotations__)
+FIELDS = frozenset(Metrics.__annotations__)  # cnnrun's own; a hook of the user's may add fields of its own
+TYPES = typing.get_type_hints(Metrics)
+
+
+def _typed(value, hint) -> bool:
+    """Whether `value` fits a Metrics annotation (numbers of any numeric type: numpy's too)."""
+    import numbers
+
+    if hint is typing.Any:
+        return True
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for option in options:
+        kind = typing.get_origin(option) or option
+        if option is type(None) and value is None:
+            return True
+        if kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return True
+        if kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return True
+        if kind in (str, bool, dict, list) and isinstance(value, kind):
+            return True
+    return False
 
 
 def read(run_dir: Path) -> Metrics | None:
@@ -233,9 +253,10 @@ def read(run_dir: Path) -> Metrics | None:
 
 
 def write(run_dir: Path, metrics: Metrics) -> None:
-    unknown = sorted(set(metrics) - FIELDS)
-    if unknown:  # a programming error: the record's fields are declared once, in Metrics
-        raise ValueError(f"metrics.json has no field {', '.join(unknown)}; declare it in cnnrun.record.Metrics")
+    wrong = [f"{k}={v!r} (declared {getattr(TYPES[k], '__name__', TYPES[k])})"
+             for k, v in metrics.items() if k in TYPES and not _typed(v, TYPES[k])]
+    if wrong:  # a programming error: cnnrun's fields and their types are declared once, in Metrics
+        raise TypeError(f"metrics.json field {'; '.join(wrong)} does not match cnnrun.record.Metrics")
 
     from cnnrun.config.redact import redact_data
 
