@@ -2,7 +2,9 @@
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
-STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+CK      := $(shell cksum pyproject.toml | cut -d' ' -f1)
+CORE    := $(VENV)/.installed-core-$(CK)
+DEV     := $(VENV)/.installed-dev-$(CK)
 ARGS    ?=
 # Test processes: pytest-xdist spreads the suite over the cores, each test module's tests in one process
 # (its module-scoped runs are made once). Many tests are whole processes that mostly start up and wait.
@@ -10,18 +12,31 @@ TEST_WORKERS ?= auto
 PYTEST  := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train test test-jax test-full bench reproduce demo-folder clean
+.PHONY: help setup setup-dev data train test test-jax test-full bench reproduce demo-folder clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	@echo "creating the virtual environment $(VENV) ..."
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
-	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install cnnrun with its dev extras
+# What training needs, no more: each extra comes with the target that needs it (`make test`: the dev tools).
+$(CORE): pyproject.toml | $(PY)
+	@echo "installing cnnrun and what training needs (TensorFlow, Keras, Hydra, scikit-learn, matplotlib; about 2 GB, a few minutes) ..."
+	$(PY) -m pip install -q -e .
+	rm -f $(VENV)/.installed-core-* && touch $(CORE)
+
+$(DEV): $(CORE)
+	@echo "installing the test tools and every extra (pytest, JAX, Optuna, submitit, MLflow, TensorBoard, the exporters) ..."
+	$(PY) -m pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-dev-* && touch $(DEV)
+
+setup: $(CORE) ## create .venv and install cnnrun with what training needs
+	@echo "ready: $(VENV)/bin/cnnrun"
+
+setup-dev: $(DEV) ## setup, plus the test tools and every extra (what `make test` uses)
 
 data: setup ## provision Fashion-MNIST (found locally, Keras download, or Debian's dataset-fashion-mnist)
 	@$(PY) -c "from cnnrun.data import load_mnist_like as f; print('Fashion-MNIST:', f('fashion', None)[1])" 2>/dev/null \
@@ -32,16 +47,16 @@ data: setup ## provision Fashion-MNIST (found locally, Keras download, or Debian
 train: setup data ## train the default experiment (Fashion-MNIST, cnn4); more with ARGS="model=cnn3 ..."
 	$(VENV)/bin/cnnrun train $(ARGS)
 
-test: setup ## the fast test suite (default backend, TensorFlow), one process per core
+test: setup-dev ## the fast test suite (default backend, TensorFlow), one process per core
 	$(PYTEST)
 
-test-jax: setup ## the fast test suite on Keras' JAX backend
+test-jax: setup-dev ## the fast test suite on Keras' JAX backend
 	KERAS_BACKEND=jax $(PYTEST)
 
-test-full: setup ## every test, slow ones included
+test-full: setup-dev ## every test, slow ones included
 	$(PYTEST) -m ""
 
-bench: setup ## benchmarks: cnnrun vs plain Keras throughput, augmentation cost
+bench: setup-dev ## benchmarks: cnnrun vs plain Keras throughput, augmentation cost
 	$(PY) bench/throughput.py
 	$(PY) bench/augment.py
 	$(PY) bench/threads.py

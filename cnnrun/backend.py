@@ -64,6 +64,9 @@ def start() -> str:
     import logging
 
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "Unable to initialize backend 'tpu'"
+    # A sweep builds a new model per job in one process, so TensorFlow warns that its functions are traced
+    # again: by design here, and the warning says nothing a user can act on. Only that warning is dropped.
+    logging.getLogger("tensorflow").addFilter(lambda r: "triggered tf.function retracing" not in r.getMessage())
     if name() != "tensorflow" and importlib.util.find_spec("tensorflow") is not None:
         import tensorflow  # noqa: F401, PLC0415 - the marked place
     return device()

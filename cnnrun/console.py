@@ -116,6 +116,8 @@ def filtered_stderr(noise: re.Pattern):
 # the build, not about the run. The CUDA lines are dropped only where the machine has no NVIDIA device, so a
 # GPU machine whose driver fails still says so.
 _NOISE = [r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
+          r"^E\d{4} [\d:.]+\s+\d+ util\.cc:\d+\] oneDNN supports DT_INT64 only on platforms with AVX-512",  # the first
+          # integer op on a CPU without AVX-512 says so (as an "error") and goes on with Eigen: nothing is wrong
           r"^I\d{4} [\d:.]+\s+\d+ (port|cpu_feature_guard)\.cc:\d+\] ",
           r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags"]
 _NO_GPU_NOISE = [r"^I\d{4} [\d:.]+\s+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers",

@@ -256,3 +256,17 @@ def test_each_rule_takes_its_default_and_its_example_and_refuses_in_one_line():
     assert refusal("model=resnet", "model.depth=21") == ("model.depth=21 must be 6n + 2 with n >= 1: 8, 14, 20, 32 ..., "
                                                          "e.g. model.depth=20")
     assert refusal("trainer.ema=1") == "trainer.ema=1.0 must be null (off) or a decay in (0, 1), e.g. trainer.ema=0.999"
+
+
+def test_a_feature_whose_extra_is_missing_names_the_pip_line(monkeypatch):
+    import importlib.util
+
+    from hydra.errors import MissingConfigException
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    assert refusal("logger=tensorboard") == ("logger=tensorboard needs tensorboard, which is not installed: "
+                                             "pip install 'cnnrun[tensorboard]'")
+    missing = MissingConfigException("not found", missing_cfg_file="hydra/sweeper/optuna", options=["basic"])
+    assert str(schema.composition_error(missing)) == ("hydra/sweeper=optuna needs its Hydra plugin, which is not "
+                                                      "installed: pip install 'cnnrun[optuna]'")

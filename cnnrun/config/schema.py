@@ -553,6 +553,11 @@ def _cross_rules(cfg) -> None:
                           "with path and label columns, then a row per image" if cfg.dataset.name == "csv" else
                           f"dataset={cfg.dataset.name} needs dataset.path, the folder of images: "
                           "e.g. dataset.path=photos (with photos/<class>/*.jpg)")
+    import importlib.util
+
+    for name, (module, extra) in LOGGER_EXTRAS.items():  # before any work, not as a warning after training
+        if (cfg.get("logger") or {}).get(name) is not None and importlib.util.find_spec(module) is None:
+            raise CnnrunError(f"logger={name} needs {module}, which is not installed: pip install 'cnnrun[{extra}]'")
     augmented = any(v is not None for v in (cfg.get("augment") or {}).values())
     if augmented and t.augment_after >= t.epochs:
         raise CnnrunError(f"trainer.augment_after={t.augment_after} leaves no augmented epoch in "
@@ -760,6 +765,10 @@ def composition_error(e: Exception) -> CnnrunError:
     if isinstance(e, MissingConfigException):
         missing = (e.missing_cfg_file or "").strip("/")
         group, _, option = missing.rpartition("/")
+        extra = PLUGIN_EXTRAS.get((group, option))
+        if extra:  # a Hydra plugin that comes with one of cnnrun's extras
+            return CnnrunError(f"{group}={option} needs its Hydra plugin, which is not installed: "
+                               f"pip install 'cnnrun[{extra}]'")
         if e.options and group:
             return CnnrunError(f"{group}={option} is not an option; expected one of {', '.join(e.options)}, "
                                f"e.g. {group}={e.options[0]}")
@@ -786,6 +795,13 @@ def composition_error(e: Exception) -> CnnrunError:
         return CnnrunError(f"{m.group(1)} is not a setting of this config; check the spelling (cnnrun train --help "
                            "prints every key)")
     return CnnrunError(first)
+
+
+# Options that exist once an extra is installed: Hydra's plugins bring their own config groups.
+PLUGIN_EXTRAS = {("hydra/sweeper", "optuna"): "optuna", ("hydra/launcher", "joblib"): "joblib",
+                 ("hydra/launcher", "submitit_slurm"): "slurm", ("hydra/launcher", "submitit_local"): "slurm",
+                 ("hydra/launcher", "ray"): "ray"}
+LOGGER_EXTRAS = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("tensorboard", "tensorboard")}  # logger: (module, extra)
 
 
 def _ends(override) -> list:

@@ -10,18 +10,17 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from cnnrun import hooks, record
-from cnnrun.record import artifacts, layout
-from cnnrun import backend
-from cnnrun import signals
-from cnnrun.training import loop, resume
+from cnnrun import backend, hooks, record, signals
 from cnnrun.config import schema
-from cnnrun.data.augment import build_augment, build_mix, preview
+from cnnrun.console import quiet_backend
 from cnnrun.data import Dataset, load_dataset
+from cnnrun.data.augment import build_augment, build_mix, preview
 from cnnrun.data.memory import check_model_fits
-from cnnrun.models import build_model
-from cnnrun.training.optim import accuracy, build_loss, build_optimizer
 from cnnrun.data.resident import ResidentImages, resident_layer
+from cnnrun.models import build_model
+from cnnrun.record import artifacts, layout
+from cnnrun.training import loop, resume
+from cnnrun.training.optim import accuracy, build_loss, build_optimizer
 
 log = logging.getLogger("cnnrun")
 
@@ -83,7 +82,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             mix = build_mix(cfg.augment, data.num_classes, seed=t.seed)  # mixup / cutmix: labels mixed in the step
             if augment is not None:
                 sample = np.asarray(data.x_train[:8])
-                artifacts.plot_augment_preview(run_dir / layout.AUGMENT_PREVIEW, sample, preview(augment, sample))
+                with quiet_backend():  # the first integer op may print oneDNN's "DT_INT64 ... AVX-512" line
+                    artifacts.plot_augment_preview(run_dir / layout.AUGMENT_PREVIEW, sample, preview(augment, sample))
 
             # With trainer.device_data the pixels go to the device once; fit() then feeds indices and labels.
             images = resident_layer(data.x_train, data.x_val) if t.device_data else None
