@@ -25,12 +25,12 @@ $(PY):
 # What training needs, no more: each extra comes with the target that needs it (`make test`: the dev tools).
 $(CORE): pyproject.toml | $(PY)
 	@echo "installing cnnrun and what training needs (TensorFlow, Keras, Hydra, scikit-learn, matplotlib; about 2 GB, a few minutes) ..."
-	$(PY) -m pip install -q -e .
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e .  # no setuptools banner about editable installs
 	rm -f $(VENV)/.installed-core-* && touch $(CORE)
 
 $(DEV): $(CORE)
 	@echo "installing the test tools and every extra (pytest, JAX, Optuna, submitit, MLflow, TensorBoard, the exporters) ..."
-	$(PY) -m pip install -q -e ".[dev]"
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e ".[dev]"
 	rm -f $(VENV)/.installed-dev-* && touch $(DEV)
 
 setup: $(CORE) ## create .venv and install cnnrun with what training needs
