@@ -61,3 +61,93 @@ def test_the_readmes_workflow_snippets_pass_githubs_schema(tmp_path):
     done = subprocess.run([tool, "--builtin-schema", "vendor.github-workflows", *map(str, tmp_path.glob("w*.yml"))],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- every command the README shows is run here (at tiny sizes), or says why it cannot be ---------------------
+
+RUN_DIRS = ("outputs/2026-11-25/10-00-00_cnn4_ab12cd", "outputs/2026-11-24/10-00-00_cnn4_ab12cd", "RUN_DIR",
+            "outputs/2026-11-24/09-*")
+SWEEP_DIRS = ("outputs/multirun/2026-11-24/10-00-00_ab12cd", "outputs/multirun/2026-11-25/10-00-00_ab12cd")
+NOT_RUN = {  # a command's start -> why no test runs it as written
+    "git clone": "fetches this repository",
+    "make train": "builds a virtual environment: CI's own `make test` does that step",
+    "make test": "the test suite itself (CI runs it)",
+    "make test-jax": "the test suite itself (CI runs it)",
+    "make test-full": "the test suite itself, slow tests included",
+    "make bench": "benchmarks: minutes each, measured by hand into docs/BENCHMARKS.md",
+    "make help": "prints the Makefile's targets",
+    "make reproduce": "hours of training: `python -m cnnrun.commands.reproduce` is tested in tests/test_reproduce.py",
+    "pip install": "installs packages on a GPU machine",
+    "export PYTHONPATH": "a shell setting for the GPU machine",
+    "python -m cnnrun train -m experiment=fast_fashion": "the GPU sweep (bench/gpu.sh)",
+    "mlflow ui": "a server that runs until stopped; tests/test_loggers.py reads the same store",
+    "tensorboard --logdir": "a server that runs until stopped; tests/test_loggers.py reads the same event files",
+    "cnnrun train model=custom": "run verbatim, with its files, by tests/test_plugins.py",
+    "cnnrun train --config-dir": "run verbatim, with its files, by tests/test_plugins.py",
+    "cnnrun train dataset=digits +hooks": "run verbatim, with its files, by tests/test_plugins.py",
+}
+
+
+def readme_commands() -> list[str]:
+    """Every shell line of the README's code blocks (not the output lines it quotes)."""
+    commands = []
+    for lang, block in re.findall(r"```([a-z]*)\n(.*?)```", README, re.S):
+        if lang not in ("", "bash", "sh"):
+            continue
+        for line in block.splitlines():
+            line = line.split("  #")[0].strip()
+            if line and not line.startswith(("cnnrun:", "#")) and re.match(r"[a-zA-Z.]", line) \
+                    and re.match(r"(cnnrun|make|python|pip|mlflow|tensorboard|git|export) ", line):
+                commands.append(line)
+    return commands
+
+
+def test_every_readme_command_is_run_or_says_why_not():
+    commands = readme_commands()
+    assert len(commands) > 30
+    unknown = [c for c in commands if not c.startswith("cnnrun ") and not c.startswith(tuple(NOT_RUN))]
+    assert not unknown, unknown  # a new kind of command: run it in test_every_readme_command_runs, or say why not
+
+
+def _tiny(argv: list[str]) -> list[str]:
+    if argv[:1] != ["train"]:
+        return argv
+    if any(a.startswith("debug=") for a in argv):
+        return argv
+    if any(a.startswith(("experiment=", "'experiment=")) for a in argv):
+        return argv + ["debug=smoke"]  # a preset at the smoke run's size: 64 images, one epoch
+    return argv + ["dataset.limit=200", "trainer.epochs=1", "trainer.verbose=0"]
+
+
+@pytest.mark.slow  # about 45 tiny runs, exports and explains (several minutes): `make test-full`
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Fashion-MNIST (apt)")
+def test_every_readme_command_runs(tmp_path):
+    import shlex
+
+    from PIL import Image
+
+    (tmp_path / "my_photos").mkdir()
+    Image.new("L", (28, 28), 128).save(tmp_path / "my_photos" / "gray.png")
+    env = {**__import__("os").environ, "CNNRUN_DATA": "/usr/share/datasets/fashion-mnist"}
+    run_dir, sweep_dir = tmp_path / "run", tmp_path / "sweep"
+    ran = 0
+    for command in readme_commands():
+        if not command.startswith("cnnrun ") or command.startswith(tuple(NOT_RUN)):
+            continue
+        for placeholder in RUN_DIRS:
+            command = command.replace(placeholder, str(run_dir))
+        for placeholder in SWEEP_DIRS:
+            command = command.replace(placeholder, str(sweep_dir))
+        argv = _tiny(shlex.split(command)[1:])
+        if argv[0] == "train" and not run_dir.exists() and "-m" not in argv:
+            argv.append(f"hydra.run.dir={run_dir}")  # the first run is the one the later commands name
+        elif argv[0] == "train" and "-m" in argv and not sweep_dir.exists():
+            argv.append(f"hydra.sweep.dir={sweep_dir}")
+        done = subprocess.run([sys.executable, "-m", "cnnrun", *argv], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=1200)
+        # `glob(*)` includes presets whose data this machine lacks (MNIST, photos): their rows fail, exit 1
+        allowed = (0, 1) if "experiment=glob(*)" in command else (0,)
+        assert done.returncode in allowed, f"{command}\n{done.stderr[-3000:]}"
+        assert "Traceback" not in done.stderr, f"{command}\n{done.stderr[-3000:]}"
+        ran += 1
+    assert ran >= 18 and (run_dir / "metrics.json").is_file() and (sweep_dir / "summary.csv").is_file()

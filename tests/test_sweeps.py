@@ -149,3 +149,22 @@ def test_fresh_process_jobs_give_the_same_results(tmp_path):
     assert rows["true"] == rows["false"] and [r[2] for r in rows["true"]].count("failed") == 2
     assert "val_split" in read_metrics(sweeps["true"] / "1")["error"]  # a failing job is still one clear error
     assert "data:" in (sweeps["true"] / "0" / "train.log").read_text()  # the job's own log reaches its file
+
+
+def test_a_long_sweep_ends_with_one_compact_summary(tmp_path, capsys):
+    import json
+
+    from cnnrun.commands.sweep import CONSOLE_ROWS, summarize
+
+    n = CONSOLE_ROWS + 5
+    for job in range(n):
+        (tmp_path / str(job) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(job) / ".hydra" / "overrides.yaml").write_text(f"- trainer.seed={job}\n")
+        m = {"status": "ok", "test_accuracy": job / 100} if job else {"status": "failed", "error": "boom"}
+        (tmp_path / str(job) / "metrics.json").write_text(json.dumps(m))
+    runs, _ = summarize([tmp_path], tmp_path, "summary", "sweep")
+    out = capsys.readouterr().out
+    assert len(runs) == n and f"best {CONSOLE_ROWS} of {n}" in out
+    summary = f"{n} runs: {n - 1} ok, 1 failed; best test accuracy {100 * (n - 1) / 100:.2f} % (trainer.seed={n - 1})"
+    assert summary in out.splitlines() and out.index(summary) > out.index("trainer.seed")  # one line, after the table
+    assert len((tmp_path / "summary.csv").read_text().splitlines()) == n + 1  # the file keeps every row

@@ -171,7 +171,8 @@ def summarize(paths: list[Path], out: Path, stem: str, title: str,
     if s_rows:
         md += "\n## Across seeds\n\n" + markdown(s_header, s_rows)
     files.write_text(out / f"{stem}.md", md)
-    print_table(title, header, rows)
+    shown = rows if len(rows) <= CONSOLE_ROWS else rows[:CONSOLE_ROWS]  # best first: the rest are in the files
+    print_table(title if shown is rows else f"{title} · best {CONSOLE_ROWS} of {len(rows)}", header, shown)
     if s_rows:
         table = Table(title="across seeds")
         for h in s_header:
@@ -179,8 +180,26 @@ def summarize(paths: list[Path], out: Path, stem: str, title: str,
         for row in s_rows:
             table.add_row(*(escape(c) for c in row))
         show(table)
+    console.print(one_line_summary(runs, rows, header), highlight=False)
     console.print(f"written: {out / (stem + '.csv')}, {out / (stem + '.md')}")
     return runs, groups
+
+
+CONSOLE_ROWS = 20  # a longer table is cut to its best rows on the console; the files hold every row
+
+
+def one_line_summary(runs: list[dict], rows: list[list[str]], header: list[str]) -> str:
+    """The sweep in one line, last: how many runs ended how, and the best one (rows come best first)."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        status = str(r["metrics"].get("status", "unknown"))
+        counts[status] = counts.get(status, 0) + 1
+    ended = ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: (kv[0] != "ok", kv[0])))
+    best = next((row for row in rows if row[header.index("test_acc")]), None)
+    varying = header[1:header.index("test_acc")]
+    what = " ".join(f"{k}={v}" for k, v in zip(varying, best[1:1 + len(varying)]) if v) if best else ""
+    tail = f"; best test accuracy {best[header.index('test_acc')]} % ({what or best[0]})" if best else ""
+    return f"{len(runs)} run{'s' if len(runs) != 1 else ''}: {ended}{tail}"
 
 
 REFUSED = layout.REFUSED  # in a sweep directory while it runs: the jobs refused their directory, a line each

@@ -413,7 +413,7 @@ def load_dataset(cfg, seed: int = 0, val_split: float = 0.0, batch_size: int = 3
         x_train, y_train = balance(x_train, y_train, cfg.balance, seed)
         notes.append(f"balance={cfg.balance}: training images per class {before} -> "
                      f"{np.bincount(y_train, minlength=len(class_names)).tolist()}")
-    if cfg.get("mirror"):  # article 001: the training set plus its left-right mirror image
+    if cfg.mirror:  # article 001: the training set plus its left-right mirror image
         if not isinstance(x_train, np.ndarray):
             raise CnnrunError("dataset.mirror=true needs the images in memory; use augment=flip for a streamed folder")
         x_train = np.concatenate([x_train, x_train[:, :, ::-1, :]])

@@ -275,8 +275,8 @@ def tracking_uri(configured: str | None) -> str:
 def _client(cfg, uri: str):
     """An MlflowClient for cfg (no process-wide MLflow state: sweep jobs share a process), failing fast:
     a dead server costs `timeout` seconds once, not MLflow's default minutes of retries."""
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(int(cfg.get("retries", 0)))  # read per request
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(cfg.get("timeout", 10)))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(int(cfg.retries))  # read per request
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(cfg.timeout))
     for name in ("alembic", "mlflow"):  # the store's schema migrations and MLflow's own chatter: not the user's news
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
