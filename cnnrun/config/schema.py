@@ -25,7 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from cnnrun import CnnrunError
-
+from cnnrun.config import plugins
 
 # --- rules: what a type cannot say, kept with the field ------------------------------------------------
 
@@ -710,8 +710,6 @@ def register_resolvers() -> None:
 def _targets(cfg) -> dict[str, set[str]]:
     """Checks each group that names the user's own code (`_target_`): it is given, it imports, it is callable,
     and it takes the arguments the config gives it. Returns, per such group, the keys that are its arguments."""
-    from cnnrun.config import plugins
-
     own = {}
     for group, schema in TARGETED.items():
         node = cfg.get(group)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnrun import CnnrunError
+from cnnrun.config import plugins, schema
 
 # The four files of the original MNIST / Fashion-MNIST releases (optionally gzipped).
 IDX_FILES = {
@@ -211,8 +212,6 @@ def digest(cfg) -> str | None:
     key = (cfg.name, str(cfg.get("path")), str(cfg.get("image_size")), str(cfg.get("_target_")))
     if key in _digests:
         return _digests[key]
-    from cnnrun.config import plugins, schema
-
     h = hashlib.sha256(cfg.name.encode())
     spec = schema.option("dataset", cfg).digest
     try:
@@ -384,8 +383,6 @@ def split_validation(x, y, val_split: float, seed: int):
 
 def load_dataset(cfg, seed: int = 0, val_split: float = 0.0, batch_size: int = 32) -> Dataset:
     """Reads the data set named by cfg.name, checks it, applies limit, validation split and mirroring."""
-    from cnnrun.config import plugins, schema
-
     name = cfg.name
     loader = plugins.locate(schema.option("dataset", cfg).target, "dataset.name")  # the registry (schema.OPTIONS)
     arrays, source, class_names, test_files, notes = loader(cfg, batch_size)

@@ -23,6 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cnnrun import CnnrunError
+from cnnrun.config import plugins
+from cnnrun.config.plugins import arguments
+from cnnrun.config.schema import CustomDataset
 
 SPLITS = ("train", "test")
 TARGET_KEY = "dataset._target_"
@@ -135,9 +138,6 @@ def load_csv(cfg, batch_size: int = 32):
 
 def loader_arguments(cfg) -> dict:
     """The keyword arguments a user's loader gets: every key of its config that cnnrun's schema does not own."""
-    from cnnrun.config.plugins import arguments
-    from cnnrun.config.schema import CustomDataset
-
     return arguments(cfg, CustomDataset.__dataclass_fields__)
 
 
@@ -145,8 +145,6 @@ def load_custom(cfg, batch_size: int = 32):
     """dataset=custom: calls the user's loader and takes what it returns (see the module's docstring).
     Returns (arrays, source, class_names, test_files, notes) as the other loaders do."""
     import numpy as np
-
-    from cnnrun.config import plugins
 
     target = cfg._target_  # importable, callable, taking these arguments: checked with the config (schema.py)
     out = plugins.call(target, TARGET_KEY, "loading the data", **loader_arguments(cfg))
@@ -197,8 +195,6 @@ def digest(cfg, h: hashlib._Hash) -> bool:
                 h.update(b"missing\n")
         return True
     if cfg.get("_target_") is not None:
-        from cnnrun.config import plugins
-
         h.update(plugins.source_digest(cfg._target_, TARGET_KEY).encode())
         h.update(repr(sorted(loader_arguments(cfg).items())).encode())
         return True

@@ -25,6 +25,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from cnnrun import CnnrunError
+from cnnrun.config import plugins
+
 log = logging.getLogger("cnnrun")
 
 MOMENTS = ("start", "callbacks", "epoch", "stop", "fitted", "evaluated", "end")
@@ -144,9 +147,6 @@ def build(cfg, run_dir) -> Hooks:
 
 def own(name: str, node):
     """The user's hook `hooks.NAME`: its `_target_` called with the node's other keys."""
-    from cnnrun import CnnrunError
-    from cnnrun.config import plugins
-
     key = f"hooks.{name}._target_"
     hook = plugins.call(node._target_, key, "creating the hook", **plugins.arguments(node, ("_target_",)))
     if not any(callable(getattr(hook, m, None)) for m in MOMENTS):

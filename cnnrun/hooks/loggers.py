@@ -24,7 +24,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from cnnrun.record import layout
+from cnnrun.config.redact import redact, take_credentials
+from cnnrun.record import identity, layout
 
 log = logging.getLogger("cnnrun")
 
@@ -251,8 +252,6 @@ class TensorBoardLogger(Logger):
 
 def _hparams(cfg) -> dict:
     """What the HPARAMS tab shows: the groups that change a run's numbers, and its length."""
-    from cnnrun.record import identity
-
     out = identity(cfg)
     out["trainer"]["epochs"] = int(cfg.trainer.epochs)
     return out
@@ -262,8 +261,6 @@ def _hparams(cfg) -> dict:
 
 def tracking_uri(configured: str | None) -> str:
     """logger.mlflow.tracking_uri, else $MLFLOW_TRACKING_URI, else a SQLite store at outputs/mlflow.db."""
-    from cnnrun.config.redact import take_credentials
-
     if configured:  # user-info in a URI from a config file: into MLflow's own variables, out of every record
         return take_credentials([f"tracking_uri={configured}"])[0].partition("=")[2]
     if os.environ.get("MLFLOW_TRACKING_URI"):
@@ -309,8 +306,6 @@ def _log(client, run_id: str, metrics: dict | None = None, step: int = 0, params
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
-    from cnnrun.config.redact import redact
-
     m = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
     p = [Param(k[:250], redact(str(v))[:6000]) for k, v in (params or {}).items()]  # no secret reaches the tracker
     t = [RunTag(k, redact(str(v))[:5000]) for k, v in (tags or {}).items()]

@@ -12,6 +12,7 @@ from keras import layers
 
 from cnnrun import CnnrunError
 from cnnrun.backend import BatchNorm
+from cnnrun.config import plugins, schema
 from cnnrun.models.blocks import classifier_head
 
 
@@ -135,8 +136,6 @@ def tf_cnn(input_shape, num_classes):
 def build_model(cfg, input_shape, num_classes) -> keras.Model:
     """Builds the model cfg names: a built-in's builder (schema.OPTIONS) with the rest of cfg as keyword
     arguments, found as a user's own `_target_` is; a config with a `_target_` is the user's own (build_custom)."""
-    from cnnrun.config import plugins, schema
-
     if cfg.get("_target_") is not None:
         return build_custom(cfg, tuple(input_shape), int(num_classes))
     builder = plugins.locate(schema.option("model", cfg).target, "model.name")
@@ -151,8 +150,6 @@ def build_custom(cfg, input_shape: tuple, num_classes: int) -> keras.Model:
     other keys, then checked as cnnrun's own builders are made: a keras.Model that takes `input_shape` images
     in [0, 1] and returns one probability per class (a softmax), refused in one line otherwise."""
     import numpy as np
-
-    from cnnrun.config import plugins
 
     target = cfg._target_  # importable, callable, taking these arguments: checked with the config (schema.py)
     takes = plugins.accepts(target, TARGET_KEY)

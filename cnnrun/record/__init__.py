@@ -28,18 +28,30 @@ import os
 import re
 import socket
 import sys
-from datetime import datetime, timezone
-from pathlib import Path
 import types
 import typing
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import TypedDict
 
 from omegaconf import DictConfig, OmegaConf
 
 from cnnrun import CnnrunError
+from cnnrun.config.plugins import source_digest
+from cnnrun.config.redact import redact, redact_data
 from cnnrun.record import files, layout, outcome
-from cnnrun.record.outcome import RunFailed, RunRefused  # where a run's endings are defined (cnnrun/record/outcome.py)
-from cnnrun.record.layout import CHECKPOINT, HYDRA_FILES, LOCK, METRICS, RUN_FILES, SWEEP_FILES
+from cnnrun.record.layout import (
+    CHECKPOINT,
+    HYDRA_FILES,
+    LOCK,
+    METRICS,
+    RUN_FILES,
+    SWEEP_FILES,
+)
+from cnnrun.record.outcome import (  # where a run's endings are defined (cnnrun/record/outcome.py)
+    RunFailed,
+    RunRefused,
+)
 
 log = logging.getLogger("cnnrun")
 
@@ -132,8 +144,6 @@ def identity(cfg: DictConfig, sources: dict | None = None) -> dict:
         if rule and "exclude" in rule:
             data = {k: v for k, v in data.items() if k not in rule["exclude"]}
         if isinstance(data.get("_target_"), str):  # the user's own code: its source is part of what it does
-            from cnnrun.config.plugins import source_digest
-
             data["_source"] = (sources or {}).get(group) or source_digest(data["_target_"], f"{group}._target_")
         out[group] = data
     return out
@@ -257,9 +267,6 @@ def write(run_dir: Path, metrics: Metrics) -> None:
              for k, v in metrics.items() if k in TYPES and not _typed(v, TYPES[k])]
     if wrong:  # a programming error: cnnrun's fields and their types are declared once, in Metrics
         raise TypeError(f"metrics.json field {'; '.join(wrong)} does not match cnnrun.record.Metrics")
-
-    from cnnrun.config.redact import redact_data
-
     files.write_json(Path(run_dir) / METRICS, redact_data(metrics))  # no secret ever reaches the record
 
 
@@ -302,8 +309,6 @@ def claim(run_dir: Path) -> None:
     f.seek(0)
     f.truncate()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    from cnnrun.config.redact import redact
-
     f.write(redact(f"process {os.getpid()} on {socket.gethostname()} since {started} "
                    f"({' '.join(['cnnrun', *sys.argv[1:]])[:200]})") + "\n")
     f.flush()

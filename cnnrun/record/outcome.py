@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cnnrun import CnnrunError
+from cnnrun import CnnrunError, signals
 
 EXIT_OK = 0          # every run ended ok (or was already finished)
 EXIT_FAILED = 1      # a run, or some jobs of a sweep, did not end ok (failed, nan); the summary is written
@@ -80,8 +80,6 @@ def message(error: BaseException, run_dir) -> str:
 def exit_code(outcome: Outcome) -> int:
     if outcome.exit_code is not None:
         return outcome.exit_code
-    from cnnrun import signals
-
     return signals.exit_code()
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from cnnrun.config import plugins, schema
+
 
 class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from ~0 to `peak` over `warmup_steps`, then linear decay to 0 at `total_steps`."""
@@ -43,8 +45,6 @@ def average_weights(model: keras.Model) -> bool:
 
 def _optimizer(cfg, total_steps: int, ema: float | None) -> keras.optimizers.Optimizer:
     """The Keras optimizer class the option names (schema.OPTIONS), given the schedule and the option's own keys."""
-    from cnnrun.config import plugins, schema
-
     warmup = int(float(cfg.warmup) * total_steps)
     if cfg.schedule == "constant":
         lr = cfg.lr

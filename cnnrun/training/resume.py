@@ -15,10 +15,11 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from cnnrun import CnnrunError
+
+from cnnrun import CnnrunError, signals
+from cnnrun.data.resident import LAYER as RESIDENT_DATA
 from cnnrun.record import files
 from cnnrun.record.layout import CHECKPOINT
-from cnnrun.data.resident import LAYER as RESIDENT_DATA
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -105,8 +106,6 @@ class StopOnSignal:
         self.say(f"{signal.Signals(signum).name}: stopping after this batch and saving a checkpoint (again to abort)")
 
     def __enter__(self):
-        from cnnrun import signals
-
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
