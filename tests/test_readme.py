@@ -150,4 +150,4 @@ def test_every_readme_command_runs(tmp_path):
         assert done.returncode in allowed, f"{command}\n{done.stderr[-3000:]}"
         assert "Traceback" not in done.stderr, f"{command}\n{done.stderr[-3000:]}"
         ran += 1
-    assert ran >= 18 and (run_dir / "metrics.json").is_file() and (sweep_dir / "summary.csv").is_file()
+    assert ran >= 17 and (run_dir / "metrics.json").is_file() and (sweep_dir / "summary.csv").is_file()
