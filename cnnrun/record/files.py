@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -57,10 +58,7 @@ def _finite(data):
         return {k: _finite(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
         return [_finite(v) for v in data]
-    if isinstance(data, float) and not math.isfinite(data):  # numpy's float64 is a float too
-        return None
-    if type(data).__module__ == "numpy" and hasattr(data, "dtype") and data.dtype.kind == "f" and data.ndim == 0 \
-            and not math.isfinite(float(data)):
+    if isinstance(data, numbers.Real) and not math.isfinite(data):  # numpy's scalars are numbers.Real too
         return None
     return data
 
