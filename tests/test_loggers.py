@@ -93,7 +93,7 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_tensorboard_compares_t
         assert ".lock" not in artifact_paths(client, child.info.run_id)
 
         # TensorBoard: per-epoch curves in train/, the test metrics, the plots and the HPARAMS session at the root
-        tb = tensorboard_runs(job / "tensorboard")
+        tb = tensorboard_runs(job / "tensorboard" / f"trainer.seed={m['seed']}")  # named for what the job was
         assert [e.step for e in tb.Scalars("train", "epoch_loss")] == [1, 2]
         assert [e.value for e in tb.Scalars("train", "epoch_loss")] == pytest.approx([float(x["loss"]) for x in rows])
         assert tb.Scalars(".", "test/accuracy")[0].value == pytest.approx(m["test_accuracy"])
@@ -106,18 +106,26 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_tensorboard_compares_t
     assert {"summary.md", "summary.csv", "multirun.yaml"} <= artifact_paths(client, parent.info.run_id)
     assert parent.data.params["trainer.seed"] == "0,1" and parent.data.params["model"] == "dense"  # the sweep's own
     runs_seen = tensorboard_runs(sweep).Runs()  # `tensorboard --logdir SWEEP` sees every job
-    assert {"0/tensorboard/train", "1/tensorboard/train"} <= set(runs_seen)
+    assert {"0/tensorboard/trainer.seed=0/train", "1/tensorboard/trainer.seed=1/train"} <= set(runs_seen)
+    session = tb.PluginRunToTagToContent("hparams")["."]  # HPARAMS names the trial the same way
+    assert any("trainer.seed=" in str(content) for content in session.values())
 
 
-def test_a_resumed_run_continues_its_own_mlflow_run(tmp_path, monkeypatch):
+def test_a_resumed_run_continues_its_own_mlflow_run(tmp_path, monkeypatch, caplog):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["model=dense", "trainer.epochs=3", "logger=[csv,mlflow]", f"logger.mlflow.tracking_uri={store}"]
     interrupt_at(monkeypatch, 1)
-    cut = train(make_config(*args), tmp_path / "run")
+    with caplog.at_level("INFO", logger="cnnrun"):
+        cut = train(make_config(*args), tmp_path / "run")
     monkeypatch.undo()
     assert cut["status"] == "interrupted"
     client = MlflowClient(store)
     first = client.get_run(cut["mlflow_run_id"])
+    # MLflow 3's UI shows the experiment's runs in its Model training mode: the log line links there
+    experiment = client.get_experiment(first.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    link = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
+    assert f"view: mlflow ui --backend-store-uri {store}, then {link}" in caplog.text
     assert first.info.status == "KILLED" and len(client.get_metric_history(first.info.run_id, "loss")) == 1
 
     done = train(make_config(*args, "trainer.resume=true"), tmp_path / "run")

@@ -140,6 +140,12 @@ def run_name(run_dir: Path) -> str:
     return " ".join(items)[:250] or run_dir.name
 
 
+def file_name(label: str) -> str:
+    """`label` as one directory name: no path separator, at most 200 bytes."""
+    name = re.sub(r"[/\\\x00]", "_", label).strip(". ") or "run"
+    return name.encode()[:200].decode(errors="ignore")
+
+
 # --- csv -----------------------------------------------------------------------------------------------
 
 class CsvLogger(Logger):
@@ -168,15 +174,19 @@ class CsvLogger(Logger):
 # --- TensorBoard ---------------------------------------------------------------------------------------
 
 class TensorBoardLogger(Logger):
-    """Event files in RUN_DIR/tensorboard/, written with TensorBoard's own writer and protos (no TensorFlow,
+    """Event files in RUN_DIR/tensorboard/NAME/, written with TensorBoard's own writer and protos (no TensorFlow,
     so JAX runs log too): train/ and validation/ hold the per-epoch curves under the same tags (one chart,
-    two lines, as Keras' own callback does), the root holds the test metrics, the plots as images and the
-    run's config for the HPARAMS tab. `tensorboard --logdir SWEEP_DIR` compares the jobs of a sweep."""
+    two lines, as Keras' own callback does), NAME/ itself holds the test metrics, the plots as images and the
+    run's config for the HPARAMS tab. NAME says what the run was (a sweep job's swept overrides, else the run
+    directory's name), so `tensorboard --logdir SWEEP_DIR` lists `0/tensorboard/model=cnn3 augment=flip/train`,
+    not a bare job number."""
 
     name = "tensorboard"
 
     def __init__(self, run_dir: Path, cfg):
-        self.dir = Path(run_dir) / layout.TENSORBOARD
+        self.root = Path(run_dir) / layout.TENSORBOARD
+        self.label = run_name(run_dir)
+        self.dir = self.root / file_name(self.label)
         self.cfg = cfg
         self.writers: dict = {}
 
@@ -202,12 +212,12 @@ class TensorBoardLogger(Logger):
     def start(self, run) -> None:
         from tensorboard.plugins.hparams import summary_v2 as hp
 
-        self.dir.mkdir(parents=True, exist_ok=True)
         if run.action == "continue" and any(self.dir.glob("events.*")):
             return  # the session was opened by the process that started this run
+        self.dir.mkdir(parents=True, exist_ok=True)
         hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v)  # lists (erasing's area) as text
                    for k, v in flatten(_hparams(run.cfg)).items() if v is not None and k != "dataset.class_names"}
-        self._write("", hp.hparams_pb(hparams, trial_id=run.dir.name, start_time_secs=time.time()), 0)
+        self._write("", hp.hparams_pb(hparams, trial_id=self.label, start_time_secs=time.time()), 0)
         self._flush()
 
     def epoch(self, row: dict) -> None:
@@ -285,7 +295,12 @@ def _client(cfg, uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3's UI: runs, not GenAI traces
+
+
 def _experiment(client, uri: str, name: str) -> str:
+    """The experiment's id, made if it does not exist. One cnnrun makes is marked as model training, so
+    MLflow 3's UI opens it on its training runs (an unmarked one opens on an empty GenAI traces overview)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
@@ -293,7 +308,7 @@ def _experiment(client, uri: str, name: str) -> str:
     if uri.startswith("sqlite:///"):  # artifacts beside the database, not in ./mlruns of wherever we stand
         location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     except Exception:  # noqa: BLE001 - another job of the sweep created it first
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -359,7 +374,10 @@ class MlflowLogger(Logger):
         run.save()  # the id is on disk before training: a resumed run finds it
         params = {k: v for k, v in flatten(cfg).items() if not k.startswith("hydra.")}
         _log(self.client, self.run_id, params=params)
-        log.info("mlflow: run %s in %s (view: mlflow ui --backend-store-uri %s)", self.run_id, uri, uri)
+        view = ("" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}, then ") + (
+            f"{uri if uri.startswith('http') else 'http://127.0.0.1:5000'}/#/experiments/{experiment}"
+            "?workflowType=machine_learning")  # MLflow 3's UI opens in GenAI mode, which shows no runs
+        log.info("mlflow: run %s in %s (view: %s)", self.run_id, uri, view)
 
     def epoch(self, row: dict) -> None:
         values = {k: v for k, v in row.items() if k != "epoch"}
