@@ -183,3 +183,93 @@ class BatchNorm(keras.layers.BatchNormalization):
         self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
         self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
         return y
+
+
+# --- several devices and hosts (cnnrun/training/distribute.py says what for) -----------------------------
+
+def join_processes(coordinator: str | None, num_processes: int | None, process_id: int | None,
+                   timeout: int) -> None:
+    """Joins this process to a run of several (jax.distributed): by the coordinator given, or, all three None,
+    by the cluster's environment (JAX reads Slurm's). Must come before JAX computes anything. `timeout`: the
+    seconds without a heartbeat after which the others are told this process is gone and end."""
+    import jax  # noqa: PLC0415 - the marked place
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices' collectives over TCP
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
+                               heartbeat_timeout_seconds=int(timeout), initialization_timeout=5 * int(timeout),
+                               shutdown_timeout_seconds=int(timeout))
+
+
+def processes() -> tuple[int, int]:
+    """(number of processes, this one's index): (1, 0) unless join_processes ran."""
+    if name() != "jax":
+        return 1, 0
+    import jax  # noqa: PLC0415 - the marked place
+
+    return jax.process_count(), jax.process_index()
+
+
+def local_device_count() -> int:
+    if name() == "jax":
+        import jax  # noqa: PLC0415 - the marked place
+
+        return jax.local_device_count()
+    return 1
+
+
+def data_parallel(per_process: int) -> int:
+    """Sets Keras' distribution to data parallel over the first `per_process` local devices of every process
+    (variables replicated, each batch split on its first axis); returns the number of devices in all. Each
+    process feeds only its own share of a batch (auto_shard_dataset=False: Keras makes the global batch)."""
+    import jax  # noqa: PLC0415 - the marked place
+
+    chosen = []
+    for index in range(jax.process_count()):
+        mine = sorted((d for d in jax.devices() if d.process_index == index), key=lambda d: d.id)
+        chosen += mine[:per_process]
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=chosen, auto_shard_dataset=False))
+    return len(chosen)
+
+
+def no_distribution() -> None:
+    keras.distribution.set_distribution(None)
+
+
+def localize(models) -> None:
+    """Takes the variables of `models` (and of their optimizers) off the distribution, onto this process's
+    default device, with their values: what is evaluated and saved after data-parallel training runs on one
+    device of process 0, alone. Keras has no API to undo a variable's layout, hence its `_layout` here."""
+    seen = set()
+    for model in models:
+        variables = list(model.variables)
+        if getattr(model, "optimizer", None) is not None:
+            variables += list(model.optimizer.variables)
+        for v in variables:
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            import numpy as np  # noqa: PLC0415
+
+            value = np.asarray(v.value)  # replicated on every device: each process holds the whole value
+            v._layout = None
+            v.assign(value)
+        for attr in ("train_function", "test_function", "predict_function"):
+            if hasattr(model, attr):
+                setattr(model, attr, None)  # compiled for the distributed layout
+
+
+def _client():
+    from jax._src import distributed  # noqa: PLC0415 - the marked place: its key-value store has no public API
+
+    return distributed.global_state.client
+
+
+def publish(key: str, value: str) -> None:
+    """Process 0 tells the others `value` under `key` (the coordination service's key-value store)."""
+    _client().key_value_set(key, value)
+
+
+def wait_for(key: str, seconds: float) -> str:
+    """What process 0 published under `key`, waiting up to `seconds`; raises if it never comes (process 0
+    gone: the coordination service lives in it, so this ends within the heartbeat timeout)."""
+    return _client().blocking_key_value_get(key, int(seconds * 1000))

@@ -58,6 +58,26 @@ def _quiet_backends() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
+def join_processes(cfg) -> None:
+    """Joins the other processes of a distributed run (training/distribute.py), or says in one line why not."""
+    from cnnrun import CnnrunError, console
+
+    d = cfg.get("distribute")
+    try:
+        from cnnrun.training import distribute
+
+        distribute.join(d)
+    except CnnrunError as e:
+        console.error(str(e))
+        raise SystemExit(EXIT_CONFIG) from None
+    except Exception as e:  # noqa: BLE001 - JAX's own error: the first line says what went wrong
+        where = d.coordinator or "the coordinator Slurm names"
+        console.error(f"distribute: could not join the other processes at {where} within {5 * int(d.timeout)} s "
+                      f"({str(e).splitlines()[0][:200]}); start every process, with the same coordinator and "
+                      "distribute.num_processes, and distinct distribute.process_id")
+        raise SystemExit(EXIT_FAILED) from None
+
+
 def run_job(cfg) -> float | None:
     """Hydra's task function: one job of a run or a sweep. Returns validation (else test) accuracy."""
     from hydra.core.hydra_config import HydraConfig
@@ -87,7 +107,14 @@ def run_job(cfg) -> float | None:
     from cnnrun.record import mark_failed
 
     fresh = multirun and cfg.trainer.fresh_process
+    several = _several(cfg)
+    if several and _follower(cfg):  # a sweep's job on several processes: only process 0 writes its train.log
+        for handler in list(logging.getLogger().handlers):
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir.resolve():
+                logging.getLogger().removeHandler(handler)
+                handler.close()
     if not fresh:  # a fresh-process job keeps the backend out of this (long-lived) process
+        join_processes(cfg)  # distribute=data_parallel over several processes: before the backend starts
         start_backend()
         from cnnrun.training.train import train
 
@@ -102,25 +129,34 @@ def run_job(cfg) -> float | None:
             metrics = train(cfg, run_dir)
     except (Exception, KeyboardInterrupt) as e:  # how it ended: status and exit code from cnnrun/record/outcome.py
         ended, text = outcome.of(e), outcome.message(e, run_dir)
-        if ended.status:  # train() recorded it already when it got that far; else a record is made
+        if ended.status and not _follower(cfg):  # train() recorded it when it got that far; else a record is made
             mark_failed(run_dir, text, status=ended.status)
         if ended is outcome.CRASHED:  # a bug: its traceback is what helps
-            if not multirun:
+            if not multirun and not several:
                 raise
-            log.exception("job %s failed", hc.job.num)
+            log.exception("job %s failed", hc.job.num if multirun else "")
         else:
             console.error(text)
         if ended is outcome.REFUSED and multirun:  # the sweep's summary counts it, and its exit code says so
             from cnnrun.commands.sweep import note_refused
 
             note_refused(Path(hc.sweep.dir), run_dir.name, text)
+        if several:  # the other processes must hear of it now, not after JAX's shutdown barrier times out
+            _leave(outcome.exit_code(ended))
         if multirun and ended is not outcome.INTERRUPTED:
             return None  # the sweep goes on; its summary shows this job as failed or refused
         raise SystemExit(outcome.exit_code(ended)) from None
     status = metrics["status"]
+    if metrics.get("follower") is not None:  # a process other than 0 of a distributed run: it wrote nothing
+        log.info("process %s: the run ended %s; its record is %s", metrics["follower"], status, run_dir)
+        if status != "ok":
+            _leave(EXIT_FAILED if status != "interrupted" else metrics.get("exit_code", 130))
+        return None
     if status == "interrupted":
         console.error(metrics["error"] if not multirun else
                       f"{metrics['error'].split(';')[0]}; continue the sweep with: cnnrun resume {run_dir.parent}")
+        if several:  # the others stop at their next collective, rather than this one waiting for them at exit
+            _leave(metrics.get("exit_code", 130))
         raise SystemExit(metrics.get("exit_code", 130))  # stop the sweep too: the user asked to stop
     if metrics.get("skipped"):
         log.info("job %s: already finished in %s, skipped", hc.job.num if multirun else "", run_dir)
@@ -178,6 +214,9 @@ class CheckOutputDir(Callback):
 
         HydraConfig.instance().set_config(config)  # run.dir names ${hydra:runtime.choices.model}
         run_dir = Path(str(config.hydra.run.dir))
+        if _follower(config):  # a process other than 0 of a distributed run: process 0 owns the directory
+            _write_nothing(config)
+            return
         self._refuse_foreign(run_dir, config)
         self._check(run_dir)
         self._own(run_dir, lambda: record.decide(run_dir, config))  # Hydra's .hydra/ and train.log come next
@@ -217,6 +256,47 @@ class CheckOutputDir(Callback):
 NOT_IDENTITY = ("trainer.resume=", "trainer.verbose=", "trainer.threads=", "trainer.eval_batch_size=",
                 "trainer.device_data=", "trainer.steps_per_execution=", "trainer.fresh_process=", "trainer.checkpoint=",
                 "logger", "output.", "hydra")
+
+
+def _follower(config) -> bool:
+    """Whether this process is one of a distributed run's others (not process 0), from its config or Slurm's."""
+    d = config.get("distribute")
+    if d is None or d.get("name") != "data_parallel":
+        return False  # the common case, without importing the backend
+    from cnnrun.training.distribute import process_index, several
+
+    return several(d) and process_index(d) != 0
+
+
+def _several(config) -> bool:
+    """Whether this run is one of several processes (distribute=data_parallel over hosts)."""
+    d = config.get("distribute")
+    if d is None or d.get("name") != "data_parallel":
+        return False
+    from cnnrun.training.distribute import several
+
+    return several(d)
+
+
+def _leave(code: int) -> None:
+    """Ends a process of a distributed run that failed, at once: JAX's exit would first wait at its shutdown
+    barrier for processes that may be gone. The others learn of it from their next collective or heartbeat."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _write_nothing(config) -> None:
+    """Hydra writes no config copies and no train.log for this process (process 0 writes the run's)."""
+    from omegaconf import open_dict, read_write
+
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.output_subdir = None
+        logging_cfg = config.hydra.job_logging
+        if logging_cfg.get("handlers") and "file" in logging_cfg.handlers:
+            del logging_cfg.handlers["file"]
+            logging_cfg.root.handlers = [h for h in logging_cfg.root.handlers if h != "file"]
 
 
 def _identity_overrides(overrides) -> set[str]:

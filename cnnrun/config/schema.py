@@ -433,6 +433,29 @@ class Debug:
     trace_steps: int = rule(5, lambda v: _int(v) and v >= 0, "a whole number of steps >= 0 (0: no trace)")
 
 
+class DistributeMode(StrEnum):
+    none = "none"
+    data_parallel = "data_parallel"
+
+
+PORT = (lambda v: _int(v) and 1 <= v <= 65535), "a port number in [1, 65535]"
+
+
+@dataclass
+class Distribute:
+    """One run over several devices and hosts (cnnrun/training/distribute.py)."""
+    name: DistributeMode = DistributeMode.none
+    devices: Optional[int] = rule(None, lambda v: v is None or (_int(v) and v >= 1),
+                                  "null (every local device) or a whole number >= 1", "2")
+    coordinator: Optional[str] = rule(None, lambda v: v is None or (isinstance(v, str) and re.fullmatch(
+        r"[^\s:]+:\d{1,5}", v) is not None), "null or host:port of process 0", "10.0.0.1:12321")
+    num_processes: Optional[int] = rule(None, lambda v: v is None or (_int(v) and v >= 1),
+                                        "null (one, or Slurm's task count) or a whole number >= 1", "2")
+    process_id: Optional[int] = rule(None, lambda v: v is None or (_int(v) and v >= 0),
+                                     "null (Slurm's task index) or a whole number >= 0", "0")
+    timeout: int = rule(60, *_whole_at_least(5, "a whole number of seconds >= 5"))
+
+
 @dataclass
 class Config:
     """The root: typed groups here; dataset, model and optimizer are typed by the option chosen (OPTIONS)."""
@@ -445,6 +468,7 @@ class Config:
     reference: Reference = field(default_factory=Reference)
     debug: Debug = field(default_factory=Debug)
     logger: Logger = field(default_factory=Logger)
+    distribute: Distribute = field(default_factory=Distribute)
     hooks: dict[str, Any] = field(default_factory=dict)  # your own: hooks.NAME._target_ (cnnrun/hooks/__init__.py)
 
 
@@ -573,9 +597,30 @@ def _cross_rules(cfg) -> None:
     if mixing and cfg.dataset.get("cache") is False:
         raise CnnrunError(f"augment={mixing[0]} mixes labels inside the train step, which needs the images in memory, "
                           "but dataset.cache=false streams them; set dataset.cache=auto")
+    _distribute_rules(cfg.get("distribute"))
     if t.tta == "flip" and cfg.dataset.get("cache") is False:
         raise CnnrunError("trainer.tta=flip needs the test images in memory but dataset.cache=false streams them; "
                           "set dataset.cache=auto or trainer.tta=none")
+
+
+def _distribute_rules(d) -> None:
+    if d is None:
+        return
+    given = {k: d.get(k) for k in ("coordinator", "num_processes", "process_id")}
+    if d.name == "none":
+        stray = [k for k, v in {**given, "devices": d.get("devices")}.items() if v is not None]
+        if stray:
+            raise CnnrunError(f"distribute.{stray[0]}={d.get(stray[0])} needs distribute=data_parallel; add it, "
+                              f"or drop distribute.{stray[0]}")
+        return
+    if any(v is not None for v in given.values()) and any(v is None for v in given.values()):
+        missing = [k for k, v in given.items() if v is None]
+        raise CnnrunError(f"several processes need distribute.coordinator, num_processes and process_id together, "
+                          f"but distribute.{missing[0]} is not set: give all three (e.g. distribute.coordinator="
+                          "10.0.0.1:12321 distribute.num_processes=2 distribute.process_id=0), or none under Slurm")
+    if given["process_id"] is not None and given["process_id"] >= given["num_processes"]:
+        raise CnnrunError(f"distribute.process_id={given['process_id']} is not below distribute.num_processes="
+                          f"{given['num_processes']}; processes are numbered 0 to {given['num_processes'] - 1}")
 
 
 # --- turning composition errors into one line ---------------------------------------------------------

@@ -107,7 +107,7 @@ class Batches(keras.utils.PyDataset):
         self.order = np.asarray(order)
 
     def __len__(self):
-        return math.ceil(len(self.x) / self.batch_size)
+        return math.ceil(len(self.order) / self.batch_size)  # the order may be a share of the images (distribute)
 
     def __getitem__(self, i):
         idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]

@@ -200,6 +200,7 @@ class Metrics(TypedDict, total=False):
     params: int
     device: str
     jit: bool
+    distribute: dict                # several devices: processes, process, devices, batch, per_device_batch
     # training (loop.history_metrics)
     epochs: int
     train_seconds: float

@@ -17,7 +17,7 @@ import numpy as np
 
 from cnnrun import CnnrunError
 from cnnrun import backend
-from cnnrun.training import resume
+from cnnrun.training import distribute, resume
 from cnnrun.data.augment import AugmentFrom
 from cnnrun.training.optim import average_weights
 from cnnrun.training.progress import RichProgress
@@ -238,11 +238,30 @@ def steps_done(model) -> int:
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
+def _validation(data, t, layout, images):
+    """fit()'s validation_data and batch size: on several devices, this process's share of the images."""
+    n, offset, batch, idx = len(data.y_val), len(data.x_train), t.eval_batch_size, None
+    if layout.distributed:
+        idx = distribute.validation_share(n, layout)
+        batch = distribute.local_batch(batch, layout)
+        if n - len(idx) * layout.processes:
+            log.info("distribute: validation on %d of %d images (a multiple of the %d devices)",
+                     len(idx) * layout.processes, n, layout.devices)
+    if images is not None:
+        x, y = validation_feed(data.y_val, offset=offset)
+        return ((x, y) if idx is None else (x[idx], y[idx])), batch
+    return _one(feed(data.x_val, data.y_val, batch, order=idx)), batch
+
+
 def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, images=None,
-        checkpoint: dict | None = None, on_epoch=None, extend=None, stop_when=None) -> Fitted:
+        checkpoint: dict | None = None, on_epoch=None, extend=None, stop_when=None,
+        layout: distribute.Layout | None = None) -> Fitted:
     """Trains `trainer` on `data` for trainer.epochs epochs (the rest of them when `checkpoint` is given).
     `on_epoch(row)` hears of each epoch that ran whole, after its checkpoint; `extend(callbacks)` returns the
-    Keras callbacks to fit with, and `stop_when(rows)` may end training after an epoch (the run's hooks)."""
+    Keras callbacks to fit with, and `stop_when(rows)` may end training after an epoch (the run's hooks).
+    With a `layout` of several devices this process feeds its share of each batch (distribute.share); with
+    run_dir None no checkpoint is written (a process other than 0 of a distributed run)."""
+    layout = layout or distribute.Layout(batch=t.batch_size)
     out = Fitted()
     epoch_log = EpochLog()
     best = Best(t)
@@ -252,11 +271,10 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
         best.restore_from(checkpoint)
         out.first_epoch, out.seconds = checkpoint["meta"]["epoch"], checkpoint["meta"].get("train_seconds", 0.0)
         epoch_log.rows = list(checkpoint["meta"]["history"])
-    steps = -(-len(data.x_train) // t.batch_size)
+    steps = distribute.steps(len(data.x_train), layout)
     has_val = len(data.x_val) > 0
-    validation = _one(feed(data.x_val, data.y_val, t.eval_batch_size)) if has_val else None
-    if images is not None and has_val:
-        validation = validation_feed(data.y_val, offset=len(data.x_train))
+    validation, val_batch = _validation(data, t, layout, images) if has_val else (None, None)
+    batch = layout.per_process  # this process's part of each batch (the whole batch on one device)
     labelled = len(trainer.inputs) == 2  # mixup / cutmix: the trainer takes the labels as an input too
     if labelled and validation is not None:
         validation = _with_labels(validation)
@@ -273,17 +291,21 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
             for epoch in range(out.first_epoch, t.epochs):
                 if stop.signum is not None:
                     break
-                order = resume.epoch_order(len(data.x_train), t.seed, epoch)
+                order, cut = distribute.share(resume.epoch_order(len(data.x_train), t.seed, epoch), layout)
+                if cut and epoch == out.first_epoch:
+                    log.info("distribute: %d of %d training images sit out each epoch (the last batch cut to a "
+                             "multiple of %d devices), a different %d each epoch", cut, len(data.x_train),
+                             layout.devices, cut)
                 if stop.signum is not None:  # fit() would clear the stop request and run a whole epoch
                     break
                 before = steps_done(trainer)
-                args = (feed(data.x_train, data.y_train, t.batch_size, order) if images is None
+                args = (feed(data.x_train, data.y_train, batch, order) if images is None
                         else train_feed(data.y_train, order))
                 trainer.fit(
                     *(_with_labels(args) if labelled else args),
-                    batch_size=t.batch_size if isinstance(data.x_train, np.ndarray) else None,
+                    batch_size=batch if isinstance(data.x_train, np.ndarray) else None,
                     initial_epoch=epoch, epochs=epoch + 1, validation_data=validation,
-                    validation_batch_size=t.eval_batch_size if isinstance(data.x_val, np.ndarray) else None,
+                    validation_batch_size=val_batch if isinstance(data.x_val, np.ndarray) else None,
                     shuffle=False,  # already in this epoch's order
                     verbose=0, callbacks=callbacks,
                 )
@@ -293,7 +315,7 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
                     break
                 finite = epoch_log.nan_epoch is None  # NaN weights are not worth a checkpoint
                 patience_out = out.best is not None and best.see(epoch_log.rows[-1], trainer)
-                if finite and t.checkpoint and (epoch + 1 < t.epochs or stop.signum is not None) and not patience_out:
+                if finite and t.checkpoint and run_dir is not None and (epoch + 1 < t.epochs or stop.signum is not None) and not patience_out:
                     seconds = out.seconds + time.perf_counter() - start
                     resume.save(run_dir, trainer, epoch + 1, epoch_log.rows, config_hash, seconds, out.best)
                 if on_epoch is not None:

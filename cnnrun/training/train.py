@@ -18,8 +18,9 @@ from cnnrun.data.augment import build_augment, build_mix, preview
 from cnnrun.data.memory import check_model_fits
 from cnnrun.data.resident import ResidentImages, resident_layer
 from cnnrun.models import build_model
-from cnnrun.record import artifacts, layout
-from cnnrun.training import loop, resume
+from cnnrun.record import artifacts
+from cnnrun.record import layout as files
+from cnnrun.training import distribute, loop, resume
 from cnnrun.training.optim import accuracy, build_loss, build_optimizer
 
 log = logging.getLogger("cnnrun")
@@ -56,8 +57,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     cfg = schema.validate(cfg)  # types, ranges, rules between keys, refused before anything is touched; defaults filled
     t, run_dir = cfg.trainer, Path(run_dir)
     record.refuse_inside_data(run_dir, cfg)  # a run directory inside the image folder would become a class
-    attached = hooks.build(cfg, run_dir)  # trackers, debug probes, explain, the smoke check, the user's own
-    with record.Run(run_dir, cfg, hooks=attached) as run:  # the lock; an earlier run is skipped, continued or set aside
+    layout = distribute.plan(cfg.distribute, t.batch_size)  # devices and processes (distribute=data_parallel)
+    # Trackers, debug probes, explain, the smoke check, the user's own: on process 0 only, which owns the run.
+    attached = hooks.build(cfg, run_dir) if layout.owner else hooks.Hooks([])
+    with distribute.run(run_dir, cfg, layout, attached) as run:  # the lock; an earlier run skipped, continued or set aside
         if run.action == "skip":
             log.info("%s already holds a finished run of this config; nothing to do (trainer.resume=false reruns it)",
                      run_dir)
@@ -68,6 +71,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         keras.backend.clear_session()  # a sweep's jobs share one process: start each from a clean slate
         signals.check()  # a Ctrl-C that landed in the backend's gc callback above was swallowed there
         backend.configure(t.threads, t.deterministic)
+        distribute.apply(layout)  # several devices: every variable is replicated on each, so before any layer
         keras.utils.set_random_seed(t.seed)
         keras.config.set_dtype_policy(str(t.precision))
         try:
@@ -76,6 +80,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                      len(data.x_train), len(data.x_val), len(data.x_test), data.input_shape, data.source)
             for note in data.notes:
                 log.warning(note)
+            if layout.distributed:
+                run.update(distribute=layout.record)
 
             # trainer.augment_after > 0: plain images first, then augmented ones (article 000's schedule).
             augment = build_augment(cfg.augment, seed=t.seed, gated=t.augment_after > 0)
@@ -83,20 +89,20 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             if augment is not None:
                 sample = np.asarray(data.x_train[:8])
                 with quiet_backend():  # the first integer op may print oneDNN's "DT_INT64 ... AVX-512" line
-                    artifacts.plot_augment_preview(run_dir / layout.AUGMENT_PREVIEW, sample, preview(augment, sample))
+                    artifacts.plot_augment_preview(run.dir / files.AUGMENT_PREVIEW, sample, preview(augment, sample))
 
             # With trainer.device_data the pixels go to the device once; fit() then feeds indices and labels.
             images = resident_layer(data.x_train, data.x_val) if t.device_data else None
             classifier, trainer = assemble(cfg.model, data, augment, images, mix)
             check_model_fits(classifier.count_params(), cfg.optimizer.name, cfg.model.name)  # before any step
-            steps = -(-len(data.x_train) // t.batch_size)
+            steps = distribute.steps(len(data.x_train), layout)
             trainer.compile(
                 optimizer=build_optimizer(cfg.optimizer, total_steps=steps * t.epochs, ema=t.ema),
                 loss=build_loss(t.label_smoothing, data.num_classes, mixed=mix is not None),  # cross-entropy
                 metrics=[accuracy(data.num_classes, mixed=mix is not None)], jit_compile=t.jit,
                 steps_per_execution=t.steps_per_execution,  # >1: several steps per call, less Python per step
             )
-            artifacts.write_summary(run_dir / layout.SUMMARY, classifier)
+            artifacts.write_summary(run.dir / files.SUMMARY, classifier)
             run.update(params=int(classifier.count_params()), device=backend.device(), jit=bool(trainer.jit_compile))
             log.info("model: %s, %s parameters, jit_compile=%s", cfg.model.name, f"{run.metrics['params']:,}",
                      trainer.jit_compile)
@@ -107,13 +113,18 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 run.update(resumed_from_epoch=checkpoint["meta"]["epoch"])
                 log.info("resuming %s after epoch %d of %d", run_dir, checkpoint["meta"]["epoch"], t.epochs)
             run.begin_work()  # data and model are in place: what fails from here is a failed run, not a refusal
-            fitted = loop.fit(trainer, data, t, run_dir, run.fingerprint, augment, images, checkpoint, on_epoch=run.epoch,
-                              extend=lambda callbacks: attached.callbacks(run, data, callbacks),
-                              stop_when=lambda rows: attached.stop(run, rows))
+            with distribute.together(layout, run_dir):  # a lost process: a failed run to resume, said so
+                fitted = loop.fit(trainer, data, t, run_dir if layout.owner else None, run.fingerprint, augment,
+                                  images, checkpoint, on_epoch=run.epoch, layout=layout,
+                                  extend=lambda callbacks: attached.callbacks(run, data, callbacks),
+                                  stop_when=lambda rows: attached.stop(run, rows))
+            distribute.end(layout, trainer, classifier)  # several devices: the weights onto one, for what follows
+            if not layout.owner and fitted.signum is None:
+                return run.end("ok", trained=True, process=layout.process)  # process 0 evaluates and writes
             run.update(**loop.history_metrics(fitted, data))
-            artifacts.write_history(run_dir / layout.HISTORY, fitted.history)
+            artifacts.write_history(run.dir / files.HISTORY, fitted.history)
             if fitted.history:
-                artifacts.plot_curves(run_dir / layout.CURVES, fitted.history, f"{cfg.dataset.name} · {cfg.model.name}")
+                artifacts.plot_curves(run.dir / files.CURVES, fitted.history, f"{cfg.dataset.name} · {cfg.model.name}")
             if fitted.signum is not None:
                 return run.end("interrupted", exit_code=fitted.exit_code, error=(
                     f"{signal.Signals(fitted.signum).name} after {len(fitted.history)} of {t.epochs} epochs; "
@@ -141,3 +152,4 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             return run.end("ok")
         finally:
             keras.config.set_dtype_policy("float32")  # the next job in this process starts from the default
+            backend.no_distribution()  # and on one device

@@ -1,0 +1,278 @@
+"""One run over several devices and hosts: `distribute=data_parallel` (keras.distribution.DataParallel, JAX).
+
+trainer.batch_size stays the global batch: every device holds the whole model and takes an equal part of each
+batch, the gradients are averaged over all of them (and batch norm's statistics too: JAX computes them over
+the global batch), so the run trains as one device would on the same batch, to float rounding.
+
+A run of several processes (hosts, or one process per GPU):
+- every process is started with the same command (by Slurm, or by hand with distribute.coordinator,
+  num_processes and process_id) and joins the others before JAX starts (`join`, called by the CLI);
+- each reads the data, builds the same model from the same seed and feeds only its own share of every batch
+  (`share`): an epoch's order comes from (seed, epoch), the same everywhere, and process p takes the p-th
+  part of each batch, so no image is seen twice in an epoch;
+- an epoch whose last batch the devices cannot split evenly loses those few images from that epoch, said
+  in the log (a different few each epoch, as the order changes), never silently;
+- process 0 alone owns the run directory (record.Follower for the others): it decides about an earlier run
+  and tells the others; after training it evaluates and writes everything on one of its devices, while the
+  others wait for its word and end with its status. A process that dies ends the others: JAX's coordination
+  service stops hearing its heartbeat after distribute.timeout seconds (or a collective fails sooner).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnrun import CnnrunError, backend, record
+
+log = logging.getLogger("cnnrun")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a run trains: processes, devices, and how a batch of trainer.batch_size is split over them."""
+    processes: int = 1
+    process: int = 0           # this process's index; 0 owns the run directory
+    devices: int = 1           # devices in all, every process's
+    batch: int = 1             # the global batch (trainer.batch_size)
+
+    @property
+    def distributed(self) -> bool:
+        return self.devices > 1 or self.processes > 1
+
+    @property
+    def owner(self) -> bool:
+        return self.process == 0
+
+    @property
+    def per_device(self) -> int:
+        return self.batch // self.devices
+
+    @property
+    def per_process(self) -> int:
+        return self.batch // self.processes
+
+    @property
+    def record(self) -> dict:
+        """metrics.json's `distribute` field."""
+        return {**asdict(self), "per_device_batch": self.per_device}
+
+
+def _slurm_tasks() -> int:
+    try:
+        return int(os.environ.get("SLURM_NTASKS", "1"))
+    except ValueError:
+        return 1
+
+
+def several(d) -> bool:
+    """Whether `d` (cfg.distribute) asks for a run of several processes: given, or Slurm started several tasks."""
+    if d is None or d.name != "data_parallel":
+        return False
+    if d.num_processes is not None:
+        return int(d.num_processes) > 1
+    return _slurm_tasks() > 1 and "SLURM_STEP_NODELIST" in os.environ
+
+
+def process_index(d) -> int:
+    """This process's index as configured (distribute.process_id), else Slurm's (SLURM_PROCID), else 0."""
+    if d.process_id is not None:
+        return int(d.process_id)
+    try:
+        return int(os.environ.get("SLURM_PROCID", "0"))
+    except ValueError:
+        return 0
+
+
+def join(d) -> None:
+    """Joins the other processes of a run, before the backend starts (the CLI calls it); else nothing."""
+    if not several(d):
+        return
+    check_backend()
+    backend.join_processes(d.coordinator, d.num_processes, d.process_id, d.timeout)
+    count, index = backend.processes()
+    log.info("distribute: process %d of %d joined (coordinator %s)", index, count, d.coordinator or "from Slurm")
+
+
+def check_backend() -> None:
+    name = os.environ.get("KERAS_BACKEND", "") or backend.name()
+    if name != "jax":
+        raise CnnrunError(
+            f"distribute=data_parallel trains on JAX, but the backend is {name}; start with KERAS_BACKEND=jax "
+            "(pip install 'cnnrun[jax]'); TensorFlow's MirroredStrategy keeps batch-norm statistics per device, "
+            "so it would not train as one device does")
+
+
+def plan(d, batch_size: int) -> Layout:
+    """The run's layout from cfg.distribute and the devices there are; refuses, before any work, a backend
+    other than JAX, more devices than there are, or a batch the devices cannot split evenly."""
+    count, index = backend.processes()
+    if d is None or d.name != "data_parallel":
+        return Layout(processes=count, process=index, batch=batch_size)
+    check_backend()
+    local = backend.local_device_count()
+    if d.devices is not None and d.devices > local:
+        raise CnnrunError(f"distribute.devices={d.devices} but this process has {local} device(s); "
+                          f"set distribute.devices={local} or fewer, or null for all")
+    devices = count * (d.devices or local)
+    if batch_size % devices:
+        lower, upper = batch_size // devices * devices, -(-batch_size // devices) * devices
+        raise CnnrunError(f"trainer.batch_size={batch_size} does not split evenly over {devices} devices; "
+                          f"choose a multiple of {devices}, e.g. trainer.batch_size={upper}"
+                          + (f" or {lower}" if lower else ""))
+    return Layout(processes=count, process=index, devices=devices, batch=batch_size)
+
+
+def apply(layout: Layout) -> None:
+    """Sets Keras' distribution for `layout`: before any layer is built, so every variable is replicated."""
+    if not layout.distributed:
+        return
+    backend.data_parallel(layout.devices // layout.processes)
+    log.info("distribute: data parallel over %d device(s) in %d process(es): batch %d = %d per device",
+             layout.devices, layout.processes, layout.batch, layout.per_device)
+
+
+def steps(n: int, layout: Layout) -> int:
+    """Optimizer steps in an epoch of `n` images (the last batch cut to a multiple of the devices)."""
+    kept = n - (n % layout.batch) % layout.devices
+    return -(-kept // layout.batch)
+
+
+def share(order: np.ndarray, layout: Layout) -> tuple[np.ndarray, int]:
+    """This process's part of an epoch's `order`, batch by batch, and how many images the epoch leaves out
+    (its last batch cut to a multiple of the devices; 0 on one device)."""
+    if not layout.distributed:
+        return order, 0
+    n, b = len(order), layout.batch
+    cut = (n % b) % layout.devices
+    order = order[:n - cut]
+    parts = []
+    for start in range(0, len(order), b):
+        batch = order[start:start + b]
+        size = len(batch) // layout.processes
+        parts.append(batch[layout.process * size:(layout.process + 1) * size])
+    return (np.concatenate(parts) if parts else order), cut
+
+
+def validation_share(n: int, layout: Layout) -> np.ndarray:
+    """The indices of the validation images this process evaluates: an equal, contiguous part of the first
+    n - (n mod devices) of them (the few left over are said once in the log)."""
+    kept = n - n % layout.devices
+    size = kept // layout.processes
+    return np.arange(layout.process * size, (layout.process + 1) * size)
+
+
+def local_batch(batch: int, layout: Layout) -> int:
+    """A per-process batch for `batch` images in all, a multiple of the local devices (evaluation batches)."""
+    local = layout.devices // layout.processes
+    return max(local, batch // layout.processes // local * local)
+
+
+@contextmanager
+def together(layout: Layout, run_dir):
+    """Training with other processes: the error a lost process causes in this one (a collective that fails,
+    the coordination service gone) is said as what it is, a failed run that can be resumed."""
+    try:
+        yield
+    except Exception as e:
+        if layout.processes == 1 or isinstance(e, CnnrunError):
+            raise
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        reason = first.rsplit("Error dispatching computation: ", 1)[-1][:200]
+        raise record.RunFailed(f"distribute: another process of the run stopped during training ({reason}); "
+                               f"its log says why; continue from the last epoch with: cnnrun resume {run_dir}") from e
+
+
+def end(layout: Layout, *models) -> None:
+    """After training: the weights come off the distribution onto one device of this process, where
+    evaluation and saving run (process 0's; the others only wait). No-op on one device."""
+    if layout.distributed:
+        backend.localize(models)
+    backend.no_distribution()
+
+
+# --- who owns the run directory ------------------------------------------------------------------------
+
+WAIT = 7 * 24 * 3600.0  # waiting for process 0's word: bounded by its heartbeat (distribute.timeout), not this
+
+
+def _key(run: record.Run, what: str) -> str:
+    where = getattr(run, "shared", run.dir).name  # one run dir, one config: the same key in every process
+    return f"cnnrun/{run.fingerprint}/{where}/{what}"
+
+
+class Owner(record.Run):
+    """Process 0 of a run of several: the run as on one process (the lock, the decision about an earlier run,
+    every file), and it tells the others its decision and, at the end, the run's status."""
+
+    def __enter__(self) -> Owner:
+        try:
+            super().__enter__()
+        except BaseException as e:
+            backend.publish(_key(self, "action"), "refused:" + (str(e).splitlines() or ["refused"])[0])
+            raise
+        backend.publish(_key(self, "action"), self.action)
+        return self
+
+    def __exit__(self, kind, error, tb) -> bool:
+        try:
+            return super().__exit__(kind, error, tb)
+        finally:
+            status = self.metrics.get("status") or ("failed" if error is not None else "ok")
+            backend.publish(_key(self, "status"), status if status != "running" else "failed")
+
+
+class Follower(record.Run):
+    """A process other than 0: it writes nothing in the run directory. It takes process 0's decision (skip,
+    continue from the checkpoint there, or start), trains its share, and ends with process 0's status; what
+    train() writes on the way goes to a scratch directory, removed at the end."""
+
+    def __init__(self, run_dir, cfg, keep_hydra: bool = True, hooks=None):
+        super().__init__(run_dir, cfg)
+        self.shared = Path(run_dir)
+
+    def __enter__(self) -> Follower:
+        self.dir = Path(tempfile.mkdtemp(prefix="cnnrun-process-"))
+        action = backend.wait_for(_key(self, "action"), WAIT)
+        if action.startswith("refused:"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise record.RunRefused(f"process 0 refused the run: {action[len('refused:'):]}")
+        self.action, self.earlier = action, record.read(self.shared)
+        return self
+
+    def __exit__(self, kind, error, tb) -> bool:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+    def start(self, **fields) -> None:
+        self.metrics = {"status": "running", **fields}
+
+    def save(self) -> None:
+        pass
+
+    def end(self, status: str, **fields) -> dict:
+        """Waits for process 0, which evaluates and writes the run, and ends with its status."""
+        fields.setdefault("process", backend.processes()[1])
+        if status == "ok" and fields.get("trained"):
+            log.info("distribute: process %s trained its share; process 0 evaluates and writes %s",
+                     fields.get("process"), self.shared)
+            status = backend.wait_for(_key(self, "status"), WAIT)
+        self.metrics.update(status=status, follower=fields.get("process"),
+                            **{k: v for k, v in fields.items() if k not in ("trained", "process")})
+        if status != "ok":
+            self.metrics.setdefault("error", f"process 0 ended the run as {status}; its record: {self.shared}")
+        return self.metrics
+
+
+def run(run_dir, cfg, layout: Layout, hooks=None) -> record.Run:
+    """The record of this process's part of the run: the run itself on one process, else Owner or Follower."""
+    if layout.processes == 1:
+        return record.Run(run_dir, cfg, hooks=hooks)
+    return Owner(run_dir, cfg, hooks=hooks) if layout.owner else Follower(run_dir, cfg)

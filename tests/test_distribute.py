@@ -1,0 +1,219 @@
+"""distribute=data_parallel: one run over several devices and processes (cnnrun/training/distribute.py).
+
+Two devices are JAX's CPU forced into two (XLA_FLAGS), two processes are real `cnnrun train` processes
+joined on 127.0.0.1 by jax.distributed (CPU collectives over Gloo), as a user would start them on two hosts.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import read_metrics, run_cli
+
+pytest.importorskip("jax", reason="distribute=data_parallel trains on JAX")
+
+from cnnrun import CnnrunError  # noqa: E402
+from cnnrun.training import distribute  # noqa: E402
+from cnnrun.training.distribute import Layout  # noqa: E402
+
+TWO_DEVICES = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+ONE_DEVICE = {"KERAS_BACKEND": "jax", "XLA_FLAGS": ""}
+# mnist_cnn without dropout: dropout's masks are drawn differently when a batch is split over devices
+RUN = ["dataset=digits", "dataset.limit=600", "model=mnist_cnn", "model.dropout=false", "trainer.epochs=2",
+       "trainer.val_split=0.1", "trainer.verbose=0"]
+
+
+# --- each image once an epoch, none left out unsaid -----------------------------------------------------
+
+@pytest.mark.parametrize("n,batch,processes,devices", [(100, 32, 2, 2), (101, 32, 2, 2), (1000, 64, 2, 8),
+                                                       (37, 8, 1, 2), (10, 4, 2, 4), (64, 32, 4, 4)])
+def test_each_process_takes_its_part_of_every_batch(n, batch, processes, devices):
+    order = np.random.default_rng(n).permutation(n)
+    shares = [distribute.share(order, Layout(processes, p, devices, batch)) for p in range(processes)]
+    cut = shares[0][1]
+    assert cut == (n % batch) % devices and all(c == cut for _, c in shares)
+    taken = np.concatenate([s for s, _ in shares])
+    assert len(taken) == len(set(taken.tolist())) == n - cut  # none twice, and the few cut are counted
+    assert set(taken.tolist()) == set(order[:n - cut].tolist())  # the cut ones are the epoch's last
+    steps = distribute.steps(n, Layout(processes, 0, devices, batch))
+    for p, (mine, _) in enumerate(shares):
+        per = batch // processes
+        batches = [mine[i:i + per] for i in range(0, len(mine), per)]
+        assert len(batches) == steps  # every process takes the same number of steps
+        for k, part in enumerate(batches):  # its part of the k-th global batch, split evenly over its devices
+            whole = order[:n - cut][k * batch:(k + 1) * batch]
+            size = len(whole) // processes
+            assert part.tolist() == whole[p * size:(p + 1) * size].tolist()
+            assert len(part) % (devices // processes) == 0
+
+
+def test_validation_is_split_evenly():
+    layout = Layout(processes=2, process=0, devices=4, batch=32)
+    a, b = (distribute.validation_share(103, Layout(2, p, 4, 32)) for p in (0, 1))
+    assert len(a) == len(b) == 50 and not set(a) & set(b)  # 100 of 103: a multiple of the 4 devices
+    assert distribute.local_batch(1024, layout) == 512 and distribute.local_batch(3, layout) == 2
+
+
+def test_on_one_device_nothing_changes():
+    order = np.arange(10)[::-1]
+    mine, cut = distribute.share(order, Layout(batch=4))
+    assert mine is order and cut == 0 and distribute.steps(10, Layout(batch=4)) == 3
+
+
+def test_other_backends_are_refused_in_one_line(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    with pytest.raises(CnnrunError) as err:
+        distribute.check_backend()
+    assert str(err.value).startswith("distribute=data_parallel trains on JAX, but the backend is tensorflow; "
+                                     "start with KERAS_BACKEND=jax")
+
+
+def test_a_batch_the_devices_cannot_split_is_refused_before_any_work(tmp_path):
+    r = run_cli("train", *RUN, "distribute=data_parallel", "trainer.batch_size=33", f"hydra.run.dir={tmp_path / 'r'}",
+                env=TWO_DEVICES)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert ("trainer.batch_size=33 does not split evenly over 2 devices; choose a multiple of 2, "
+            "e.g. trainer.batch_size=34 or 32") in r.stderr
+    assert "data:" not in r.stdout + r.stderr  # refused before the data was read
+    r = run_cli("train", *RUN, "distribute=data_parallel", "distribute.devices=3", f"hydra.run.dir={tmp_path / 's'}",
+                env=TWO_DEVICES)
+    assert r.returncode == 2 and "distribute.devices=3 but this process has 2 device(s)" in r.stderr
+
+
+# --- the same training --------------------------------------------------------------------------------
+
+def weights(run_dir: Path) -> list[np.ndarray]:
+    """model.keras's weights, read from the archive itself (no backend needed in the test process)."""
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(run_dir / "model.keras") as z, z.open("model.weights.h5") as f:
+        out = []
+        with h5py.File(f, "r") as h5:
+            h5.visititems(lambda name, item: out.append((name, np.array(item))) if hasattr(item, "shape") else None)
+    return [w for _, w in sorted(out, key=lambda x: x[0])]
+
+
+def misclassified(run_dir: Path) -> list[str]:
+    return sorted(line.split(",")[0] for line in (run_dir / "misclassified.csv").read_text().splitlines()[1:])
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("one") / "run"
+    r = run_cli("train", *RUN, f"hydra.run.dir={run_dir}", env=TWO_DEVICES)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run_dir
+
+
+def test_two_devices_train_as_one_device_does(one_device, tmp_path):
+    run_dir = tmp_path / "two"
+    r = run_cli("train", *RUN, "distribute=data_parallel", f"hydra.run.dir={run_dir}", env=TWO_DEVICES)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "data parallel over 2 device(s) in 1 process(es): batch 32 = 16 per device" in r.stdout + r.stderr
+    one, two = read_metrics(one_device), read_metrics(run_dir)
+    assert two["distribute"] == {"processes": 1, "process": 0, "devices": 2, "batch": 32, "per_device_batch": 16}
+    assert "distribute" not in one
+    assert two["test_accuracy"] == one["test_accuracy"]  # to the image
+    assert misclassified(run_dir) == misclassified(one_device)
+    # The weights after 34 Adam steps: float32 sums taken in another order (per device, then across) differ in
+    # their last bits, and Adam turns a gradient near 0 into a step of up to lr (0.001) either way, so single
+    # weights may part by a few lr (seen: 0.0049 at most); the weights as a whole agree to 0.05 % (seen).
+    a, b = weights(one_device), weights(run_dir)
+    assert max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)) < 10 * 0.001
+    gap = np.sqrt(sum(((x - y) ** 2).sum() for x, y in zip(a, b)) / sum((x ** 2).sum() for x in a))
+    assert gap < 2e-3, gap
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_processes(run_dir: Path, count: int, *extra, epochs: int | None = None) -> list[subprocess.Popen]:
+    port = free_port()
+    args = [*RUN, *([f"trainer.epochs={epochs}"] if epochs else []), "distribute=data_parallel",
+            f"distribute.coordinator=127.0.0.1:{port}", f"distribute.num_processes={count}", "distribute.timeout=10",
+            *extra, f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, **ONE_DEVICE}
+    return [subprocess.Popen([sys.executable, "-m", "cnnrun", "train", *args, f"distribute.process_id={p}"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for p in range(count)]
+
+
+def test_two_processes_train_one_run_that_process_0_writes(one_device, tmp_path):
+    run_dir = tmp_path / "run"
+    procs = start_processes(run_dir, 2)
+    outs = [out + err for out, err in (p.communicate(timeout=300) for p in procs)]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    m = read_metrics(run_dir)
+    assert m["status"] == "ok" and m["distribute"]["processes"] == 2 and m["distribute"]["devices"] == 2
+    assert m["test_accuracy"] == read_metrics(one_device)["test_accuracy"]  # the same training, to the image
+    assert misclassified(run_dir) == misclassified(one_device)
+    assert "process 1 trained its share; process 0 evaluates and writes" in outs[1]
+    assert "process 1: the run ended ok" in outs[1]
+    # process 1 wrote nothing there: Hydra's copies and the log are process 0's
+    assert "distribute.process_id=0" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    log = (run_dir / "train.log").read_text()
+    assert "process 0 of 2 joined" in log and "process 1" not in log
+    assert not (run_dir / ".lock").exists()
+
+
+@pytest.mark.slow  # a run of 30 epochs, killed (about 40 s)
+@pytest.mark.parametrize("killed", [1, 0])
+def test_a_killed_process_ends_the_other_at_once(tmp_path, killed):
+    run_dir = tmp_path / "run"
+    procs = start_processes(run_dir, 2, epochs=30)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoint.npz").exists():  # an epoch done: training is under way in both
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.2)
+    procs[killed].send_signal(signal.SIGKILL)
+    other = procs[1 - killed]
+    start = time.monotonic()
+    out, err = other.communicate(timeout=60)
+    err = out + err
+    waited = time.monotonic() - start
+    procs[killed].communicate()
+    assert other.returncode != 0 and waited < 15, (other.returncode, waited)
+    if killed == 1:  # process 0 records why, and that the run can go on
+        m = read_metrics(run_dir)
+        assert m["status"] == "failed" and m["error"].startswith("distribute: another process of the run stopped "
+                                                                 "during training")
+        assert m["error"].endswith(f"cnnrun resume {run_dir}")
+        assert "Traceback" not in err
+    else:  # process 0 is gone with the coordination service: JAX ends process 1 and says why
+        assert "another task died" in err or "leader task was preempted/died" in err
+
+
+@pytest.mark.slow  # interrupted after an epoch, resumed on one process, then on two (about 60 s)
+def test_a_distributed_run_resumes_on_another_number_of_processes(tmp_path):
+    run_dir = tmp_path / "run"
+    procs = start_processes(run_dir, 2, epochs=6)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoint.npz").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    procs[0].send_signal(signal.SIGINT)  # process 0 stops after its batch; process 1's next collective fails
+    outs = [out + err for out, err in (p.communicate(timeout=60) for p in procs)]
+    assert procs[0].returncode == 130, outs[0][-2000:]
+    assert procs[1].returncode != 0
+    cut = read_metrics(run_dir)
+    assert cut["status"] == "interrupted" and cut["epochs"] >= 1
+    # on one process and one device: the same config, so the run continues where it stopped
+    r = run_cli("train", *RUN, "trainer.epochs=6", f"hydra.run.dir={run_dir}", env=ONE_DEVICE)
+    assert r.returncode == 0, r.stderr[-3000:]
+    done = read_metrics(run_dir)
+    assert done["status"] == "ok" and done["resumed_from_epoch"] == cut["epochs"] and done["epochs"] == 6
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert [int(line.split(",")[0]) for line in history[1:]] == [1, 2, 3, 4, 5, 6]
