@@ -217,3 +217,38 @@ def test_a_distributed_run_resumes_on_another_number_of_processes(tmp_path):
     assert done["status"] == "ok" and done["resumed_from_epoch"] == cut["epochs"] and done["epochs"] == 6
     history = (run_dir / "history.csv").read_text().splitlines()
     assert [int(line.split(",")[0]) for line in history[1:]] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow  # nine short runs on two devices (about 3 min)
+def test_every_part_of_a_run_works_on_two_devices(tmp_path):
+    combos = ["model=cnn4 augment=[flip,shift]", "model=cnn4 augment=mixup", "model=cnn4 augment=cutmix trainer.ema=0.9",
+              "model=mnist_cnn trainer.val_split=0.2 trainer.restore_best=true trainer.tta=flip",
+              "model=mnist_cnn trainer.device_data=true trainer.val_split=0.1", "model=resnet model.depth=8",
+              "model=vgg16 model.weights=null dataset.image_size=32", "model=mnist_cnn debug=smoke",
+              "model=cnn3 trainer.steps_per_execution=4 trainer.precision=mixed_bfloat16"]
+    for i, combo in enumerate(combos):
+        run_dir = tmp_path / f"r{i}"
+        r = run_cli("train", "dataset=digits", "dataset.limit=300", "trainer.epochs=2", "trainer.verbose=0",
+                    "distribute=data_parallel", *combo.split(), f"hydra.run.dir={run_dir}", env=TWO_DEVICES)
+        assert r.returncode == 0, (combo, r.stderr[-2000:])
+        m = read_metrics(run_dir)
+        assert m["status"] == "ok" and m["distribute"]["devices"] == 2 and (run_dir / "model.keras").is_file(), combo
+
+
+@pytest.mark.slow  # a streamed image folder on two devices (about 20 s)
+def test_a_streamed_folder_trains_on_two_devices(tmp_path):
+    from PIL import Image
+
+    for c in range(3):
+        (tmp_path / "photos" / f"c{c}").mkdir(parents=True)
+        for i in range(30):
+            pixels = np.full((24, 24, 3), 40 + 80 * c, "uint8") + np.random.default_rng(i).integers(0, 30, (24, 24, 3),
+                                                                                                   dtype="uint8")
+            Image.fromarray(pixels).save(tmp_path / "photos" / f"c{c}" / f"{i}.png")
+    run_dir = tmp_path / "run"
+    r = run_cli("train", "dataset=folder", f"dataset.path={tmp_path / 'photos'}", "dataset.cache=false",
+                "dataset.image_size=24", "model=mnist_cnn", "trainer.epochs=2", "trainer.verbose=0", "trainer.val_split=0.2",
+                "distribute=data_parallel", f"hydra.run.dir={run_dir}", env=TWO_DEVICES)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "streamed from disk" in r.stdout + r.stderr
+    assert read_metrics(run_dir)["status"] == "ok"

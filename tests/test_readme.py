@@ -85,6 +85,9 @@ NOT_RUN = {  # a command's start -> why no test runs it as written
     "cnnrun train model=custom": "run verbatim, with its files, by tests/test_plugins.py",
     "cnnrun train --config-dir": "run verbatim, with its files, by tests/test_plugins.py",
     "cnnrun train dataset=digits +hooks": "run verbatim, with its files, by tests/test_plugins.py",
+    "cnnrun train distribute=data_parallel distribute.coordinator": "one of two processes on two hosts: "
+                                                                    "tests/test_distribute.py starts both on 127.0.0.1",
+    "cnnrun train -m hydra/launcher=submitit_slurm hydra.launcher.nodes=2": "needs a Slurm cluster with GPUs",
 }
 
 
