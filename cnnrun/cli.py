@@ -260,19 +260,18 @@ NOT_IDENTITY = ("trainer.resume=", "trainer.verbose=", "trainer.threads=", "trai
 
 def _follower(config) -> bool:
     """Whether this process is one of a distributed run's others (not process 0), from its config or Slurm's."""
-    d = config.get("distribute")
-    if d is None or d.get("name") != "data_parallel":
-        return False  # the common case, without importing the backend
-    from cnnrun.training.distribute import process_index, several
+    if not _several(config):
+        return False
+    from cnnrun.training.distribute import process_index
 
-    return several(d) and process_index(d) != 0
+    return process_index(config.distribute) != 0
 
 
 def _several(config) -> bool:
     """Whether this run is one of several processes (distribute=data_parallel over hosts)."""
     d = config.get("distribute")
     if d is None or d.get("name") != "data_parallel":
-        return False
+        return False  # the common case, without importing the backend
     from cnnrun.training.distribute import several
 
     return several(d)
