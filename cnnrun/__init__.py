@@ -4,7 +4,17 @@ __version__ = "0.1.0"
 
 
 class CnnrunError(Exception):
-    """A problem with the user's input (config, data, paths): shown as one line, without a traceback."""
+    """A problem with the user's input (config, data, paths): shown as one line, without a traceback. A value
+    quoted in the message keeps it one line: its line breaks and other control characters are written escaped."""
+
+    def __init__(self, message: object = "", *args):
+        super().__init__(_one_line(str(message)), *args)
+
+
+def _one_line(text: str) -> str:
+    import unicodedata
+
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
 
 
 def _register_checkout_configs() -> None:

@@ -64,8 +64,8 @@ def join_processes(cfg) -> None:
 
     d = cfg.get("distribute")
     try:
-        from cnnrun.training import distribute
-
+        with console.quiet_backend():  # distribute imports Keras: its start-up lines are held back as start_backend's
+            from cnnrun.training import distribute
         distribute.join(d)
     except CnnrunError as e:
         console.error(str(e))

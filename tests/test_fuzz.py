@@ -29,7 +29,8 @@ BASES = [  # option sets under which every key of the schema exists in the compo
 
 
 @cache
-def leaves(i: int) -> list[str]:
+def leaves(i: int) -> dict[str, str]:
+    """Every leaf key of base i, with its composed value written as an override's value."""
     cfg = OmegaConf.to_container(make_config(*BASES[i]), resolve=False)
 
     def walk(node, prefix=""):
@@ -38,9 +39,23 @@ def leaves(i: int) -> list[str]:
             if isinstance(v, dict) and v:
                 yield from walk(v, key + ".")
             else:
-                yield key
+                yield key, written(v)
 
-    return sorted(walk(cfg))
+    return dict(sorted(walk(cfg)))
+
+
+def written(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(map(written, v)) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{written(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, str):
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return str(v)
 
 
 SPECIAL = ["null", "''", "\"\"", "/", "/etc/passwd", "../../..", "~", "${oc.env:HOME}", "${oc.env:NOPE_NOT_SET}",
@@ -64,10 +79,11 @@ tried = {"inputs": 0, "accepted": 0, "refused": 0}
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,  # no shrinking: a failure is shown as drawn, at once
           phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(base=st.integers(0, len(BASES) - 1), data=st.data(), value=values,
-       prefix=st.sampled_from(["", "", "", "+", "++", "~"]))
-def test_any_key_with_any_value_is_a_valid_config_or_one_line(base, data, value, prefix):
-    key = data.draw(st.sampled_from(leaves(base)))
+@given(base=st.integers(0, len(BASES) - 1), data=st.data(), prefix=st.sampled_from(["", "", "", "+", "++", "~"]))
+def test_any_key_with_any_value_is_a_valid_config_or_one_line(base, data, prefix):
+    key = data.draw(st.sampled_from(sorted(leaves(base))))
+    # now and then the key's own value (as `KEY=VALUE` writes it), so valid configs are reached however the keys change
+    value = data.draw(st.one_of(values, st.just(leaves(base)[key]), st.just(leaves(base)[key])))
     override = f"{prefix}{key}" if prefix == "~" else f"{prefix}{key}={value}"
     tried["inputs"] += 1
     try:
@@ -85,3 +101,9 @@ def test_the_fuzzer_tried_what_it_says():
         pytest.skip("runs after the fuzzer in the same process")
     print(f"fuzzer: {tried['inputs']} inputs, {tried['accepted']} valid configs, {tried['refused']} one-line refusals")
     assert tried["accepted"] > 0 and tried["refused"] > 0  # both outcomes were reached: the inputs mean something
+
+
+def test_a_value_with_line_breaks_is_refused_in_one_line_that_shows_them():
+    with pytest.raises(CnnrunError) as e:
+        schema.check_jobs([*TINY, "trainer.batch_size=6\n4\x16"])
+    assert "\n" not in str(e.value) and "6\\n4\\x16" in str(e.value), str(e.value)
