@@ -54,6 +54,9 @@ def plain_model(name: str) -> keras.Model:
                  layers.Dropout(0.25), conv(128), bn(), layers.MaxPooling2D(), layers.Dropout(0.25), layers.Flatten(),
                  layers.Dense(512, activation="relu"), bn(), layers.Dropout(0.5), layers.Dense(128, activation="relu"),
                  bn(), layers.Dropout(0.5)]
+    elif name == "cnn3":
+        stack = [conv(32), conv(64), conv(128), layers.MaxPooling2D(), layers.Dropout(0.25), layers.Flatten(),
+                 layers.Dense(128, activation="relu"), layers.Dropout(0.5)]
     elif name == "dense":
         stack = [layers.Flatten(), layers.Dense(128, activation="relu")]
     else:

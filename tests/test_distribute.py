@@ -252,3 +252,16 @@ def test_a_streamed_folder_trains_on_two_devices(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "streamed from disk" in r.stdout + r.stderr
     assert read_metrics(run_dir)["status"] == "ok"
+
+
+def test_the_gpu_script_runs_its_sweep_and_its_data_parallel_row(tmp_path):
+    """bench/gpu.sh is run once per lent GPU session, with no second try: here on two forced CPU devices, tiny."""
+    env = {**os.environ, **TWO_DEVICES, "OUT": str(tmp_path), "PYTHON": sys.executable, "PRESETS": "fast_fashion"}
+    r = subprocess.run(["bash", "bench/gpu.sh", "dataset=digits", "dataset.limit=256", "trainer.epochs=1", "model.width=4"],
+                       cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    device = (tmp_path / "gpu" / "device.txt").read_text()
+    assert "backend: jax" in device and "data-parallel over 2 devices" in device
+    assert "'devices': 2" in device and "'per_device_batch': 256" in device and "exit status" not in device
+    assert read_metrics(tmp_path / "gpu" / "data_parallel")["status"] == "ok"
+    assert "fast_fashion" in (tmp_path / "gpu" / "sweep" / "summary.md").read_text()

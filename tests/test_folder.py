@@ -122,3 +122,44 @@ def test_missing_path(cfg_factory):
         schema.validate(cfg_factory("dataset=folder", tiny=False))
     with pytest.raises(CnnrunError, match="dataset.path='' must be a folder"):
         schema.validate(cfg_factory("dataset=folder", "dataset.path=", tiny=False))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "RGBA", "I;16"])
+def test_every_orientation_and_mode_decodes_as_pil_shows_it(tmp_path, mode):
+    """The feed's decode skips PIL's no-op steps (a transpose of an upright photo, a conversion to the mode it
+    has): what it gives must still be the photo as PIL shows it upright, converted, then resized. Streamed
+    batches, decoded by the shared threads, equal image-by-image decoding."""
+    from PIL import ImageOps
+
+    from cnnrun.data.folder import Batches, decode, load_all
+
+    rng = np.random.default_rng(1)
+    files = []
+    for orientation in range(1, 9):
+        a = np.zeros((48, 80, 3), np.uint8)
+        a[:12, :30] = [250, 20, 20]  # a red corner, top left, so every turn and mirror shows
+        a[30:] = rng.integers(0, 255, (18, 80, 3))
+        im = Image.fromarray(a)
+        im = {"I;16": lambda i: Image.fromarray(np.asarray(i.convert("L")).astype(np.uint16) * 257)}.get(
+            mode, lambda i: i.convert(mode))(im)
+        path = tmp_path / f"o{orientation}.{'jpg' if mode in ('RGB', 'L') else 'png'}"
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        im.save(path, exif=exif)
+        files.append(str(path))
+        for channels in (3, 1):
+            want = "RGB" if channels == 3 else "L"
+            with Image.open(path) as ref:  # every step done, no-op or not, as PIL's documentation has them
+                turned = orientation in (5, 6, 7, 8)
+                ref.draft(want, (32, 24) if turned else (24, 32))
+                ref = ImageOps.exif_transpose(ref)
+                if ref.mode.startswith("I"):
+                    ref = Image.fromarray((np.asarray(ref, np.float64) / 257).round().astype(np.uint8), mode="L")
+                ref = np.asarray(ref.convert(want).resize((24, 32), Image.BILINEAR))
+            got = decode(str(path), (32, 24), channels)
+            assert got.shape == (32, 24, channels)
+            assert np.array_equal(got.reshape(ref.shape), ref), (orientation, mode, channels)
+    every = load_all(files, (32, 24), 3)
+    assert np.array_equal(every, np.stack([decode(f, (32, 24), 3) for f in files]))
+    batches = Batches(FileImages(files, (32, 24), 3), np.arange(8), batch_size=3, order=np.arange(8)[::-1])
+    assert np.array_equal(np.concatenate([batches[i][0] for i in range(len(batches))]), every[::-1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,14 +49,19 @@ def decode(path: str, size: tuple[int, int], channels: int) -> np.ndarray:
 
 
 def _decode(path: str, size: tuple[int, int], channels: int) -> np.ndarray:
+    mode = "RGB" if channels == 3 else "L"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # huge photos are fine: we shrink them
         with Image.open(path) as im:
-            turned = (im.getexif() or {}).get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation swaps the sides
-            im.draft("RGB" if channels == 3 else "L", (size[0], size[1]) if turned else (size[1], size[0]))  # JPEG
-            im = to_8bit(ImageOps.exif_transpose(im))
-            im = im.convert("RGB" if channels == 3 else "L").resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
+            orientation = (im.getexif() or {}).get(0x0112, 1)
+            turned = orientation in (5, 6, 7, 8)  # EXIF orientation swaps the sides
+            im.draft(mode, (size[0], size[1]) if turned else (size[1], size[0]))  # JPEG: decode at 1/2, 1/4, 1/8
+            if orientation in (2, 3, 4, 5, 6, 7, 8):  # else exif_transpose would only copy the image
+                im = ImageOps.exif_transpose(im)
+            im = to_8bit(im)
+            if im.mode != mode:
+                im = im.convert(mode)
+            arr = np.asarray(im.resize((size[1], size[0]), Image.BILINEAR), dtype=np.uint8)
     return arr[..., None] if channels == 1 else arr
 
 
@@ -83,11 +89,29 @@ class FileImages:
         return load_all(self.files, self.size, self.channels)
 
 
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def decoders() -> ThreadPoolExecutor:
+    """One pool of decoding threads per process, a thread per core this process may use, kept for the
+    process's life: PIL lets go of the GIL while it decodes and resizes, so the threads run in parallel, and
+    a pool made per batch would cost more than a small image's decode. A forked child makes its own."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
+        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=max(2, cores), thread_name_prefix="cnnrun-decode"))
+    return _pool[1]
+
+
 def load_all(files, size, channels) -> np.ndarray:
+    """The images of `files`, decoded in parallel into one (N, H, W, C) uint8 array."""
     out = np.empty((len(files), *size, channels), dtype=np.uint8)
-    with ThreadPoolExecutor(max_workers=4) as pool:  # PIL releases the GIL while decoding and resizing
-        for i, arr in enumerate(pool.map(lambda f: decode(f, size, channels), files)):
-            out[i] = arr
+
+    def put(i):
+        out[i] = decode(files[i], size, channels)
+
+    for _ in decoders().map(put, range(len(files))):
+        pass  # re-raises a worker's error here
     return out
 
 
@@ -95,10 +119,13 @@ class Batches(keras.utils.PyDataset):
     """Batches of (images, labels) from any indexable images (array or FileImages), in a given order.
 
     `order` is the epoch's permutation (training draws one per epoch from its seed); None keeps the
-    images in turn. `shuffle=True` reshuffles after every epoch from `seed` instead.
+    images in turn. `shuffle=True` reshuffles after every epoch from `seed` instead. A batch of files is
+    decoded by every core at once (decoders()), so Keras reads the batches in one worker: on TensorFlow
+    its tf.data prefetch overlaps the next batch's decoding with the step, on JAX the step's asynchronous
+    dispatch does (bench/feed.py: more workers each with its own threads only contend).
     """
 
-    def __init__(self, x, y=None, batch_size=32, order=None, shuffle=False, seed=0, workers=2):
+    def __init__(self, x, y=None, batch_size=32, order=None, shuffle=False, seed=0, workers=1):
         super().__init__(workers=workers, use_multiprocessing=False)
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
         self.rng = np.random.default_rng(seed)

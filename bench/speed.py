@@ -1,0 +1,91 @@
+"""One device, three ways: the articles' Keras 2 (`tf_keras`), a plain Keras 3 script, and `cnnrun train`.
+
+Issue 22's bar: cnnrun at least as fast as the faster of the other two on every article model at its
+batch. Each arm trains the same net on the same images (Fashion-MNIST, else digits) for 2 epochs; the
+figure is epoch 2's images/s (steady state: no tracing). The arms alternate in one process, in a
+rotating order, so a drifting machine hits all three; the ratio is cnnrun over the faster baseline,
+pair by pair, and its median. Needs `pip install tf-keras` (`pip install 'cnnrun[bench]'`).
+
+    python bench/speed.py                                   # dense:32 mnist_cnn:32 cnn3:32 cnn4:256, 3 rounds
+    python bench/speed.py --models cnn4:256 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import keras  # noqa: E402
+from hydra import compose, initialize_config_module  # noqa: E402
+
+from cnnrun import backend  # noqa: E402
+from cnnrun.cli import register_resolvers  # noqa: E402
+from cnnrun.data import load_dataset  # noqa: E402
+from keras2 import keras2_model, run_cnnrun, run_keras2  # noqa: E402
+from throughput import plain_model  # noqa: E402
+
+
+def run_plain(name, x, y, batch) -> float:
+    """Keras 3 as a user's own script writes it: Sequential, float inputs scaled on the host, fit()."""
+    keras.backend.clear_session()
+    model = plain_model(name)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    times = []
+
+    class T(keras.callbacks.Callback):
+        def on_epoch_begin(self, e, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, e, logs=None):
+            times.append(time.perf_counter() - self.t)
+
+    model.fit(x.astype("float32") / 255.0, y, batch_size=batch, epochs=2, verbose=0, shuffle=True, callbacks=[T()])
+    return len(x) / times[-1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["dense:32", "mnist_cnn:32", "cnn3:32", "cnn4:256"])
+    ap.add_argument("--images", type=int, default=6000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="extra cnnrun overrides (its arm only)")
+    args = ap.parse_args()
+    register_resolvers()
+    rows = []
+    for spec in args.models:
+        name, batch = spec.split(":")
+        batch = int(batch)
+        with initialize_config_module("cnnrun.conf", version_base="1.3"):
+            cfg = compose("config", overrides=[
+                "dataset=fashion" if os.path.isdir("/usr/share/datasets/fashion-mnist") else "dataset=digits",
+                f"model={name}", f"dataset.limit={args.images}", f"trainer.batch_size={batch}", "trainer.epochs=2",
+                "trainer.verbose=0", "output.save_model=false", "output.misclassified_max=0", *args.set])
+        data = load_dataset(cfg.dataset)
+        x, y = data.x_train, data.y_train
+        arms = {"keras2": lambda: run_keras2(name, x, y, batch), "keras3": lambda: run_plain(name, x, y, batch),
+                "cnnrun": lambda: run_cnnrun(cfg)}
+        got = {a: [] for a in arms}
+        for r in range(args.rounds):
+            order = list(arms)[r % 3:] + list(arms)[:r % 3]
+            for a in order:
+                got[a].append(arms[a]())
+            print(f"  {name}:{batch} round {r + 1}: " + "  ".join(f"{a} {got[a][-1]:6.0f}" for a in arms), flush=True)
+        ratios = [c / max(k2, k3) for k2, k3, c in zip(got["keras2"], got["keras3"], got["cnnrun"])]
+        rows.append((name, batch, *(statistics.median(got[a]) for a in arms), statistics.median(ratios), ratios))
+    print(f"\nbackend {keras.backend.backend()} · {backend.device()} · {len(os.sched_getaffinity(0))} cores · "
+          f"{args.images} images · epoch 2 of 2 · {args.rounds} rounds · cnnrun options: {' '.join(args.set) or 'default'}")
+    print("\n| model | batch | Keras 2 (tf_keras) img/s | plain Keras 3 img/s | cnnrun img/s | cnnrun / faster |\n"
+          "|---|---|---|---|---|---|")
+    for name, batch, k2, k3, c, ratio, ratios in rows:
+        print(f"| {name} | {batch} | {k2:.0f} | {k3:.0f} | {c:.0f} | **{ratio:.2f}** ({', '.join(f'{r:.2f}' for r in ratios)}) |")
+
+
+if __name__ == "__main__":
+    main()
