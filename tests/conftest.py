@@ -14,7 +14,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_module  # noqa: E402
 
-from cnnrun.cli import register_resolvers  # noqa: E402
+from cnnrun.cli import jax_compilation_cache, register_resolvers  # noqa: E402
+
+jax_compilation_cache()  # in-process runs share compiled programs as the CLI's do (before Keras imports JAX)
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -110,3 +110,30 @@ def test_configs_resolve_in_an_uninstalled_checkout():
     out = subprocess.run([sys.executable, "-c", CHECKOUT_ONLY, root], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["resnet", "512"]
+
+
+def test_jax_keeps_its_compiled_programs_between_runs_unless_told_not_to(tmp_path):
+    """A JAX run fills cnnrun's compilation cache (under XDG_CACHE_HOME) and the next run of the same model
+    reads it; CNNRUN_JAX_CACHE=0 leaves no cache."""
+    pytest.importorskip("jax")
+    import os
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    args = ["train", *TINY, "model=dense", "dataset.limit=64"]
+    off = subprocess.run([sys.executable, "-m", "cnnrun", *args, f"hydra.run.dir={tmp_path / 'off'}"], text=True,
+                         capture_output=True, env={**base, "KERAS_BACKEND": "jax", "XDG_CACHE_HOME": str(tmp_path / "c0"),
+                                                   "CNNRUN_JAX_CACHE": "0"})
+    assert off.returncode == 0, off.stderr[-2000:]
+    assert not (tmp_path / "c0" / "cnnrun" / "jax").exists()
+    env = {**base, "KERAS_BACKEND": "jax", "XDG_CACHE_HOME": str(tmp_path / "c1")}
+    first = subprocess.run([sys.executable, "-m", "cnnrun", *args, f"hydra.run.dir={tmp_path / 'a'}"], env=env,
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    cache = tmp_path / "c1" / "cnnrun" / "jax"
+    programs = {p.name for p in cache.iterdir() if p.name.endswith("-cache")}
+    assert len(programs) > 10  # the train step, the evaluation, every initializer's eager ops
+    second = subprocess.run([sys.executable, "-m", "cnnrun", *args, f"hydra.run.dir={tmp_path / 'b'}"], env=env,
+                            capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert {p.name for p in cache.iterdir() if p.name.endswith("-cache")} == programs  # all found, none compiled anew
+    assert read_metrics(tmp_path / "a")["test_accuracy"] == read_metrics(tmp_path / "b")["test_accuracy"]
