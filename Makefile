@@ -56,7 +56,11 @@ test-jax: setup-dev ## the fast test suite on Keras' JAX backend
 test-full: setup-dev ## every test, slow ones included
 	$(PYTEST) -m ""
 
-bench: setup-dev ## benchmarks: cnnrun vs plain Keras throughput, augmentation cost
+bench: setup-dev ## benchmarks: cnnrun vs Keras 2 / plain Keras 3, the photo feed vs tf.data, augmentation cost
+	@echo "installing the articles' Keras 2 (tf-keras), the speed baseline ..."
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e ".[dev,bench]"
+	$(PY) bench/speed.py
+	$(PY) bench/feed.py
 	$(PY) bench/throughput.py
 	$(PY) bench/augment.py
 	$(PY) bench/threads.py
