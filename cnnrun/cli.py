@@ -64,10 +64,11 @@ def jax_compilation_cache() -> None:
     """JAX compiles every train step, and every eager op of a new shape (each layer's initializer), afresh in
     each process; its persistent cache keeps the programs between processes, so the next run of a model, a
     sweep's next job, a resumed run and every process of a distributed run skip them (a second tiny ResNet
-    run on CPU: 36 s -> 15 s). Set here, as environment variables, because JAX reads them when it first
-    compiles, which Keras' import already does. ~/.cache/cnnrun/jax (under $XDG_CACHE_HOME when set), at most
-    1 GiB (least recently used first out; with `filelock`, which cnnrun[jax] installs); JAX_COMPILATION_CACHE_DIR, when set, is the user's own choice;
-    CNNRUN_JAX_CACHE=0 turns it off. TensorFlow ignores all of it."""
+    run on CPU: 31 s -> 13 s). Set here, as environment variables, because JAX reads them when it first
+    compiles, which Keras' import already does. The cache is ~/.cache/cnnrun/jax (under $XDG_CACHE_HOME when
+    set), kept to 1 GiB, least recently used out first (JAX needs `filelock` for that: cnnrun[jax] has it).
+    JAX_COMPILATION_CACHE_DIR, when set, is the user's own choice; CNNRUN_JAX_CACHE=0 turns the cache off.
+    TensorFlow ignores all of it."""
     if "JAX_COMPILATION_CACHE_DIR" in os.environ or os.environ.get("CNNRUN_JAX_CACHE") == "0":
         return
     home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
