@@ -42,7 +42,7 @@ if [ "$devices" -gt 1 ]; then
   dp=("$PY" -m cnnrun train experiment=fast_fashion distribute=data_parallel "hydra.run.dir=$DEST/data_parallel" "$@")
   echo "data-parallel over $devices devices: ${dp[*]}" | tee -a "$DEST/device.txt"
   "${dp[@]}" || echo "gpu.sh: the data-parallel run ended with exit status $?" | tee -a "$DEST/device.txt"
-  [ -f "$DEST/data_parallel/metrics.json" ] && "$PY" -c "import json, sys; m = json.load(open(sys.argv[1])); print('data_parallel', m['distribute'], 'test accuracy', \
+  [ -f "$DEST/data_parallel/metrics.json" ] && "$PY" -c "import json, sys; m = json.load(open(sys.argv[1])); print('data_parallel', m.get('status'), m.get('distribute'), 'test accuracy', \
 m.get('test_accuracy'), 'train seconds', m.get('train_seconds'))" "$DEST/data_parallel/metrics.json" | tee -a "$DEST/device.txt"
 else
   echo "data-parallel row skipped: $devices accelerator(s) here" | tee -a "$DEST/device.txt"

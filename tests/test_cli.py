@@ -1,6 +1,7 @@
 """The command line as users run it: real processes, real exit codes, real directories."""
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,8 +117,6 @@ def test_jax_keeps_its_compiled_programs_between_runs_unless_told_not_to(tmp_pat
     """A JAX run fills cnnrun's compilation cache (under XDG_CACHE_HOME) and the next run of the same model
     reads it; CNNRUN_JAX_CACHE=0 leaves no cache."""
     pytest.importorskip("jax")
-    import os
-
     base = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     args = ["train", *TINY, "model=dense", "dataset.limit=64"]
     off = subprocess.run([sys.executable, "-m", "cnnrun", *args, f"hydra.run.dir={tmp_path / 'off'}"], text=True,
