@@ -97,7 +97,9 @@ def join_processes(cfg) -> None:
         console.error(str(e))
         raise SystemExit(EXIT_CONFIG) from None
     except Exception as e:  # noqa: BLE001 - JAX's own error: the first line says what went wrong
-        where = d.coordinator or "the coordinator Slurm names"
+        from cnnrun.config.cluster import place
+
+        where = place(d).coordinator or "the coordinator Slurm names"
         console.error(f"distribute: could not join the other processes at {where} within {5 * int(d.timeout)} s "
                       f"({str(e).splitlines()[0][:200]}); start every process, with the same coordinator and "
                       "distribute.num_processes, and distinct distribute.process_id")
@@ -134,11 +136,6 @@ def run_job(cfg) -> float | None:
 
     fresh = multirun and cfg.trainer.fresh_process
     several = _several(cfg)
-    if several and _follower(cfg):  # a sweep's job on several processes: only process 0 writes its train.log
-        for handler in list(logging.getLogger().handlers):
-            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir.resolve():
-                logging.getLogger().removeHandler(handler)
-                handler.close()
     if not fresh:  # a fresh-process job keeps the backend out of this (long-lived) process
         join_processes(cfg)  # distribute=data_parallel over several processes: before the backend starts
         start_backend()
@@ -240,9 +237,8 @@ class CheckOutputDir(Callback):
 
         HydraConfig.instance().set_config(config)  # run.dir names ${hydra:runtime.choices.model}
         run_dir = Path(str(config.hydra.run.dir))
-        if _follower(config):  # a process other than 0 of a distributed run: process 0 owns the directory
-            _write_nothing(config)
-            return
+        if _follower(config):  # a process other than 0 of a distributed run: process 0 owns the directory (Hydra's
+            return             # copies and train.log too: ${cnnrun_owned:} in conf/config.yaml)
         self._refuse_foreign(run_dir, config)
         self._check(run_dir)
         self._own(run_dir, lambda: record.decide(run_dir, config))  # Hydra's .hydra/ and train.log come next
@@ -256,6 +252,8 @@ class CheckOutputDir(Callback):
         from cnnrun.config.redact import guard_logging, redact
 
         guard_logging()
+        if _follower(config):  # process 0 writes, and redacts, the run's copies
+            return
         hc = HydraConfig.get()
         files = list((Path(hc.runtime.output_dir) / str(hc.output_subdir or layout.HYDRA)).glob("*.yaml"))
         if hc.mode == RunMode.MULTIRUN:
@@ -286,21 +284,16 @@ NOT_IDENTITY = ("trainer.resume=", "trainer.verbose=", "trainer.threads=", "trai
 
 def _follower(config) -> bool:
     """Whether this process is one of a distributed run's others (not process 0), from its config or Slurm's."""
-    if not _several(config):
-        return False
-    from cnnrun.training.distribute import process_index
+    from cnnrun.config.cluster import follower
 
-    return process_index(config.distribute) != 0
+    return follower(config)
 
 
 def _several(config) -> bool:
     """Whether this run is one of several processes (distribute=data_parallel over hosts)."""
-    d = config.get("distribute")
-    if d is None or d.get("name") != "data_parallel":
-        return False  # the common case, without importing the backend
-    from cnnrun.training.distribute import several
+    from cnnrun.config.cluster import several
 
-    return several(d)
+    return several(config.get("distribute"))
 
 
 def _leave(code: int) -> None:
@@ -310,18 +303,6 @@ def _leave(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def _write_nothing(config) -> None:
-    """Hydra writes no config copies and no train.log for this process (process 0 writes the run's)."""
-    from omegaconf import open_dict, read_write
-
-    with read_write(config.hydra), open_dict(config.hydra):
-        config.hydra.output_subdir = None
-        logging_cfg = config.hydra.job_logging
-        if logging_cfg.get("handlers") and "file" in logging_cfg.handlers:
-            del logging_cfg.handlers["file"]
-            logging_cfg.root.handlers = [h for h in logging_cfg.root.handlers if h != "file"]
 
 
 def _identity_overrides(overrides) -> set[str]:

@@ -127,11 +127,12 @@ def test_two_devices_train_as_one_device_does(one_device, tmp_path):
     assert misclassified(run_dir) == misclassified(one_device)
     # The weights after 34 Adam steps: float32 sums taken in another order (per device, then across) differ in
     # their last bits, and Adam turns a gradient near 0 into a step of up to lr (0.001) either way, so single
-    # weights may part by a few lr (seen: 0.0049 at most); the weights as a whole agree to 0.05 % (seen).
+    # weights may part by a few lr (seen: 0.0049 at most); the weights as a whole agree to 0.05 % on a CPU with
+    # AVX-512 and 0.28 % on one without (XLA's kernels for each sum in their own order): 1 % is the bound.
     a, b = weights(one_device), weights(run_dir)
     assert max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)) < 10 * 0.001
     gap = np.sqrt(sum(((x - y) ** 2).sum() for x, y in zip(a, b)) / sum((x ** 2).sum() for x in a))
-    assert gap < 2e-3, gap
+    assert gap < 1e-2, gap
 
 
 def free_port() -> int:
@@ -167,6 +168,78 @@ def test_two_processes_train_one_run_that_process_0_writes(one_device, tmp_path)
     log = (run_dir / "train.log").read_text()
     assert "process 0 of 2 joined" in log and "process 1" not in log
     assert not (run_dir / ".lock").exists()
+
+
+@pytest.mark.slow  # one job of a sweep, started by submitit as two tasks (about 50 s)
+def test_the_submitit_launcher_runs_one_job_as_two_processes(one_device, tmp_path):
+    sweep = tmp_path / "sweep"
+    r = run_cli("train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", *RUN,
+                "distribute=data_parallel", "distribute.timeout=10", f"hydra.sweep.dir={sweep}", env=ONE_DEVICE)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run_dir = sweep / "0"
+    m = read_metrics(run_dir)
+    assert m["status"] == "ok" and m["distribute"]["processes"] == 2 and m["distribute"]["devices"] == 2
+    assert m["test_accuracy"] == read_metrics(one_device)["test_accuracy"]
+    assert misclassified(run_dir) == misclassified(one_device)
+    assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == [
+        "0", "multirun.yaml", "summary.csv", "summary.md"]
+    log = (run_dir / "train.log").read_text()
+    assert "process 0 of 2 joined (coordinator 127.0.0.1:" in log and "from submitit" in log
+    assert "process 1" not in log  # task 1's log is submitit's, not the run's
+    task1 = next(sweep.glob(".submitit/*/*_1_log.out")).read_text()
+    assert "process 1 of 2 joined" in task1 and "process 1: the run ended ok" in task1
+    assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+
+
+def test_each_process_knows_its_place_from_the_config_submitit_or_slurm(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from cnnrun.config import cluster
+
+    for name in ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_STEP_NODELIST", "SUBMITIT_LOCAL_NTASKS",
+                 "SUBMITIT_LOCAL_GLOBALID", "SUBMITIT_LOCAL_JOB_ID"):
+        monkeypatch.delenv(name, raising=False)
+    dp = OmegaConf.create({"name": "data_parallel", "coordinator": None, "num_processes": None, "process_id": None})
+    none = OmegaConf.create({"name": "none"})
+    assert not cluster.several(dp) and cluster.process_index(dp) == 0
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "2")
+    monkeypatch.setenv("SUBMITIT_LOCAL_GLOBALID", "1")
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "4242")
+    assert cluster.several(dp) and not cluster.several(none)
+    assert cluster.place(dp) == cluster.Place("127.0.0.1:61586", 2, 1, "submitit")  # 4242 % 4096 + 61440
+    assert cluster.follower(OmegaConf.create({"distribute": dp}))
+    assert not cluster.follower(OmegaConf.create({"distribute": none}))  # a sweep's tasks without data_parallel
+    for name in ("SUBMITIT_LOCAL_NTASKS", "SUBMITIT_LOCAL_GLOBALID", "SUBMITIT_LOCAL_JOB_ID"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SLURM_NTASKS", "16")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert not cluster.several(dp)  # Slurm's job environment, outside a job step (srun): one process
+    monkeypatch.setenv("SLURM_STEP_NODELIST", "node[1-2]")
+    assert cluster.several(dp) and cluster.place(dp).coordinator is None and cluster.process_index(dp) == 3
+    given = OmegaConf.create({**OmegaConf.to_container(dp), "coordinator": "10.0.0.1:1234", "num_processes": 2,
+                              "process_id": 0})
+    assert cluster.place(given) == cluster.Place("10.0.0.1:1234", 2, 0, "config")
+    assert not cluster.follower(OmegaConf.create({"distribute": given}))  # the config's word over Slurm's
+
+
+@pytest.mark.parametrize("rank,subdir,log", [("0", ".hydra", "/out/run/train.log"), ("1", None, os.devnull)])
+def test_only_process_0_has_hydra_write_its_copies_and_log(monkeypatch, rank, subdir, log):
+    from hydra import compose, initialize_config_module
+    from omegaconf import open_dict
+
+    from cnnrun.cli import register_resolvers
+
+    register_resolvers()
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "2")
+    monkeypatch.setenv("SUBMITIT_LOCAL_GLOBALID", rank)
+    with initialize_config_module("cnnrun.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["distribute=data_parallel"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = "/out/run"
+    assert cfg.hydra.output_subdir == subdir
+    assert cfg.hydra.job_logging.handlers.file.filename == log
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "1")  # one task: every run writes its own, as always
+    assert cfg.hydra.output_subdir == ".hydra"
 
 
 @pytest.mark.slow  # a run of 30 epochs, killed (about 40 s)

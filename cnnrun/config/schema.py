@@ -745,11 +745,22 @@ def _validate(cfg: DictConfig) -> DictConfig:
 
 
 def register_resolvers() -> None:
-    """`${cnnrun_uid:}`: a random suffix, drawn once per config, so two runs never share a directory."""
+    """`${cnnrun_uid:}`: a random suffix, drawn once per config, so two runs never share a directory;
+    `${cnnrun_owned:...}`: see _owned."""
     import secrets
 
     if not OmegaConf.has_resolver("cnnrun_uid"):
         OmegaConf.register_new_resolver("cnnrun_uid", lambda: secrets.token_hex(3), use_cache=True)
+    if not OmegaConf.has_resolver("cnnrun_owned"):
+        OmegaConf.register_new_resolver("cnnrun_owned", _owned)
+
+
+def _owned(value, otherwise=None, *, _root_):
+    """`${cnnrun_owned:VALUE[,OTHERWISE]}`: VALUE in the process that owns the run directory, OTHERWISE (None)
+    in the other processes of a distributed run (config/cluster.py), so only process 0 writes there."""
+    from cnnrun.config.cluster import follower
+
+    return otherwise if follower(_root_) else value
 
 
 def _targets(cfg) -> dict[str, set[str]]:

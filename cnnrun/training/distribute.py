@@ -5,8 +5,9 @@ batch, the gradients are averaged over all of them (and batch norm's statistics 
 the global batch), so the run trains as one device would on the same batch, to float rounding.
 
 A run of several processes (hosts, or one process per GPU):
-- every process is started with the same command (by Slurm, or by hand with distribute.coordinator,
-  num_processes and process_id) and joins the others before JAX starts (`join`, called by the CLI);
+- every process is started with the same command (by Slurm or the submitit launcher's tasks, or by hand with
+  distribute.coordinator, num_processes and process_id: cnnrun/config/cluster.py) and joins the others
+  before JAX starts (`join`, called by the CLI);
 - each reads the data, builds the same model from the same seed and feeds only its own share of every batch
   (`share`): an epoch's order comes from (seed, epoch), the same everywhere, and process p takes the p-th
   part of each batch, so no image is seen twice in an epoch;
@@ -31,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnrun import CnnrunError, backend, record
+from cnnrun.config import cluster
+from cnnrun.config.cluster import process_index, several  # noqa: F401 - what the CLI asks of a run
 
 log = logging.getLogger("cnnrun")
 
@@ -65,40 +68,16 @@ class Layout:
         return {**asdict(self), "per_device_batch": self.per_device}
 
 
-def _slurm_tasks() -> int:
-    try:
-        return int(os.environ.get("SLURM_NTASKS", "1"))
-    except ValueError:
-        return 1
-
-
-def several(d) -> bool:
-    """Whether `d` (cfg.distribute) asks for a run of several processes: given, or Slurm started several tasks."""
-    if d is None or d.name != "data_parallel":
-        return False
-    if d.num_processes is not None:
-        return int(d.num_processes) > 1
-    return _slurm_tasks() > 1 and "SLURM_STEP_NODELIST" in os.environ
-
-
-def process_index(d) -> int:
-    """This process's index as configured (distribute.process_id), else Slurm's (SLURM_PROCID), else 0."""
-    if d.process_id is not None:
-        return int(d.process_id)
-    try:
-        return int(os.environ.get("SLURM_PROCID", "0"))
-    except ValueError:
-        return 0
-
-
 def join(d) -> None:
     """Joins the other processes of a run, before the backend starts (the CLI calls it); else nothing."""
     if not several(d):
         return
     check_backend()
-    backend.join_processes(d.coordinator, d.num_processes, d.process_id, d.timeout)
+    where = cluster.place(d)
+    backend.join_processes(where.coordinator, where.num_processes, where.process_id, d.timeout)
     count, index = backend.processes()
-    log.info("distribute: process %d of %d joined (coordinator %s)", index, count, d.coordinator or "from Slurm")
+    log.info("distribute: process %d of %d joined (coordinator %s, from %s)", index, count,
+             where.coordinator or "Slurm's", where.source)
 
 
 def check_backend() -> None:
