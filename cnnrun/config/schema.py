@@ -498,8 +498,8 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "custom": Option(CustomModel, None),
     },
     "optimizer": {
-        "adam": Option(Adam, "keras.optimizers.Adam"),
-        "sgd": Option(SGD, "keras.optimizers.SGD"),
+        "adam": Option(Adam, "cnnrun.backend.Adam"),  # Keras' Adam, its update fused on TensorFlow
+        "sgd": Option(SGD, "cnnrun.backend.SGD"),     # Keras' SGD, likewise
     },
     "dataset": {
         "fashion": Option(Dataset, "cnnrun.data.load_idx", "cnnrun.data.digest_idx"),
