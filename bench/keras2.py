@@ -46,9 +46,14 @@ def keras2_model(name: str):
     elif name == "cnn3":
         stack = [conv(32), conv(64), conv(128), L.MaxPooling2D(), L.Dropout(0.25), L.Flatten(),
                  L.Dense(128, activation="relu"), L.Dropout(0.5)]
-    else:
+    elif name == "tf_cnn":
+        stack = [conv(32), L.MaxPooling2D(), conv(64), L.MaxPooling2D(), conv(64), L.Flatten(),
+                 L.Dense(64, activation="relu")]
+    elif name == "mnist_cnn":
         stack = [conv(32), conv(64), L.MaxPooling2D(), L.Dropout(0.25), L.Flatten(), L.Dense(128, activation="relu"),
                  L.Dropout(0.5)]
+    else:
+        raise SystemExit(f"no Keras 2 version of {name}")
     model = k2.Sequential([k2.Input((28, 28, 1)), *stack, L.Dense(10, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model, k2

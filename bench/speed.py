@@ -8,7 +8,7 @@ the figure is epoch 2's images/s (steady state: no tracing), and its images per 
 rotating order, so a drifting machine hits all three; the ratio is cnnrun over the faster baseline,
 round by round, and its median. Needs `pip install 'cnnrun[bench]'` (tf-keras).
 
-    python bench/speed.py                                   # dense:32 mnist_cnn:32 cnn3:32 cnn4:256, 3 rounds
+    python bench/speed.py                                   # dense:32 mnist_cnn:32 cnn3:32 cnn4:256 tf_cnn:32, 3 rounds
     python bench/speed.py --models cnn4:256 --rounds 5
 """
 
@@ -34,7 +34,7 @@ from throughput import plain_model  # noqa: E402
 
 # cnnrun trains each model as its article's preset does (the other two arms are the articles' own scripts)
 PRESETS = {"dense": "article001_dense", "mnist_cnn": "article001_mnist_cnn", "cnn3": "article001_cnn3",
-           "cnn4": "article000_cnn4"}
+           "cnn4": "article000_cnn4", "tf_cnn": "article003_tf_cnn_mnist"}
 
 
 def run_plain(name, x, y, batch) -> float:
@@ -47,7 +47,7 @@ def run_plain(name, x, y, batch) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["dense:32", "mnist_cnn:32", "cnn3:32", "cnn4:256"])
+    ap.add_argument("--models", nargs="+", default=["dense:32", "mnist_cnn:32", "cnn3:32", "cnn4:256", "tf_cnn:32"])
     ap.add_argument("--images", type=int, default=6000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="extra cnnrun overrides (its arm only)")

@@ -57,6 +57,9 @@ def plain_model(name: str) -> keras.Model:
     elif name == "cnn3":
         stack = [conv(32), conv(64), conv(128), layers.MaxPooling2D(), layers.Dropout(0.25), layers.Flatten(),
                  layers.Dense(128, activation="relu"), layers.Dropout(0.5)]
+    elif name == "tf_cnn":
+        stack = [conv(32), layers.MaxPooling2D(), conv(64), layers.MaxPooling2D(), conv(64), layers.Flatten(),
+                 layers.Dense(64, activation="relu")]
     elif name == "dense":
         stack = [layers.Flatten(), layers.Dense(128, activation="relu")]
     else:

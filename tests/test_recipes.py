@@ -41,8 +41,11 @@ def history(run_dir) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-RECIPE = ["model=mnist_cnn", "dataset.limit=600", "trainer.epochs=12", "trainer.val_split=0.25", "trainer.patience=2",
-          "trainer.monitor=val_loss", "trainer.restore_best=true", "optimizer.lr=0.003", "trainer.seed=3"]
+# Without dropout mnist_cnn overfits 450 images within 12 epochs whatever the rounding (with dropout, whether its
+# validation loss turned up by epoch 12 depended on the CPU and the optimizer's kernels)
+RECIPE = ["model=mnist_cnn", "model.dropout=false", "dataset.limit=600", "trainer.epochs=12", "trainer.val_split=0.25",
+          "trainer.patience=2", "trainer.monitor=val_loss", "trainer.restore_best=true", "optimizer.lr=0.003",
+          "trainer.seed=3"]
 
 
 def test_early_stopping_stops_where_it_should_and_the_best_epoch_is_what_is_evaluated(tmp_path):

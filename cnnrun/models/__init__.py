@@ -184,13 +184,26 @@ def portable(model: keras.Model) -> keras.Model:
     """A copy of `model` built from Keras' own layers only, sharing no state with it: what model.keras
     holds, so that `keras.models.load_model` reads it in any Python with Keras, without cnnrun. cnnrun's
     fused-kernel BatchNorm (training speed on TensorFlow) becomes Keras' BatchNormalization, which
-    computes the same inference."""
+    computes the same inference, and its fused-update Adam or SGD in the compile config Keras' own."""
 
     def clone(layer):
         if isinstance(layer, BatchNorm):
             return keras.layers.BatchNormalization.from_config(layer.get_config())
         return layer.__class__.from_config(layer.get_config())
 
-    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)  # compiled as `model` is
+    if copy.compiled:
+        copy.compile_from_config(_keras_optimizer(model.get_compile_config()))
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _keras_optimizer(compile_config: dict) -> dict:
+    """`compile_config` with Keras' own optimizer class in place of cnnrun's fused-update subclass (same
+    config), so that model.keras names no cnnrun class."""
+    optimizer = compile_config.get("optimizer")
+    if isinstance(optimizer, dict) and str(optimizer.get("registered_name") or "").startswith("cnnrun>"):
+        optimizer = {"module": "keras.optimizers", "class_name": optimizer["class_name"],
+                     "config": optimizer["config"], "registered_name": None}
+        return {**compile_config, "optimizer": optimizer}
+    return compile_config
