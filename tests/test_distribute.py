@@ -327,6 +327,7 @@ def test_a_streamed_folder_trains_on_two_devices(tmp_path):
     assert read_metrics(run_dir)["status"] == "ok"
 
 
+@pytest.mark.slow  # about 70 s: run it (make test-full) before a session with a GPU, whose one call it is
 def test_the_gpu_script_runs_its_sweep_and_its_data_parallel_row(tmp_path):
     """bench/gpu.sh is run once per lent GPU session, with no second try: here on two forced CPU devices, tiny."""
     env = {**os.environ, **TWO_DEVICES, "OUT": str(tmp_path), "PYTHON": sys.executable, "PRESETS": "fast_fashion"}

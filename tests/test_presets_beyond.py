@@ -13,8 +13,9 @@ from cnnrun.training.train import train
 from tests.conftest import read_metrics, refusal
 
 
-@pytest.mark.parametrize("preset", ["fast_fashion", pytest.param("best_fashion_recipes", marks=pytest.mark.slow), "best_mnist"])  # best_fashion: in its
-# variant and in the smoke sweep (test_debug.py)
+@pytest.mark.parametrize("preset", ["fast_fashion", pytest.param("best_fashion_recipes", marks=pytest.mark.slow),
+                                    pytest.param("best_mnist", marks=pytest.mark.slow)])  # best_fashion: in its
+# variant and in the smoke sweep (test_debug.py); best_mnist (about 50 s): the ResNet path is fast_fashion's too
 def test_preset_trains_at_tiny_size_on_cpu(cfg_factory, tmp_path, preset):
     cfg = cfg_factory(f"experiment={preset}", "dataset=digits", "dataset.limit=200", "trainer.epochs=2",
                       "trainer.batch_size=64", "trainer.verbose=0")
