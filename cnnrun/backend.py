@@ -185,7 +185,7 @@ class BatchNorm(keras.layers.BatchNormalization):
         return y
 
 
-def _fusable(optimizer, gradient, variable) -> bool:
+def _fusable(gradient, variable) -> bool:
     """Whether an optimizer's update of `variable` may run as TensorFlow's one fused kernel: a dense float32
     gradient on the TensorFlow backend (JAX's XLA fuses the composed update itself)."""
     if name() != "tensorflow":
@@ -207,7 +207,7 @@ class Adam(keras.optimizers.Adam):
     """
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.amsgrad or not _fusable(self, gradient, variable):
+        if self.amsgrad or not _fusable(gradient, variable):
             return super().update_step(gradient, variable, learning_rate)
         import tensorflow as tf  # noqa: PLC0415 - the marked place
 
@@ -229,7 +229,7 @@ class SGD(keras.optimizers.SGD):
     gradients and other dtypes take Keras' own update."""
 
     def update_step(self, gradient, variable, learning_rate):
-        if not self.momentum or not _fusable(self, gradient, variable):
+        if not self.momentum or not _fusable(gradient, variable):
             return super().update_step(gradient, variable, learning_rate)
         import tensorflow as tf  # noqa: PLC0415 - the marked place
 
