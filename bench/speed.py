@@ -1,11 +1,11 @@
 """One device, three ways: the articles' Keras 2 (`tf_keras`), a plain Keras 3 script, and `cnnrun train`.
 
 Issue 22's bar: cnnrun at least as fast as the faster of the other two on every article model at its
-batch. cnnrun runs the article's preset (`trainer.steps_per_execution=8` at batch 32), without
+batch. cnnrun runs the article's preset (8 steps per compiled call at batch 32, 4 for cnn4), without
 validation. Each arm trains the same net on the same images (Fashion-MNIST, else digits) for 2 epochs;
 the figure is epoch 2's images/s (steady state: no tracing), and its images per CPU-second of the process
-(the work a step costs; the wall figure also moves with how many cores a shared host gives the run). The arms alternate in one process, in a
-rotating order, so a drifting machine hits all three; the ratio is cnnrun over the faster baseline,
+(the work a step costs; the wall figure also moves with how many cores a shared host gives the run). The
+arms alternate in one process, in a rotating order, so a drifting machine hits all three; the ratio is cnnrun over the faster baseline,
 round by round, and its median. Needs `pip install 'cnnrun[bench]'` (tf-keras).
 
     python bench/speed.py                                   # dense:32 mnist_cnn:32 cnn3:32 cnn4:256 tf_cnn:32, 3 rounds
