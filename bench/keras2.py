@@ -30,11 +30,20 @@ from cnnrun.hooks import Hook  # noqa: E402
 from cnnrun.training.train import train  # noqa: E402
 
 
-def keras2_model(name: str):
+def keras2_model(name: str, input_shape=(28, 28, 1), classes=10):
     """The article's Keras 2 model (tf_keras: the benchmark's baseline, not cnnrun code)."""
     import tf_keras as k2  # noqa: PLC0415
 
     L = k2.layers
+    if name == "vgg16":  # article 004's tuning_vgg16(), random weights (ImageNet's cannot be downloaded here)
+        inputs = k2.Input(input_shape)
+        base = k2.applications.VGG16(weights=None, include_top=False, input_tensor=inputs)
+        x = L.Dropout(0.5)(L.Dense(512, activation="relu")(L.Flatten()(base.output)))
+        model = k2.Model(inputs, L.Dense(classes, activation="softmax")(x))
+        for layer in model.layers[:15]:  # the article's freeze, as its preset has it
+            layer.trainable = False
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model, k2
     conv = lambda f: L.Conv2D(f, (3, 3), activation="relu")  # noqa: E731
     if name == "cnn4":
         bn = L.BatchNormalization
@@ -54,7 +63,7 @@ def keras2_model(name: str):
                  L.Dropout(0.5)]
     else:
         raise SystemExit(f"no Keras 2 version of {name}")
-    model = k2.Sequential([k2.Input((28, 28, 1)), *stack, L.Dense(10, activation="softmax")])
+    model = k2.Sequential([k2.Input(input_shape), *stack, L.Dense(classes, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model, k2
 
@@ -104,7 +113,7 @@ class CpuClock(Hook):
 
 
 def run_keras2(name, x, y, batch) -> float:
-    model, k2 = keras2_model(name)
+    model, k2 = keras2_model(name, x.shape[1:], int(y.max()) + 1)
     return last_epoch_rate(model, k2.callbacks.Callback, x, y, batch)
 
 

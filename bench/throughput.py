@@ -42,8 +42,15 @@ VARIANTS = {
 }
 
 
-def plain_model(name: str) -> keras.Model:
+def plain_model(name: str, input_shape=(28, 28, 1), classes=10) -> keras.Model:
     """The articles' models written the way a user's own script would: Sequential, float inputs."""
+    if name == "vgg16":  # article 004: VGG16 without its top (random weights here), a new head, 15 layers frozen
+        base = keras.applications.VGG16(weights=None, include_top=False, input_shape=input_shape)
+        x = layers.Dropout(0.5)(layers.Dense(512, activation="relu")(layers.Flatten()(base.output)))
+        model = keras.Model(base.input, layers.Dense(classes, activation="softmax")(x))
+        for layer in model.layers[:15]:
+            layer.trainable = False
+        return model
     conv = lambda f: layers.Conv2D(f, (3, 3), activation="relu")  # noqa: E731
     if name == "mnist_cnn":
         stack = [conv(32), conv(64), layers.MaxPooling2D(), layers.Dropout(0.25), layers.Flatten(),
@@ -64,7 +71,7 @@ def plain_model(name: str) -> keras.Model:
         stack = [layers.Flatten(), layers.Dense(128, activation="relu")]
     else:
         raise SystemExit(f"no plain version of {name}")
-    return keras.Sequential([keras.Input((28, 28, 1)), *stack, layers.Dense(10, activation="softmax")])
+    return keras.Sequential([keras.Input(input_shape), *stack, layers.Dense(classes, activation="softmax")])
 
 
 def run_plain(name, x, y, batch, epochs, seed) -> float:
