@@ -544,22 +544,15 @@ def _dispatch(command: str, rest: list[str]) -> None:
         from cnnrun.commands.sweep import compare_main
 
         compare_main(rest)
-    elif command == "predict":
-        start_backend()
+    elif command == "predict":  # each command starts the backend itself once its arguments are checked
         from cnnrun.commands.predict import predict_main
 
         predict_main(rest)
     elif command == "explain":
-        start_backend()
-        from cnnrun.hooks.explain import explain_main
+        from cnnrun.commands.explain import explain_main
 
         explain_main(rest)
-    elif command == "export":
-        import importlib.util
-
-        if importlib.util.find_spec("tensorflow") is not None:  # the converters are TensorFlow's
-            os.environ["KERAS_BACKEND"] = "tensorflow"
-        start_backend()
+    elif command == "export":  # on TensorFlow, whose converters these are (export._start_tensorflow)
         from cnnrun.commands.export import export_main
 
         export_main(rest)

@@ -113,6 +113,8 @@ def test_configs_resolve_in_an_uninstalled_checkout():
     assert out.stdout.split() == ["resnet", "512"]
 
 
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "jax",
+                    reason="JAX's own cache: run by the JAX suite (make test-jax), 40 s of three JAX processes")
 def test_jax_keeps_its_compiled_programs_between_runs_unless_told_not_to(tmp_path):
     """A JAX run fills cnnrun's compilation cache (under XDG_CACHE_HOME) and the next run of the same model
     reads it; CNNRUN_JAX_CACHE=0 leaves no cache."""

@@ -369,17 +369,32 @@ def test_an_unknown_backend_is_one_line_and_leaves_nothing(tmp_path, backend):
     assert not (tmp_path / "run").exists()
 
 
+def started_keras(proc) -> bool:
+    """Whether a process run with PYTHONPROFILEIMPORTTIME=1 imported Keras (Python lists every import)."""
+    return any(line.startswith("import time:") and line.rsplit("|", 1)[-1].strip() in ("keras", "tensorflow", "jax")
+               for line in proc.stderr.splitlines())
+
+
 def test_command_line_nonsense_is_one_line(finished, tmp_path):
+    """Refused at once: before Keras and its backend start (seconds), which the refusals below never do."""
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)
-    r = run_cli("predict", str(finished), str(image), "--top", "-5")
+    imports = {"PYTHONPROFILEIMPORTTIME": "1"}
+    r = run_cli("predict", str(finished), str(image), "--top", "-5", env=imports)
     assert r.returncode == 2 and "--top -5 must be 1 or more" in r.stderr and "Traceback" not in r.stderr
+    assert not started_keras(r)
+    r = run_cli("predict", str(tmp_path / "nowhere"), str(image), env=imports)
+    assert r.returncode == 2 and "holds no run" in one_error_line(r) and not started_keras(r)
     a_file = tmp_path / "afile"
     a_file.write_text("x")
     for args in (["export", str(finished), "--format", "savedmodel", "--out", str(a_file)],
-                 ["explain", str(finished), "--max", "0", "--embedding", "none", "--out", str(a_file)]):
-        r = run_cli(*args)
-        assert r.returncode == 2 and "cannot write into --out" in one_error_line(r)
+                 ["explain", str(finished), "--max", "0", "--embedding", "none", "--out", str(a_file)],
+                 ["predict", str(finished), str(image), "--out", str(a_file / "p.csv")]):
+        r = run_cli(*args, env=imports)
+        assert r.returncode == 2 and "cannot write" in one_error_line(r) and "--out" in one_error_line(r), args
+        assert not started_keras(r), args
+    r = run_cli("predict", str(finished), str(image), "--out", str(tmp_path / "p.csv"), env=imports)
+    assert r.returncode == 0 and started_keras(r)  # the check sees Keras start where it does
     r = run_cli("train", *TINY, "hydra.job.chdir=true")
     assert r.returncode == 2 and "hydra.job.chdir=true is not supported" in one_error_line(r)
 

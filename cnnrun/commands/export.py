@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from cnnrun import CnnrunError
 from cnnrun.record import layout
-from cnnrun.console import console, error, show
+from cnnrun.console import console, error, show, start_backend
 
 TOLERANCE = 1e-4  # largest allowed difference in any class probability; the predicted classes must all agree
 FORMATS = {  # cnnrun name: (Keras' format, file or folder, modules the converter and runtime need)
@@ -84,9 +87,21 @@ def export(run_dir: Path, formats: list[str], out: Path, allow_unfinished: bool 
     record.claim(run_dir)  # the run's directory is written into: not while a run (or another export) owns it
     try:
         writable_folder(out, "--out")  # before any work: an existing file or a read-only place
+        _start_tensorflow()  # only now (seconds): every refusal above comes at once
         return _export(run_dir, model_file, metrics, formats, out)
     finally:
         record.release(run_dir)
+
+
+def _start_tensorflow() -> None:
+    """The converters are TensorFlow's: a fresh process (the command line) starts Keras on TensorFlow whatever
+    KERAS_BACKEND says; where Keras already runs (a test, a notebook), its backend stays as it is."""
+    if "keras" not in sys.modules and importlib.util.find_spec("tensorflow") is not None:
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+    start_backend()
+    # Keras' tf2onnx shim probes np.object, and NumPy answers with a FutureWarning on every ONNX export:
+    # nothing a user can act on.
+    warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
 
 
 def _export(run_dir: Path, model_file: Path, metrics: dict, formats: list[str], out: Path) -> dict:

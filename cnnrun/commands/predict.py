@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnrun import CnnrunError
-from cnnrun.console import console, error, show
-from cnnrun.data.folder import EXTENSIONS, decode, image_files
+from cnnrun.console import console, error, show, start_backend
+from cnnrun.data.paths import EXTENSIONS, image_files
 from cnnrun.record import layout
 from cnnrun.record.saved import class_names, finished_model, load_model
 
@@ -26,6 +26,8 @@ def check_writable(out: Path) -> None:
 
 def predict_files(run_dir: Path, files: list[Path], top: int = 1, allow_unfinished: bool = False):
     """(rows, unreadable): rows are (file, [(class, probability)] * top) for each readable image."""
+    from cnnrun.data.folder import decode  # Keras: after the arguments are checked
+
     model_file, metrics = finished_model(run_dir, allow_unfinished)
     model = load_model(model_file)
     height, width, channels = model.input_shape[1:]
@@ -66,7 +68,9 @@ def predict_main(args: list[str]) -> None:
     if not files:
         ap.error(f"no images ({', '.join(sorted(EXTENSIONS))}) in {', '.join(map(str, ns.inputs))}")
     try:
-        check_writable(ns.out)  # before any work; predict_files refuses an unfinished run before decoding
+        finished_model(ns.run_dir, ns.allow_unfinished)  # before any work, and before the backend starts (seconds)
+        check_writable(ns.out)
+        start_backend()
         rows, unreadable = predict_files(ns.run_dir, files, ns.top, ns.allow_unfinished)
     except CnnrunError as e:
         error(str(e))

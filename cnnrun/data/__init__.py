@@ -17,6 +17,7 @@ import numpy as np
 
 from cnnrun import CnnrunError
 from cnnrun.config import plugins, schema
+from cnnrun.data.paths import is_image
 
 # The four files of the original MNIST / Fashion-MNIST releases (optionally gzipped).
 IDX_FILES = {
@@ -198,7 +199,6 @@ def load_mnist_like(name: str, path: str | None) -> tuple[dict[str, np.ndarray],
 
 # --- what the data is: a digest in each run's identity -------------------------------------------------
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # folder.EXTENSIONS, without importing Keras
 _digests: dict[tuple, str | None] = {}
 
 
@@ -250,7 +250,7 @@ def digest_folder(cfg, h) -> bool:
     for dirpath, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
+            if is_image(name):
                 st = os.stat(os.path.join(dirpath, name))
                 rel = os.path.relpath(os.path.join(dirpath, name), root)
                 h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))

@@ -19,8 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnrun import CnnrunError
-
-EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+from cnnrun.data.paths import EXTENSIONS, is_image
 log = logging.getLogger("cnnrun")
 
 
@@ -165,7 +164,7 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
         if not _utf8(d.name):  # a class name goes into reports, plots and file names: it must be text
             raise CnnrunError(f"class folder '{_shown(d.name)}' in {_shown(root)} has a name that is not UTF-8; rename it to UTF-8 "
                               "(e.g. convmv -f latin1 -t utf8 -r --notest DIR) and run again")
-        classes[d.name] = sorted(f for f in d.rglob("*") if f.suffix.lower() in EXTENSIONS and f.is_file())
+        classes[d.name] = sorted(f for f in d.rglob("*") if is_image(f.name) and f.is_file())
     return classes
 
 
@@ -321,14 +320,3 @@ def balance(x, y, how: str, seed: int):
             keep.append(np.concatenate([members, rng.choice(members, target - len(members), replace=True)]))
     keep = np.sort(np.concatenate(keep))
     return x[keep], y[keep]
-
-
-def image_files(paths: list[Path]) -> list[Path]:
-    """The files named, and the image files below each folder named, in order."""
-    files = []
-    for p in paths:
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS)
-        else:
-            files.append(p)
-    return files

@@ -1,4 +1,5 @@
-"""`cnnrun explain RUN_DIR [IMAGE|DIR ...]`: what a run's model looks at, and how it arranges the test set.
+"""What a run's model looks at, and how it arranges the test set: the work of `cnnrun explain RUN_DIR [IMAGE|DIR ...]`
+(cnnrun/commands/explain.py) and of `output.explain=true` at the end of a run.
 
 - **Grad-CAM** (Selvaraju et al., 2017): the feature maps of one convolutional layer, weighted by the gradient
   of log p(class) with respect to them, averaged over the map (backend.log_prob_gradients: the one
@@ -15,7 +16,6 @@ VGG16's block5 convolution) because the head is rebuilt from that layer's output
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,64 +298,3 @@ def explain_run(run_dir: Path, classifier, data, probs, cfg_output, seed: int) -
 
 def _has_maps(model: keras.Model) -> bool:
     return bool(_maps(_network(model)[1]))
-
-
-def explain_main(args: list[str]) -> None:
-    from cnnrun.console import console, error
-    from cnnrun.data.folder import image_files
-    from cnnrun.record.saved import class_names, finished_model, load_model
-    from cnnrun.record import writable_folder
-
-    ap = argparse.ArgumentParser(prog="cnnrun explain",
-                                 description="Grad-CAM heat-maps and an embedding map of a finished run's model.")
-    ap.add_argument("run_dir", type=Path, help="a run directory (holds model.keras)")
-    ap.add_argument("inputs", nargs="*", type=Path, help="image files or folders to explain besides the test set")
-    ap.add_argument("--max", type=int, default=16, help="misclassified test images to explain (default 16; 0: none)")
-    ap.add_argument("--layer", default=None, help="the feature map for Grad-CAM (default: the last convolutional one)")
-    ap.add_argument("--cam", choices=["hirescam", "gradcam"], default="hirescam",
-                    help="hirescam (default: gradient x activation place by place) or classic gradcam (channel weights)")
-    ap.add_argument("--embedding", choices=["tsne", "pca", "none"], default="tsne", help="the 2-D map of the test set")
-    ap.add_argument("--out", type=Path, default=None, help="where to write (default: RUN_DIR/explain)")
-    ns = ap.parse_args(args)
-    if ns.max < 0:
-        ap.error(f"--max {ns.max} must be 0 or more")
-    missing = [str(p) for p in ns.inputs if not p.exists()]
-    if missing:
-        ap.error(f"no such file or folder: {', '.join(missing)}")
-    try:
-        model_file, metrics = finished_model(ns.run_dir)
-        out = ns.out or ns.run_dir / layout.EXPLAIN
-        writable_folder(out, "--out")  # before any work: not after minutes of Grad-CAM
-        model = load_model(model_file, compile=False)
-        if ns.layer:
-            cut(model, ns.layer)  # a wrong layer name is refused before the test set is loaded
-        say = lambda text: console.print(text, highlight=False, markup=False)  # noqa: E731 - a line in a log too
-        if ns.max > 0 or ns.embedding != "none":
-            say(f"explain: loading the test set of {ns.run_dir}")
-        data = run_test_set(ns.run_dir) if ns.max > 0 or ns.embedding != "none" else None
-        names = class_names(metrics, model) if metrics.get("class_names") or not data else data.class_names
-        with console.status("explaining: Grad-CAM, then the embedding map of the test set"):
-            done = explain(out, model, names, *((data.x_test, data.y_test) if data else (None, None)),
-                           files=image_files(ns.inputs) if ns.inputs else None, max_images=ns.max, layer=ns.layer,
-                           method=ns.embedding, seed=int(metrics.get("seed") or 0), cam=ns.cam, say=say)
-    except CnnrunError as e:
-        error(str(e))
-        raise SystemExit(2) from None
-    console.print(f"{ns.cam} at layer {done['layer']}: {done.get('gradcam', 0)} images; embedding map: "
-                  f"{done.get('embedding', 0)} test images; written: {out}")
-
-
-def run_test_set(run_dir: Path):
-    """The run's own test set, loaded again from its saved config."""
-    from omegaconf import OmegaConf
-
-    from cnnrun.config import schema
-    from cnnrun.data import load_dataset
-
-    saved = layout.config(Path(run_dir))
-    if not saved.is_file():
-        raise CnnrunError(f"{run_dir} has no .hydra/config.yaml to load its test set from; pass --max 0 "
-                          "--embedding none and image files instead")
-    cfg = schema.validate(OmegaConf.load(saved))
-    t = cfg.trainer
-    return load_dataset(cfg.dataset, seed=t.seed, val_split=t.val_split, batch_size=t.batch_size)
