@@ -360,9 +360,14 @@ def preflight(args: list[str]) -> None:
         return  # Hydra's own business: it prints, or refuses, in its own way
     try:
         from cnnrun.console import quiet_backend
+        from cnnrun.data import check_source
 
+        # The data is looked for too (a mistyped dataset.path: at once, not after the backend's start), unless the
+        # jobs run on other machines (Slurm, Ray), where the path may be theirs alone.
+        elsewhere = any(re.fullmatch(r"\+*hydra/launcher=(?!basic$|joblib$|submitit_local$).*", o) for o in ns.overrides)
+        each = None if elsewhere else (lambda cfg: check_source(cfg.dataset))
         with quiet_backend():  # a config naming the user's own code imports it, and it may import Keras
-            schema.check_jobs(ns.overrides, ns.multirun, config_dir=ns.config_dir)
+            schema.check_jobs(ns.overrides, ns.multirun, config_dir=ns.config_dir, each=each)
     except CnnrunError as e:
         console.error(str(e))
         raise SystemExit(EXIT_CONFIG) from None

@@ -54,6 +54,13 @@ def run_cli(*args, cwd=None, env=None, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def started_keras(proc) -> bool:
+    """Whether a process run with PYTHONPROFILEIMPORTTIME=1 imported Keras or a backend (Python lists every
+    import on stderr): a refusal that comes before any work never does."""
+    return any(line.startswith("import time:") and line.rsplit("|", 1)[-1].strip() in ("keras", "tensorflow", "jax")
+               for line in proc.stderr.splitlines())
+
+
 def read_metrics(run_dir) -> dict:
     return json.loads((Path(run_dir) / "metrics.json").read_text())
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import make_mnist_like, write_idx
+from conftest import make_config, make_mnist_like, run_cli, started_keras, write_idx
 from omegaconf import OmegaConf
 
 import cnnrun.data as data
@@ -131,6 +131,39 @@ def test_offline_and_nowhere_found_lists_places_and_fixes(no_default_places):
     message = str(err.value)
     assert "keras-home" in message and "system" in message and "network unreachable" in message
     assert "dataset-fashion-mnist" in message and "dataset.path" in message and "\n" not in message
+
+
+def test_data_that_is_not_there_is_refused_before_any_work(tmp_path):
+    """A mistyped dataset.path: one line and exit 2 at once, before the backend starts (seconds) and before a
+    run or sweep directory exists; each built-in source says what it expected."""
+    imports = {"PYTHONPROFILEIMPORTTIME": "1"}
+    one = run_cli("train", "dataset=folder", f"dataset.path={tmp_path / 'photoz'}", f"hydra.run.dir={tmp_path / 'run'}",
+                  env=imports)
+    assert one.returncode == 2 and f"dataset.path={tmp_path / 'photoz'} is not a folder" in one.stderr
+    assert not started_keras(one) and not (tmp_path / "run").exists()
+    sweep = run_cli("train", "-m", "dataset=mnist", f"dataset.path={tmp_path / 'nowhere'}", "model=dense,tf_cnn",
+                    f"hydra.sweep.dir={tmp_path / 'sweep'}", env=imports)
+    line = [x for x in sweep.stderr.splitlines() if x.startswith("cnnrun: error:")]
+    assert sweep.returncode == 2 and len(line) == 1 and not started_keras(sweep) and not (tmp_path / "sweep").exists()
+    assert "job 0 of 2 (" in line[0] and "does not exist; give a folder with the MNIST IDX files" in line[0]
+    (tmp_path / "labels.txt").write_text("x")
+    for overrides, expected in ((["dataset=csv", f"dataset.path={tmp_path / 'labels.csv'}"], "is not a file; give the CSV"),
+                                (["dataset=mnist", f"dataset.path={tmp_path / 'labels.txt'}"], "is a file but not an .npz"),
+                                (["dataset=fashion", f"dataset.path={tmp_path / 'nope'}"], "does not exist")):
+        with pytest.raises(CnnrunError, match=expected):
+            data.check_source(make_config(*overrides, tiny=False).dataset)
+    for fine in (["dataset=digits"], ["dataset=fashion"], ["dataset=folder", f"dataset.path={tmp_path}"]):
+        data.check_source(make_config(*fine, tiny=False).dataset)  # no path (the usual places), or one that is there
+
+
+def test_data_on_other_machines_is_left_to_them(tmp_path):
+    """Jobs that Slurm or Ray run elsewhere may read a path this machine lacks: the pre-flight does not look."""
+    from cnnrun import cli
+
+    missing = ["train", "-m", "dataset=folder", f"dataset.path={tmp_path / 'theirs'}"]
+    cli.preflight([*missing[1:], "hydra/launcher=submitit_slurm"])  # no refusal
+    with pytest.raises(SystemExit):
+        cli.preflight([*missing[1:], "hydra/launcher=joblib"])
 
 
 def test_keras_download_is_the_last_resort(no_default_places, monkeypatch):

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import TINY, make_config, read_metrics, refusal, run_cli
+from conftest import TINY, make_config, read_metrics, refusal, run_cli, started_keras
 
 from cnnrun import CnnrunError, record
 from cnnrun.config import schema
@@ -367,12 +367,6 @@ def test_an_unknown_backend_is_one_line_and_leaves_nothing(tmp_path, backend):
     r = run_cli("train", *TINY, f"hydra.run.dir={tmp_path / 'run'}", env={"KERAS_BACKEND": backend})
     assert r.returncode == 2 and f"KERAS_BACKEND={backend}" in one_error_line(r)
     assert not (tmp_path / "run").exists()
-
-
-def started_keras(proc) -> bool:
-    """Whether a process run with PYTHONPROFILEIMPORTTIME=1 imported Keras (Python lists every import)."""
-    return any(line.startswith("import time:") and line.rsplit("|", 1)[-1].strip() in ("keras", "tensorflow", "jax")
-               for line in proc.stderr.splitlines())
 
 
 def test_command_line_nonsense_is_one_line(finished, tmp_path):

@@ -110,13 +110,17 @@ def test_exit_codes(tmp_path):
     refused = run_cli("train", "trainer.seed=-1", f"hydra.run.dir={tmp_path / 'never'}")
     assert refused.returncode == 2 and "trainer.seed=-1" in error_line(refused)
     assert not (tmp_path / "never").exists()
-    # A sweep whose every job fails (the data is not there) still writes its summary, then exits 1.
-    sweep = tmp_path / "sweep"
-    failed = run_cli("train", "-m", "dataset=mnist", f"dataset.path={tmp_path / 'nowhere'}", "model=dense,tf_cnn",
+    # A sweep whose every job fails (its class folder holds no image: found only on reading it) still writes
+    # its summary, then exits 1.
+    sweep, photos = tmp_path / "sweep", tmp_path / "photos"
+    for name in ("cat", "dog"):
+        (photos / name).mkdir(parents=True)
+    (photos / "cat" / "notes.txt").write_text("not an image")
+    failed = run_cli("train", "-m", "dataset=folder", f"dataset.path={photos}", "model=dense,tf_cnn",
                      "trainer.epochs=1", f"hydra.sweep.dir={sweep}")
     assert failed.returncode == 1, failed.stderr[-2000:]
     rows = list(csv.DictReader(open(sweep / "summary.csv")))
-    assert [r["status"] for r in rows] == ["failed", "failed"] and "nowhere" in rows[0]["error"]
+    assert [r["status"] for r in rows] == ["failed", "failed"] and "holds no readable images" in rows[0]["error"]
 
 
 def test_a_sweep_with_one_bad_job_runs_nothing(tmp_path):

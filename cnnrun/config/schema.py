@@ -478,11 +478,14 @@ class Config:
 class Option:
     """An option of a group: the schema that types it, and the code it runs, named as a user's own `_target_`
     is (None: the node's own `_target_`). A model's builder is called as f(input_shape, num_classes, **keys);
-    a dataset's loader as f(cfg, batch_size) -> (arrays, source, class_names, test_files, notes) and its
-    digest as f(cfg, hash) -> bool; an optimizer's class as cls(learning_rate, **its schema's own keys)."""
+    a dataset's loader as f(cfg, batch_size) -> (arrays, source, class_names, test_files, notes), its
+    digest as f(cfg, hash) -> bool and its check as f(cfg), which raises CnnrunError when the data is surely not
+    there (it runs before the backend starts, so it imports no Keras); an optimizer's class as
+    cls(learning_rate, **its schema's own keys)."""
     schema: type
     target: str | None
     digest: str | None = None
+    check: str | None = None
 
 
 # conf/GROUP/NAME.yaml is each option's YAML: its comments, what differs from the schema, and `- /schema/GROUP/NAME`.
@@ -502,11 +505,13 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "sgd": Option(SGD, "cnnrun.backend.SGD"),     # Keras' SGD, likewise
     },
     "dataset": {
-        "fashion": Option(Dataset, "cnnrun.data.load_idx", "cnnrun.data.digest_idx"),
-        "mnist": Option(Dataset, "cnnrun.data.load_idx", "cnnrun.data.digest_idx"),
+        "fashion": Option(Dataset, "cnnrun.data.load_idx", "cnnrun.data.digest_idx", "cnnrun.data.check_idx"),
+        "mnist": Option(Dataset, "cnnrun.data.load_idx", "cnnrun.data.digest_idx", "cnnrun.data.check_idx"),
         "digits": Option(Digits, "cnnrun.data.load_digits", "cnnrun.data.digest_digits"),
-        "folder": Option(Folder, "cnnrun.data.folder.load_folder", "cnnrun.data.digest_folder"),
-        "csv": Option(Csv, "cnnrun.data.manifest.load_csv", "cnnrun.data.manifest.digest"),
+        "folder": Option(Folder, "cnnrun.data.folder.load_folder", "cnnrun.data.digest_folder",
+                         "cnnrun.data.paths.folder_root"),
+        "csv": Option(Csv, "cnnrun.data.manifest.load_csv", "cnnrun.data.manifest.digest",
+                      "cnnrun.data.manifest.manifest_file"),
         "custom": Option(CustomDataset, "cnnrun.data.manifest.load_custom", "cnnrun.data.manifest.digest"),
     },
 }
@@ -870,11 +875,13 @@ def _ends(override) -> list:
     return []
 
 
-def check_jobs(overrides: list[str], multirun: bool = False, config_dir: str | None = None) -> int:
+def check_jobs(overrides: list[str], multirun: bool = False, config_dir: str | None = None,
+               each: Callable[[DictConfig], None] | None = None) -> int:
     """Composes the config of every job that `cnnrun train [-m] OVERRIDES` would run and validates each,
     before any runs; returns the number of jobs. The first bad one raises CnnrunError, naming the job's
     overrides when it is one of a sweep. `config_dir` (--config-dir) adds the user's own options, found
-    after cnnrun's as Hydra finds them."""
+    after cnnrun's as Hydra finds them. `each(cfg)`, when given, checks each validated job config further
+    (the command line: that its data is there)."""
     from hydra import compose, initialize_config_module
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
@@ -939,6 +946,8 @@ def check_jobs(overrides: list[str], multirun: bool = False, config_dir: str | N
                 except (HydraException, OmegaConfBaseException) as e:
                     raise composition_error(e) from None
                 cfg = validate(cfg)
+                if each is not None:
+                    each(cfg)
                 if searching and not cfg.trainer.val_split:
                     raise CnnrunError(f"{sweeper.rpartition('.')[2]} optimises what each job returns, its validation "
                                       "accuracy, but trainer.val_split=0 holds no validation set out (tuning on the "

@@ -152,19 +152,29 @@ def _read_source(src: Path | dict[str, Path]) -> tuple[dict[str, np.ndarray], st
     return read_npz(src), str(src)
 
 
+def given_path(name: str, path: str) -> Path:
+    """dataset.path of Fashion-MNIST or MNIST: an .npz file or a folder, else one line."""
+    p = Path(path).expanduser()
+    if p.is_file() and p.suffix != ".npz":
+        raise CnnrunError(f"dataset.path={path} is a file but not an .npz; give the folder holding the four IDX files instead")
+    if not p.exists():
+        raise CnnrunError(f"dataset.path={path} does not exist; give a folder with the {PRETTY[name]} IDX files or an .npz")
+    return p
+
+
+def check_idx(cfg) -> None:
+    """Before any work (schema.Option.check): a dataset.path given for Fashion-MNIST or MNIST is there."""
+    if cfg.get("path"):
+        given_path(cfg.name, str(cfg.path))
+
+
 def load_mnist_like(name: str, path: str | None) -> tuple[dict[str, np.ndarray], str]:
     """Finds and reads Fashion-MNIST or MNIST: dataset.path, $CNNRUN_DATA, Keras' cache, system dirs, download."""
     pretty = PRETTY[name]
     if path:
-        p = Path(path).expanduser()
+        p = given_path(name, path)
         if p.is_file():
-            if p.suffix != ".npz":
-                raise CnnrunError(
-                    f"dataset.path={path} is a file but not an .npz; give the folder holding the four IDX files instead"
-                )
             return _read_source(p)
-        if not p.is_dir():
-            raise CnnrunError(f"dataset.path={path} does not exist; give a folder with the {pretty} IDX files or an .npz")
         src = _source_in(p, name)
         if src is None:
             missing = [s for s in IDX_FILES.values() if not (p / s).exists() and not (p / f"{s}.gz").exists()]
@@ -200,6 +210,14 @@ def load_mnist_like(name: str, path: str | None) -> tuple[dict[str, np.ndarray],
 # --- what the data is: a digest in each run's identity -------------------------------------------------
 
 _digests: dict[tuple, str | None] = {}
+
+
+def check_source(cfg) -> None:
+    """The data a run of `cfg` (the dataset group) reads is there, as far as can be told without reading it
+    (the option's check in schema.OPTIONS; the user's own loader has none): one line, before the backend starts."""
+    spec = schema.option("dataset", cfg).check
+    if spec is not None:
+        plugins.locate(spec, "dataset.name")(cfg)
 
 
 def digest(cfg) -> str | None:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnrun import CnnrunError
-from cnnrun.data.paths import EXTENSIONS, is_image
+from cnnrun.data.paths import EXTENSIONS, folder_root, is_image
 log = logging.getLogger("cnnrun")
 
 
@@ -231,9 +231,7 @@ def image_options(cfg) -> tuple[tuple[int, int], int, str, tuple[int, int]]:
 
 def load_folder(cfg, batch_size: int = 32):
     """Reads a folder dataset. Returns (arrays, source, class_names, test_files, notes)."""
-    root = Path(str(cfg.path)).expanduser()
-    if not root.is_dir():
-        raise CnnrunError(f"dataset.path={cfg.path} is not a folder; give DIR with DIR/<class>/*.jpg")
+    root = folder_root(cfg)
     _, _, policy, limits = image_options(cfg)
     notes: list[str] = []
 

@@ -87,8 +87,8 @@ def _as_dataset(cfg, rows: list[tuple[str, object, str | None]], where: str, not
     return load_listed(cfg, train, test, names, where, notes, batch_size)
 
 
-def read_csv(cfg) -> tuple[Path, list[tuple[str, str, str | None]]]:
-    """The manifest's rows as (absolute-or-relative-to-it file, label, split or None)."""
+def manifest_file(cfg) -> Path:
+    """dataset=csv's dataset.path, a file (else one line; schema.Option.check before any work too)."""
     from omegaconf import OmegaConf
 
     if OmegaConf.is_missing(cfg, "path") or not cfg.get("path"):
@@ -98,6 +98,12 @@ def read_csv(cfg) -> tuple[Path, list[tuple[str, str, str | None]]]:
     if not path.is_file():
         raise CnnrunError(f"dataset.path={cfg.path} is not a file; give the CSV manifest (a header row, then one "
                           f"row per image with its {cfg.path_column} and {cfg.label_column})")
+    return path
+
+
+def read_csv(cfg) -> tuple[Path, list[tuple[str, str, str | None]]]:
+    """The manifest's rows as (absolute-or-relative-to-it file, label, split or None)."""
+    path = manifest_file(cfg)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)

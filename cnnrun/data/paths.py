@@ -1,9 +1,11 @@
-"""Which files are images, by name alone: no Keras, so commands can check their arguments before the backend
-starts (several seconds) and refuse bad input at once."""
+"""Which files are images, by name alone, and where a folder data set is: no Keras, so commands can check
+their arguments before the backend starts (several seconds) and refuse bad input at once."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from cnnrun import CnnrunError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # what PIL decodes and cnnrun reads as images
 
@@ -21,3 +23,11 @@ def image_files(paths: list[Path]) -> list[Path]:
         else:
             files.append(p)
     return files
+
+
+def folder_root(cfg) -> Path:
+    """dataset=folder's dataset.path, a folder (else one line; schema.Option.check before any work too)."""
+    root = Path(str(cfg.path)).expanduser()
+    if not root.is_dir():
+        raise CnnrunError(f"dataset.path={cfg.path} is not a folder; give DIR with DIR/<class>/*.jpg")
+    return root
