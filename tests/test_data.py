@@ -149,7 +149,8 @@ def test_data_that_is_not_there_is_refused_before_any_work(tmp_path):
     (tmp_path / "labels.txt").write_text("x")
     for overrides, expected in ((["dataset=csv", f"dataset.path={tmp_path / 'labels.csv'}"], "is not a file; give the CSV"),
                                 (["dataset=mnist", f"dataset.path={tmp_path / 'labels.txt'}"], "is a file but not an .npz"),
-                                (["dataset=fashion", f"dataset.path={tmp_path / 'nope'}"], "does not exist")):
+                                (["dataset=fashion", f"dataset.path={tmp_path / 'nope'}"], "does not exist"),
+                                (["dataset=fashion", f"dataset.path={tmp_path}"], "lacks train-images-idx3-ubyte")):
         with pytest.raises(CnnrunError, match=expected):
             data.check_source(make_config(*overrides, tiny=False).dataset)
     for fine in (["dataset=digits"], ["dataset=fashion"], ["dataset=folder", f"dataset.path={tmp_path}"]):

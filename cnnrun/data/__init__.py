@@ -152,37 +152,38 @@ def _read_source(src: Path | dict[str, Path]) -> tuple[dict[str, np.ndarray], st
     return read_npz(src), str(src)
 
 
-def given_path(name: str, path: str) -> Path:
-    """dataset.path of Fashion-MNIST or MNIST: an .npz file or a folder, else one line."""
+def given_source(name: str, path: str) -> Path | dict[str, Path]:
+    """dataset.path of Fashion-MNIST or MNIST: an .npz file, or a folder holding the four IDX files (or a known
+    .npz); else one line saying what is missing. Looks at names only, nothing is read."""
+    pretty = PRETTY[name]
     p = Path(path).expanduser()
-    if p.is_file() and p.suffix != ".npz":
-        raise CnnrunError(f"dataset.path={path} is a file but not an .npz; give the folder holding the four IDX files instead")
-    if not p.exists():
-        raise CnnrunError(f"dataset.path={path} does not exist; give a folder with the {PRETTY[name]} IDX files or an .npz")
-    return p
+    if p.is_file():
+        if p.suffix != ".npz":
+            raise CnnrunError(f"dataset.path={path} is a file but not an .npz; give the folder holding the four IDX "
+                              "files instead")
+        return p
+    if not p.is_dir():
+        raise CnnrunError(f"dataset.path={path} does not exist; give a folder with the {pretty} IDX files or an .npz")
+    src = _source_in(p, name)
+    if src is None:
+        missing = [s for s in IDX_FILES.values() if not (p / s).exists() and not (p / f"{s}.gz").exists()]
+        raise CnnrunError(
+            f"dataset.path={path} lacks {', '.join(m + '[.gz]' for m in missing)} (and has no "
+            f"{' or '.join(NPZ_NAMES[name])}); put the four {pretty} IDX files there or fix the path"
+        )
+    return src
 
 
 def check_idx(cfg) -> None:
-    """Before any work (schema.Option.check): a dataset.path given for Fashion-MNIST or MNIST is there."""
+    """Before any work (schema.Option.check): a dataset.path given for Fashion-MNIST or MNIST holds the data."""
     if cfg.get("path"):
-        given_path(cfg.name, str(cfg.path))
+        given_source(cfg.name, str(cfg.path))
 
 
 def load_mnist_like(name: str, path: str | None) -> tuple[dict[str, np.ndarray], str]:
     """Finds and reads Fashion-MNIST or MNIST: dataset.path, $CNNRUN_DATA, Keras' cache, system dirs, download."""
-    pretty = PRETTY[name]
     if path:
-        p = given_path(name, path)
-        if p.is_file():
-            return _read_source(p)
-        src = _source_in(p, name)
-        if src is None:
-            missing = [s for s in IDX_FILES.values() if not (p / s).exists() and not (p / f"{s}.gz").exists()]
-            raise CnnrunError(
-                f"dataset.path={path} lacks {', '.join(m + '[.gz]' for m in missing)} (and has no "
-                f"{' or '.join(NPZ_NAMES[name])}); put the four {pretty} IDX files there or fix the path"
-            )
-        return _read_source(src)
+        return _read_source(given_source(name, path))
 
     places = search_places(name)
     for folder in places:
@@ -199,7 +200,7 @@ def load_mnist_like(name: str, path: str | None) -> tuple[dict[str, np.ndarray],
     except Exception as e:  # noqa: BLE001 - any download failure ends in the same advice
         hint = "apt-get install dataset-fashion-mnist, or " if name == "fashion" else ""
         raise CnnrunError(
-            f"{pretty} not found in {', '.join(str(p) for p in places)} and the download failed "
+            f"{PRETTY[name]} not found in {', '.join(str(p) for p in places)} and the download failed "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); get it with {hint}"
             f"the four IDX files in a folder passed as dataset.path=DIR (or $CNNRUN_DATA=DIR)"
         ) from None

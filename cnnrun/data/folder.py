@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnrun import CnnrunError
 from cnnrun.data.paths import EXTENSIONS, folder_root, is_image
+
 log = logging.getLogger("cnnrun")
 
 
