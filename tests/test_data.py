@@ -161,10 +161,11 @@ def test_data_on_other_machines_is_left_to_them(tmp_path):
     """Jobs that Slurm or Ray run elsewhere may read a path this machine lacks: the pre-flight does not look."""
     from cnnrun import cli
 
-    missing = ["train", "-m", "dataset=folder", f"dataset.path={tmp_path / 'theirs'}"]
-    cli.preflight([*missing[1:], "hydra/launcher=submitit_slurm"])  # no refusal
-    with pytest.raises(SystemExit):
-        cli.preflight([*missing[1:], "hydra/launcher=joblib"])
+    missing = ["-m", "dataset=folder", f"dataset.path={tmp_path / 'theirs'}"]
+    cli.preflight([*missing, "hydra/launcher=submitit_slurm"])  # no refusal
+    with pytest.raises(SystemExit) as refused:  # a launcher that runs the jobs here
+        cli.preflight([*missing, "hydra/launcher=joblib"])
+    assert refused.value.code == 2
 
 
 def test_keras_download_is_the_last_resort(no_default_places, monkeypatch):
