@@ -255,6 +255,14 @@ def join_processes(coordinator: str | None, num_processes: int | None, process_i
                                shutdown_timeout_seconds=int(timeout))
 
 
+def coordinator() -> str | None:
+    """The coordination service's address (host:port) of a run of several processes, as JAX was given or found it."""
+    import jax  # noqa: PLC0415 - the marked place
+    from jax._src import distributed  # noqa: PLC0415 - the address it connected to, Slurm's included
+
+    return getattr(distributed.global_state, "coordinator_address", None) or None
+
+
 def processes() -> tuple[int, int]:
     """(number of processes, this one's index): (1, 0) unless join_processes ran."""
     if name() != "jax":

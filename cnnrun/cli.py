@@ -69,7 +69,8 @@ def jax_compilation_cache() -> None:
     set), kept to 1 GiB, least recently used out first (JAX needs `filelock` for that: cnnrun[jax] has it).
     JAX_COMPILATION_CACHE_DIR, when set, is the user's own choice; CNNRUN_JAX_CACHE=0 turns the cache off.
     TensorFlow ignores all of it."""
-    if "JAX_COMPILATION_CACHE_DIR" in os.environ or os.environ.get("CNNRUN_JAX_CACHE") == "0":
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ or \
+            os.environ.get("CNNRUN_JAX_CACHE", "").strip().lower() in ("0", "false", "off", "no"):
         return
     home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     where = os.path.join(home, "cnnrun", "jax")
@@ -79,12 +80,33 @@ def jax_compilation_cache() -> None:
         return  # a read-only home: compile as before
     if os.access(where, os.W_OK):
         os.environ["JAX_COMPILATION_CACHE_DIR"] = where
+        _say_once_about_broken_entries(where)
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # many small compiles add up
         if importlib.util.find_spec("filelock") is not None:  # JAX needs it to keep the cache to a size
             os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(1 << 30))
 
 
-def join_processes(cfg) -> None:
+def _say_once_about_broken_entries(where: str) -> None:
+    """JAX warns once per unreadable cache entry (a cut write, another JAX version), on every run that meets
+    them: one line says it instead, once a process, with how to clear the cache; JAX recompiles them either way."""
+    import warnings
+
+    shown = warnings.showwarning
+    said = []
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(message).startswith("Error reading persistent compilation cache entry"):
+            if not said:
+                said.append(True)
+                log.warning("JAX's compilation cache in %s holds entries it cannot read (compiled again instead); "
+                            "clear it with: rm -rf %s", where, where)
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
+def join_processes(cfg, run_dir: Path | None = None) -> None:
     """Joins the other processes of a distributed run (training/distribute.py), or says in one line why not."""
     from cnnrun import CnnrunError, console
 
@@ -93,6 +115,8 @@ def join_processes(cfg) -> None:
         with console.quiet_backend():  # distribute imports Keras: its start-up lines are held back as start_backend's
             from cnnrun.training import distribute
         distribute.join(d)
+        if distribute.watchdog is not None:
+            distribute.watchdog.run_dir = str(run_dir) if run_dir else None
     except CnnrunError as e:
         console.error(str(e))
         raise SystemExit(EXIT_CONFIG) from None
@@ -137,7 +161,7 @@ def run_job(cfg) -> float | None:
     fresh = multirun and cfg.trainer.fresh_process
     several = _several(cfg)
     if not fresh:  # a fresh-process job keeps the backend out of this (long-lived) process
-        join_processes(cfg)  # distribute=data_parallel over several processes: before the backend starts
+        join_processes(cfg, run_dir)  # distribute=data_parallel over several processes: before the backend starts
         start_backend()
         from cnnrun.training.train import train
 
@@ -170,6 +194,7 @@ def run_job(cfg) -> float | None:
             return None  # the sweep goes on; its summary shows this job as failed or refused
         raise SystemExit(outcome.exit_code(ended)) from None
     status = metrics["status"]
+    _stop_watchdog()  # the run has ended: process 0 going away now is its normal end
     if metrics.get("follower") is not None:  # a process other than 0 of a distributed run: it wrote nothing
         log.info("process %s: the run ended %s; its record is %s", metrics["follower"], status, run_dir)
         if status != "ok":
@@ -296,6 +321,12 @@ def _several(config) -> bool:
     return several(config.get("distribute"))
 
 
+def _stop_watchdog() -> None:
+    distribute = sys.modules.get("cnnrun.training.distribute")
+    if distribute is not None and distribute.watchdog is not None:
+        distribute.watchdog.stop()
+
+
 def _leave(code: int) -> None:
     """Ends a process of a distributed run that failed, at once: JAX's exit would first wait at its shutdown
     barrier for processes that may be gone. The others learn of it from their next collective or heartbeat."""
@@ -336,8 +367,16 @@ def own_sweep(sweep_dir: Path, config) -> None:
             f"{sweep_dir} holds another sweep ({' '.join(map(str, earlier))}; differs in {' '.join(differ[:4])}); "
             f"choose a new hydra.sweep.dir, continue that one with: cnnrun resume {sweep_dir}, or add "
             f"trainer.resume=false to keep it as {sweep_dir.name}.earlier-N")
+    for job, (fingerprint, epochs) in enumerate(PLANNED):  # by the jobs' identity, before Hydra writes a byte there
+        done = record.read(sweep_dir / str(job)) or {}
+        if done.get("status") == "ok" and (done.get("config_hash"), done.get("epochs_planned")) != (fingerprint, epochs):
+            raise record.RunRefused(
+                f"{sweep_dir / str(job)} holds a finished run of another config than this sweep's job {job} (your "
+                f"config files or the presets changed since); choose a new hydra.sweep.dir, or add trainer.resume=false "
+                f"to keep the earlier sweep as {sweep_dir.name}.earlier-N")
 
 
+PLANNED: list[tuple[str, int]] = []  # each job's identity and epochs, in Hydra's order (preflight): own_sweep
 RESUMING = "CNNRUN_RESUMING"  # set by `cnnrun resume`: the sweep's own overrides, plus whatever it was given
 
 
@@ -355,8 +394,12 @@ def preflight(args: list[str]) -> None:
         console.error(f"{chdir[0]} is not supported: cnnrun passes each run its directory and keeps the working "
                       "directory where you started it; drop the override (relative paths then keep working)")
         raise SystemExit(EXIT_CONFIG)
+    if ns.experimental_rerun:  # it unpickles a file, which runs whatever code the file holds
+        console.error(f"--experimental-rerun {ns.experimental_rerun} is not supported: it unpickles a saved file, which "
+                      "runs any code the file holds; continue a run with: cnnrun resume RUN_DIR")
+        raise SystemExit(EXIT_CONFIG)
     if unknown or ns.help or ns.hydra_help or ns.cfg or ns.info or ns.shell_completion \
-            or ns.experimental_rerun or ns.config_name or ns.config_path:
+            or ns.config_name or ns.config_path:
         return  # Hydra's own business: it prints, or refuses, in its own way
     try:
         from cnnrun.console import quiet_backend
@@ -365,9 +408,22 @@ def preflight(args: list[str]) -> None:
         # The data is looked for too (a mistyped dataset.path: at once, not after the backend's start), unless the
         # jobs run on other machines (Slurm, Ray), where the path may be theirs alone.
         elsewhere = any(re.fullmatch(r"\+*hydra/launcher=(?!basic$|joblib$|submitit_local$).*", o) for o in ns.overrides)
-        each = None if elsewhere else (lambda cfg: check_source(cfg.dataset))
+
+        def each(cfg) -> None:
+            if elsewhere:
+                return
+            check_source(cfg.dataset)
+            if (cfg.model.get("_target_") or cfg.dataset.get("_target_")) and not _several(cfg):
+                from cnnrun.models import check_user_code  # Keras: only for a config naming the user's own code
+
+                check_user_code(cfg)  # their loader's result and their model (saved and loaded), before any directory
+
+        from cnnrun import record
+
+        plan: list = []
         with quiet_backend():  # a config naming the user's own code imports it, and it may import Keras
-            schema.check_jobs(ns.overrides, ns.multirun, config_dir=ns.config_dir, each=each)
+            schema.check_jobs(ns.overrides, ns.multirun, config_dir=ns.config_dir, each=each, plan=plan)
+            PLANNED[:] = [(record.fingerprint(cfg), int(cfg.trainer.epochs)) for cfg in plan]
     except CnnrunError as e:
         console.error(str(e))
         raise SystemExit(EXIT_CONFIG) from None
@@ -391,26 +447,41 @@ def train_main(args: list[str]) -> None:
     preflight(args)
     if "--help" in args or "-h" in args:
         _hide_schema_groups()
+    from cnnrun.commands.sweep import SweepSummary
+
+    SweepSummary.not_ok = 0  # this command's sweep only (the CLI called again in one process: tests, notebooks)
     sys.argv = ["cnnrun train", *args]
     hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(run_job)()
-    from cnnrun.commands.sweep import SweepSummary
 
     if SweepSummary.not_ok:  # a sweep ran to its end, but not every job ended ok: say so to scripts
         raise SystemExit(EXIT_FAILED)
 
 
 # What `cnnrun resume` takes from a run or sweep directory (README: "What resume replays"). A directory is data:
-# it may come from anyone (a CI artifact, a colleague), so only cnnrun's own keys with plain values are replayed.
-# Hydra's keys (callbacks, searchpath, run.dir ...), `_target_`-like keys and interpolations (${oc.env:...}) never
-# are: whatever must run or be imported is named by the user on the command line or in their own config.
-REPLAYED_GROUPS = ("dataset", "model", "optimizer", "augment", "trainer", "experiment", "logger", "debug", "output",
-                   "reference", "hparams_search")
+# it may come from anyone (a CI artifact, a colleague), so only cnnrun's own settings with plain values are replayed,
+# and never what chooses where results are sent or what code runs: the trackers (`logger`, whose destinations a
+# directory must not pick), the hooks, Hydra's keys (callbacks, searchpath, run.dir ...), `_target_`-like keys and
+# interpolations (${oc.env:...}). What must run, or where results go, is named by the user on the command line or in
+# their own config files. The groups are the config's own (schema.Config), so a new group is replayed unless
+# it is listed here as never replayed.
+NEVER_REPLAYED = ("logger", "hooks")
 REPLAYED_LAUNCHER_KEYS = ("hydra.launcher.n_jobs", "hydra.launcher.timeout_min", "hydra.launcher.cpus_per_task",
                           "hydra.launcher.gpus_per_node", "hydra.launcher.tasks_per_node", "hydra.launcher.mem_gb",
                           "hydra.launcher.nodes", "hydra.launcher.partition", "hydra.sweeper.n_trials",
                           "hydra.sweeper.n_jobs")
 _PLAIN = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _CHOICE = re.compile(r"^[\[\]()A-Za-z0-9_,/.\- *]*$")
+
+
+def replayed_groups() -> tuple[str, ...]:
+    """The config groups resume replays: every field of the config's type, and the presets' groups, but those
+    never replayed (NEVER_REPLAYED)."""
+    import dataclasses
+
+    from cnnrun.config.schema import Config
+
+    fields = [f.name for f in dataclasses.fields(Config)]
+    return tuple(g for g in (*fields, "experiment", "hparams_search") if g not in NEVER_REPLAYED)
 
 
 def replayable(override: str, launcher: bool = False) -> bool:
@@ -423,35 +494,81 @@ def replayable(override: str, launcher: bool = False) -> bool:
     if launcher:
         return (key in ("hydra/launcher", "hydra/sweeper") and bool(_PLAIN.match(value))) or \
             (key in REPLAYED_LAUNCHER_KEYS and bool(_PLAIN.match(value)))
-    if parts[0] not in REPLAYED_GROUPS:
+    if parts[0] not in replayed_groups():
         return False
     if "." not in key and "/" not in key:  # a group's option: a name (or a list of names), never a path out
         return bool(_CHOICE.match(value)) and ".." not in value
     return True
 
 
-def _replay(overrides, source: Path, launcher: bool = False) -> list[str]:
+def _replay(overrides, source: Path, launcher: bool = False) -> tuple[list[str], list[str]]:
+    """(replayed, left out) of a directory's saved overrides."""
     kept = [str(o) for o in overrides or [] if replayable(o, launcher)]
     dropped = [str(o) for o in overrides or [] if not replayable(o, launcher)]
-    if dropped:
-        from cnnrun import console
+    return kept, dropped
 
-        console.console.print(f"resume: not replayed from {source} (only cnnrun's own settings are; give any you "
-                              f"mean on the command line): {' '.join(dropped)}", soft_wrap=True, markup=False)
-    return kept
+
+def _say_replay(source: Path, kept: list[str], dropped: list[str], given: list[str]) -> None:
+    """resume's first line: what it takes from the directory (data paths included), what it leaves out, and why."""
+    from cnnrun import console
+
+    line = f"resume: replaying from {source}: {' '.join(kept) or '(the defaults)'}"
+    if given:
+        line += f"; from your command: {' '.join(given)}"
+    if dropped:
+        line += (f"; not replayed (a directory never names trackers, hooks or code: give any you mean on the command "
+                 f"line): {' '.join(dropped)}")
+    console.console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def _resume_arguments(args: list[str]) -> tuple[Path, list[str], list[str]]:
+    """(directory, Hydra's flags and overrides, modules to import): the directory may come anywhere among them, and
+    Hydra's flags that take a value (--config-dir conf, -cd conf) keep it."""
+    from cnnrun import console
+
+    takes_value = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp")
+    path, rest, imports, i = None, [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("--import",) and i + 1 < len(args):
+            imports.append(args[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--import="):
+            imports.append(arg.partition("=")[2])
+        elif arg in takes_value and i + 1 < len(args):
+            rest += [arg, args[i + 1]]
+            i += 2
+            continue
+        elif path is None and not arg.startswith("-") and "=" not in arg:
+            path = Path(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    if path is None:
+        console.error("resume needs a run or sweep directory: cnnrun resume outputs/2026-11-24/10-00-00_cnn4_ab12cd")
+        raise SystemExit(EXIT_CONFIG)
+    return path, rest, imports
 
 
 def resume_main(args: list[str]) -> None:
-    """`cnnrun resume PATH [KEY=VALUE ...]`: the original command again, pointed at the same directory."""
+    """`cnnrun resume PATH [KEY=VALUE ...] [--config-dir DIR] [--import MODULE]`: the original command again,
+    pointed at the same directory."""
     import yaml
 
-    from cnnrun import console
+    from cnnrun import CnnrunError, console
 
-    if not args or args[0].startswith("-"):
-        console.error("resume needs a run or sweep directory: cnnrun resume outputs/2026-11-24/10-00-00_cnn4_ab12cd")
-        raise SystemExit(2)
-    path, extra = Path(args[0]), args[1:]
+    path, extra, imports = _resume_arguments(args)
+    flags = []  # Hydra's flags (--config-dir DIR ...) before every override, where its parser wants them
+    for i, arg in enumerate(extra):
+        if arg.startswith("-") and arg not in flags:
+            flags.append(arg)
+            if i + 1 < len(extra) and "=" not in arg and not extra[i + 1].startswith("-") and \
+                    arg in ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp"):
+                flags.append(extra[i + 1])
+    extra = [a for a in extra if a not in flags]
     given_resume = [o for o in extra if o.lstrip("+~").startswith("trainer.resume=")]  # the user's word wins
+    given = [o for o in extra if not o.startswith("-")]
 
     def load(file: Path):
         try:
@@ -459,12 +576,22 @@ def resume_main(args: list[str]) -> None:
         except (OSError, ValueError, yaml.YAMLError) as e:
             console.error(f"{file} is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                           "resume needs the directory a run or sweep wrote")
-            raise SystemExit(2) from None
+            raise SystemExit(EXIT_CONFIG) from None
 
+    if imports:  # the user's own modules (their layers, registered with Keras), before anything is composed
+        try:
+            from cnnrun.config.plugins import import_named
+
+            with console.quiet_backend():
+                import_named(imports)
+        except CnnrunError as e:
+            console.error(str(e))
+            raise SystemExit(EXIT_CONFIG) from None
     if (layout.overrides(path)).is_file():  # one run
         saved = load(layout.overrides(path))
-        overrides = _replay([o for o in (saved if isinstance(saved, list) else [])
-                             if not str(o).startswith("trainer.resume=")], layout.overrides(path))
+        overrides, dropped = _replay([o for o in (saved if isinstance(saved, list) else [])
+                                      if not str(o).startswith("trainer.resume=")], layout.overrides(path))
+        _say_replay(layout.overrides(path), overrides, dropped, given)
         from cnnrun import record
 
         resume = "true" if (path / record.CHECKPOINT).is_file() else "auto"
@@ -472,22 +599,24 @@ def resume_main(args: list[str]) -> None:
             console.console.print(f"{path} has no checkpoint to continue from: starting the run over with its own config "
                           f"(the earlier files are kept in {path.name}.earlier-N)", soft_wrap=True, markup=False)
         own = [] if given_resume else [f"trainer.resume={resume}"]
-        train_main([*overrides, *extra, *own, f"hydra.run.dir={path}"])
+        train_main([*flags, *overrides, *extra, *own, f"hydra.run.dir={path}"])
     elif (path / layout.MULTIRUN).is_file():  # a sweep: each finished job is skipped, each broken-off one resumed
         saved = load(path / layout.MULTIRUN)
         try:
             task, hydra_overrides = saved["hydra"]["overrides"]["task"], saved["hydra"]["overrides"]["hydra"]
         except (TypeError, KeyError):
             console.error(f"{path / 'multirun.yaml'} holds no sweep's overrides; resume needs the directory a sweep wrote")
-            raise SystemExit(2) from None
-        overrides = _replay(task, path / layout.MULTIRUN)
-        launcher = _replay(hydra_overrides, path / layout.MULTIRUN, launcher=True)
+            raise SystemExit(EXIT_CONFIG) from None
+        overrides, dropped = _replay(task, path / layout.MULTIRUN)
+        launcher, dropped_launcher = _replay(hydra_overrides, path / layout.MULTIRUN, launcher=True)
+        dropped_launcher = [o for o in dropped_launcher if not o.startswith("hydra.sweep.dir=")]  # resume sets it
+        _say_replay(path / layout.MULTIRUN, [*launcher, *overrides], [*dropped_launcher, *dropped], given)
         os.environ[RESUMING] = "1"
-        train_main(["-m", *launcher, *overrides, *extra, f"hydra.sweep.dir={path}"])
+        train_main(["-m", *flags, *launcher, *overrides, *extra, f"hydra.sweep.dir={path}"])
     else:
         console.error(f"{path} is not a cnnrun run or sweep directory (no .hydra/overrides.yaml or multirun.yaml); "
                       "give the directory a run or sweep wrote")
-        raise SystemExit(2)
+        raise SystemExit(EXIT_CONFIG)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -499,10 +628,12 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
-    _quiet_backends()
+    if argv[0] in ("train", "resume", "predict", "explain", "export"):  # they run Keras; compare and --version do not
+        _quiet_backends()
     from cnnrun import signals
     from cnnrun.config.redact import take_credentials
 
+    signals.clear()  # this command's signals only (the CLI called again in one process)
     signals.install()  # Ctrl-C and SIGTERM from the first moment on, never lost (cnnrun/signals.py)
 
     command, rest = argv[0], take_credentials(argv[1:])  # a tracking URI's password goes to MLflow's variables only

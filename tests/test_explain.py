@@ -106,7 +106,10 @@ def test_explain_at_the_end_of_training_and_its_refusals(tmp_path):
     assert m["status"] == "ok" and m["explained"]["layer"] == "conv2"
     assert m["explained"]["embedding"] == m["test_images"] == read_metrics(tmp_path / "run")["test_images"]
     assert (tmp_path / "run" / "explain" / "embedding.png").is_file()
-    r = run_cli("explain", str(tmp_path / "run"), "--layer", "fc1")
+    r = run_cli("explain", str(tmp_path / "run"), "--layer", "fc1")  # made in-process: no saved config
+    assert r.returncode == 2 and "has no .hydra/config.yaml to load its test set from" in r.stderr
+    assert "or explain images you give" in r.stderr
+    r = run_cli("explain", str(tmp_path / "run"), "--layer", "fc1", "--max", "0", "--embedding", "none")
     assert r.returncode == 2 and "--layer fc1 is not a feature map of mnist_cnn" in r.stderr
     r = run_cli("explain", str(tmp_path / "nothing"))
     assert r.returncode == 2 and "holds no run" in r.stderr and "Traceback" not in r.stderr

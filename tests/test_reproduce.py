@@ -4,6 +4,7 @@ import json
 
 from omegaconf import OmegaConf
 
+from cnnrun import record
 from cnnrun.commands import reproduce
 from tests.conftest import make_config
 
@@ -16,7 +17,8 @@ def _finished_run(out, name, seed, accuracy, **overrides):
                       *(f"{k}={v}" for k, v in overrides.items()), tiny=False)
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     metrics = {"status": "ok", "test_accuracy": accuracy, "epochs": int(cfg.trainer.epochs), "train_seconds": 10.0,
-               "images_per_second": 100.0, "device": "cpu", "backend": "tensorflow", "config_hash": "abc"}
+               "images_per_second": 100.0, "device": "cpu", "backend": "tensorflow",
+               "config_hash": record.fingerprint(cfg), "epochs_planned": int(cfg.trainer.epochs)}  # as a run records
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return run_dir
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from cnnrun import CnnrunError
 from cnnrun.console import console, error, start_backend
 from cnnrun.data.paths import image_files
-from cnnrun.record import layout, writable_folder
-from cnnrun.record.saved import class_names, finished_model, load_model
+from cnnrun.record import layout, own_folder, writable_folder
+from cnnrun.commands import add_user_code, import_user_code
+from cnnrun.record.saved import class_names, finished_model, load_model, test_set, unreadable_test_set
 
 
 def explain_main(args: list[str]) -> None:
@@ -25,6 +26,7 @@ def explain_main(args: list[str]) -> None:
                     help="hirescam (default: gradient x activation place by place) or classic gradcam (channel weights)")
     ap.add_argument("--embedding", choices=["tsne", "pca", "none"], default="tsne", help="the 2-D map of the test set")
     ap.add_argument("--out", type=Path, default=None, help="where to write (default: RUN_DIR/explain)")
+    add_user_code(ap, loader=True)
     ns = ap.parse_args(args)
     if ns.max < 0:
         ap.error(f"--max {ns.max} must be 0 or more")
@@ -34,17 +36,28 @@ def explain_main(args: list[str]) -> None:
     try:
         model_file, metrics = finished_model(ns.run_dir)
         out = ns.out or ns.run_dir / layout.EXPLAIN
+        listed = set(layout.explain_written(out))
+        own_folder(out, {**dict.fromkeys(layout.EXPLAIN_FILES), "gradcam": lambda name: name in listed}, "--out",
+                   inside=None if ns.out else ns.run_dir)  # the user's files there are never replaced or deleted
         writable_folder(out, "--out")  # before any work: not after minutes of Grad-CAM
+        wanted = ns.max > 0 or ns.embedding != "none"  # the test set: misclassified images, the embedding map
+        why = unreadable_test_set(ns.run_dir, ns.loader) if wanted else None
+        if why and not ns.inputs:
+            raise CnnrunError(f"explain: {why}; or explain images you give: cnnrun explain {ns.run_dir} IMAGE ...")
         start_backend()  # only now (seconds): every refusal above comes at once
+        import_user_code(ns)  # the model's own layers, named by the user
         from cnnrun.hooks.explain import cut, explain
 
-        model = load_model(model_file, compile=False)
+        model = load_model(model_file, compile=False, command="explain")
         if ns.layer:
             cut(model, ns.layer)  # a wrong layer name is refused before the test set is loaded
         say = lambda text: console.print(text, highlight=False, markup=False)  # noqa: E731 - a line in a log too
-        if ns.max > 0 or ns.embedding != "none":
+        data = None
+        if why:
+            say(f"explain: the test set is left out ({why}); explaining the images given only")
+        elif wanted:
             say(f"explain: loading the test set of {ns.run_dir}")
-        data = run_test_set(ns.run_dir) if ns.max > 0 or ns.embedding != "none" else None
+            data, _ = test_set(ns.run_dir, ns.loader)
         names = class_names(metrics, model) if metrics.get("class_names") or not data else data.class_names
         with console.status("explaining: Grad-CAM, then the embedding map of the test set"):
             done = explain(out, model, names, *((data.x_test, data.y_test) if data else (None, None)),
@@ -55,19 +68,3 @@ def explain_main(args: list[str]) -> None:
         raise SystemExit(2) from None
     console.print(f"{ns.cam} at layer {done['layer']}: {done.get('gradcam', 0)} images; embedding map: "
                   f"{done.get('embedding', 0)} test images; written: {out}")
-
-
-def run_test_set(run_dir: Path):
-    """The run's own test set, loaded again from its saved config."""
-    from omegaconf import OmegaConf
-
-    from cnnrun.config import schema
-    from cnnrun.data import load_dataset
-
-    saved = layout.config(Path(run_dir))
-    if not saved.is_file():
-        raise CnnrunError(f"{run_dir} has no .hydra/config.yaml to load its test set from; pass --max 0 "
-                          "--embedding none and image files instead")
-    cfg = schema.validate(OmegaConf.load(saved))
-    t = cfg.trainer
-    return load_dataset(cfg.dataset, seed=t.seed, val_split=t.val_split, batch_size=t.batch_size)

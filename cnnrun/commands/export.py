@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnrun import CnnrunError
+from cnnrun.commands import add_user_code
+from cnnrun.config.plugins import import_named
 from cnnrun.record import layout
 from cnnrun.console import console, error, show, start_backend
 
@@ -36,20 +38,21 @@ def check_available(fmt: str) -> None:
                           f"pip install \"cnnrun[export]\"")
 
 
-def reference_images(run_dir: Path, input_shape, n: int = 256) -> tuple[np.ndarray, str]:
-    """Up to n of the run's own test images (its saved config, its data), else seeded random pixels."""
-    from omegaconf import OmegaConf
+def reference_images(run_dir: Path, input_shape, n: int = 256, loader: str | None = None) -> tuple[np.ndarray, str]:
+    """Up to n of the run's own test images (record.saved.test_set: nothing the directory names is run), else
+    seeded random pixels, with why."""
+    from cnnrun.record.saved import test_set
 
     try:
-        from cnnrun.data import load_dataset
-
-        cfg = OmegaConf.load(layout.config(run_dir))
-        cfg.dataset.limit = n
-        data = load_dataset(cfg.dataset, seed=int(cfg.trainer.seed))
+        data, why = test_set(run_dir, loader, limit=n)
+    except CnnrunError as e:
+        data, why = None, str(e)
+    except Exception as e:  # noqa: BLE001 - the data may live elsewhere now; random pixels still compare the maths
+        data, why = None, f"its data was not found ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})"
+    if data is not None:
         return np.asarray(data.x_test[:n]), f"{min(n, len(data.x_test))} of the run's test images"
-    except Exception:  # noqa: BLE001 - the data may live elsewhere now; random pixels still compare the maths
-        rng = np.random.default_rng(0)
-        return rng.integers(0, 256, (64, *input_shape), dtype=np.uint8), "64 random images (the run's data was not found)"
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (64, *input_shape), dtype=np.uint8), f"64 random images ({why})"
 
 
 def run_export(fmt: str, path: Path, x: np.ndarray) -> np.ndarray:
@@ -74,7 +77,8 @@ def run_export(fmt: str, path: Path, x: np.ndarray) -> np.ndarray:
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
-def export(run_dir: Path, formats: list[str], out: Path, allow_unfinished: bool = False) -> dict:
+def export(run_dir: Path, formats: list[str], out: Path, allow_unfinished: bool = False, loader: str | None = None,
+           imports: list[str] | None = None) -> dict:
     """Exports and verifies; returns export.json's content. Refuses before any work what it cannot do."""
     from cnnrun.record.saved import finished_model
     from cnnrun.record import writable_folder
@@ -85,10 +89,14 @@ def export(run_dir: Path, formats: list[str], out: Path, allow_unfinished: bool 
     from cnnrun import record
 
     record.claim(run_dir)  # the run's directory is written into: not while a run (or another export) owns it
-    try:
+    try:  # the user's files there are never replaced or deleted; nothing is written through a link in a run directory
+        record.own_folder(out, {**dict.fromkeys(layout.EXPORT_FILES),
+                                "savedmodel": lambda name: name in layout.SAVEDMODEL_FILES},
+                          "--out", inside=run_dir if out == run_dir / layout.EXPORT else None)
         writable_folder(out, "--out")  # before any work: an existing file or a read-only place
         _start_tensorflow()  # only now (seconds): every refusal above comes at once
-        return _export(run_dir, model_file, metrics, formats, out)
+        import_named(imports or [])  # the user's own layers, registered before model.keras is loaded
+        return _export(run_dir, model_file, metrics, formats, out, loader)
     finally:
         record.release(run_dir)
 
@@ -104,13 +112,13 @@ def _start_tensorflow() -> None:
     warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
 
 
-def _export(run_dir: Path, model_file: Path, metrics: dict, formats: list[str], out: Path) -> dict:
+def _export(run_dir: Path, model_file: Path, metrics: dict, formats: list[str], out: Path, loader=None) -> dict:
     from cnnrun.record.files import write_json, write_text
     from cnnrun.record.saved import class_names, load_model
 
-    model = load_model(model_file)
+    model = load_model(model_file, command="export")
     names = class_names(metrics, model)
-    x, source = reference_images(run_dir, model.input_shape[1:])
+    x, source = reference_images(run_dir, model.input_shape[1:], loader=loader)
     expected = model.predict(x, verbose=0)
     write_text(out / "labels.txt", "".join(f"{n}\n" for n in names))
     report = {"run": str(run_dir), "input": {"dtype": "uint8", "shape": [None, *model.input_shape[1:]],
@@ -187,10 +195,12 @@ def export_main(args: list[str]) -> None:
                     help="savedmodel, onnx or litert; repeat for several (default: all three)")
     ap.add_argument("--out", type=Path, help="where the exports go (default: RUN_DIR/export)")
     ap.add_argument("--allow-unfinished", action="store_true", help="export the model of a run that did not end ok")
+    add_user_code(ap, loader=True)
     ns = ap.parse_args(args)
     formats = list(dict.fromkeys(ns.formats or sorted(FORMATS)))
     try:
-        report = export(ns.run_dir, formats, ns.out or ns.run_dir / layout.EXPORT, ns.allow_unfinished)
+        report = export(ns.run_dir, formats, ns.out or ns.run_dir / layout.EXPORT, ns.allow_unfinished, ns.loader,
+                        ns.imports)
     except CnnrunError as e:
         error(str(e))
         raise SystemExit(2) from None

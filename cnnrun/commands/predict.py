@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnrun import CnnrunError
+from cnnrun.commands import add_user_code, import_user_code
 from cnnrun.console import console, error, show, start_backend
 from cnnrun.data.paths import EXTENSIONS, image_files
 from cnnrun.record import layout
@@ -18,6 +19,11 @@ from cnnrun.record.saved import class_names, finished_model, load_model
 
 def check_writable(out: Path) -> None:
     """Refuses an --out file that cannot be written, before any work."""
+    import stat
+
+    if out.exists() and not out.is_dir() and not stat.S_ISREG(out.stat().st_mode):  # /dev/null, /dev/full, a FIFO
+        raise CnnrunError(f"cannot write --out {out}: it is a device or other special file, not a file cnnrun writes; "
+                          "give the path of a CSV file, e.g. --out predictions.csv")
     parent = out.resolve().parent
     if out.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
         raise CnnrunError(f"cannot write --out {out}: {'it is a folder' if out.is_dir() else 'its folder is missing or not writable'}; "
@@ -56,6 +62,7 @@ def predict_main(args: list[str]) -> None:
     ap.add_argument("--out", type=Path, default=None, help="CSV to write (default: RUN_DIR/predictions.csv)")
     ap.add_argument("--allow-unfinished", action="store_true",
                     help="use the model of a run that did not end ok (nan, failed, interrupted)")
+    add_user_code(ap)
     ns = ap.parse_args(args)
     if ns.top < 1:
         error(f"--top {ns.top} must be 1 or more (the K most likely classes), e.g. --top 3")
@@ -71,6 +78,7 @@ def predict_main(args: list[str]) -> None:
         finished_model(ns.run_dir, ns.allow_unfinished)  # before any work, and before the backend starts (seconds)
         check_writable(ns.out)
         start_backend()
+        import_user_code(ns)
         rows, unreadable = predict_files(ns.run_dir, files, ns.top, ns.allow_unfinished)
     except CnnrunError as e:
         error(str(e))

@@ -78,14 +78,12 @@ def identity(cfg) -> tuple[str, int]:
 
 
 def is_current(name: str, seed: int, run_dir: Path) -> bool:
-    """Whether the finished run in `run_dir` ran the preset as it is now (not an edited-since version)."""
-    from omegaconf import OmegaConf
+    """Whether the finished run in `run_dir` ran the preset as it is now (not an edited-since version): by the
+    identity its record states, never by reading its saved config's code (a directory names code, never runs it)."""
+    from cnnrun import record
 
-    try:
-        saved = OmegaConf.load(layout.config(run_dir))
-    except (OSError, ValueError):
-        return False
-    return identity(saved) == identity(_compose(name, seed))
+    earlier = record.read(run_dir) or {}
+    return (earlier.get("config_hash"), earlier.get("epochs_planned")) == identity(_compose(name, seed))
 
 
 def seeds_on_disk(out: Path, name: str) -> list[int]:

@@ -38,13 +38,37 @@ def _import_file(key: str, path: str):
     sys.modules[name] = module  # before it runs: dataclasses and pickling look their module up there
     try:
         spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001 - the user's file: any error it raises is reported in one line
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's file: any error it raises is reported in one line
         del sys.modules[name]
         raise CnnrunError(f"{key}: importing {file} failed ({why(e)}); fix that file") from None
     return module
 
 
+def import_named(names, flag: str = "--import") -> list[str]:
+    """Imports the modules the user names on a command line (`--import my_pkg.layers`, or `layers.py`), so that
+    what they register (Keras layers and models of their own, with @keras.saving.register_keras_serializable)
+    is known before a run's model.keras is loaded. Returns the names imported; one line for any that fails."""
+    done = []
+    for name in names or []:
+        if name.endswith(".py") or os.sep in name or "/" in name:
+            _import_file(f"{flag} {name}", name)
+        else:
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.append(os.getcwd())
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as e:
+                where = f"no module {e.name!r} on the path (working directory {os.getcwd()})"
+                raise CnnrunError(f"{flag} {name}: {where}; give a dotted module like my_pkg.layers, or FILE.py") from None
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's module raised while importing
+                raise CnnrunError(f"{flag} {name}: importing it failed ({why(e)}); fix that module") from None
+        done.append(name)
+    return done
+
+
 def why(e: BaseException) -> str:
+    if isinstance(e, SystemExit):  # sys.exit() in the user's code ends their function, not cnnrun
+        return f"SystemExit: sys.exit({e.code!r}) was called"
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
@@ -88,7 +112,7 @@ def _import_longest(key: str, target: str, parts: list[str]):
             if e.name and not (name == e.name or name.startswith(e.name + ".")):  # it exists, a dependency does not
                 raise CnnrunError(f"{key}={target}: importing {name} needs {e.name}, which is not installed "
                                   f"(pip install {e.name.split('.')[0]})") from None
-        except Exception as e:  # noqa: BLE001 - the user's module raised while importing
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's module raised while importing
             raise CnnrunError(f"{key}={target}: importing {name} failed ({why(e)}); fix that module") from None
     raise CnnrunError(f"{key}={target} cannot be imported: no module {parts[0]!r} on the path (working directory "
                       f"{os.getcwd()}); give a dotted path to a function like my_pkg.nets.build, or FILE.py:FUNCTION")
@@ -114,7 +138,7 @@ def call(target: str, key: str, what: str, *args, **kwargs):
         return fn(*args, **kwargs)
     except CnnrunError:
         raise
-    except Exception as e:  # noqa: BLE001 - the user's function: its error is reported, not re-raised as ours
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's function: its error is reported, not re-raised as ours
         raise CnnrunError(f"{key}={target} raised {why(e)} while {what}; fix the function or its arguments") from None
 
 

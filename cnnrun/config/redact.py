@@ -23,6 +23,12 @@ _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<info>[^/\s@
 _QUERY = re.compile(r"(?i)([?&;](?:access_token|token|password|passwd|pwd|secret|api_key|apikey|key|sig|signature)=)"
                     r"[^&;#\s'\"]+")
 SECRET_NAME = re.compile(r"(?i)(PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL)")
+# key=value / key: value / "key": "value" where the key says it is secret (a hook's +hooks.n.api_token=..., a YAML
+# line of a saved config, a JSON record)
+_KEYED = re.compile(r"(?i)(?P<key>(?<![\w])[\w.+~-]*?(?:password|passwd|token|secret|api_?key|access_?key|private_?key"
+                    r"|credentials?)(?P<q>['\"]?)\s*[=:]\s*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s'\",}\]]+)")
+_SECRET_KEY = re.compile(r"(?i)(?:^|[._\-+~])(?:password|passwd|token|secret|api_?key|access_?key|private_?key"
+                         r"|credentials?)$")
 URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
@@ -31,12 +37,21 @@ def _secret_values() -> list[str]:
     return sorted(values, key=len, reverse=True)  # the longest first: one secret may contain another
 
 
+def _masked(m: re.Match) -> str:
+    value = m["value"]
+    if value.strip("'\"") in (MASK, "null", "None", ""):
+        return m.group(0)
+    quote = value[0] if value[0] in "'\"" else ""
+    return f"{m['key']}{quote}{MASK}{quote}"
+
+
 def redact(text):
     """`text` with every secret blanked (non-text values are returned as they are)."""
     if not isinstance(text, str) or not text:
         return text
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
     text = _QUERY.sub(lambda m: m.group(1) + MASK, text)
+    text = _KEYED.sub(_masked, text)
     for value in _secret_values():
         if value in text:
             text = text.replace(value, MASK)
@@ -45,8 +60,9 @@ def redact(text):
 
 def redact_data(data):
     """Every string inside nested dicts, lists and tuples redacted (keys too)."""
-    if isinstance(data, dict):
-        return {redact(k): redact_data(v) for k, v in data.items()}
+    if isinstance(data, dict):  # a value under a secret-sounding key is blanked whole, whatever it looks like
+        return {redact(k): MASK if isinstance(k, str) and _SECRET_KEY.search(k) and isinstance(v, (str, int)) and
+                not isinstance(v, bool) else redact_data(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
         return type(data)(redact_data(v) for v in data)
     return redact(data)

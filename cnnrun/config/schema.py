@@ -728,22 +728,24 @@ def _non_finite(node, prefix: str = ""):
     return None
 
 
-def validate(cfg: DictConfig) -> DictConfig:
+def validate(cfg: DictConfig, user_code: bool = True) -> DictConfig:
     """Types, unknown keys, ranges and rules between keys: raises CnnrunError (one line) on the first
-    problem; returns the config typed and complete (what a run then reads)."""
+    problem; returns the config typed and complete (what a run then reads). With `user_code=False` (a config read
+    from a run directory) the `_target_`s it names are typed but never imported."""
     try:
-        return _validate(cfg)
+        return _validate(cfg, user_code)
     except OmegaConfBaseException as e:  # an interpolation that cannot resolve (${oc.env:UNSET}), and the like
         raise one_line(e) from None
 
 
-def _validate(cfg: DictConfig) -> DictConfig:
+def _validate(cfg: DictConfig, user_code: bool = True) -> DictConfig:
     cfg = check_types(cfg)
     found = _non_finite({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"})
     if found:  # no setting takes NaN or an infinity: it would surface later as a NaN blamed on something else
         key, value = found
         raise CnnrunError(f"{key}={value} must be a finite number" + (f", e.g. {_example(key)}" if _example(key) else ""))
-    _targets(cfg)
+    if user_code:
+        _targets(cfg)
     _check_rules(cfg, "")  # the user's own arguments have no field, so no rule: theirs to check
     _cross_rules(cfg)
     return cfg
@@ -876,12 +878,13 @@ def _ends(override) -> list:
 
 
 def check_jobs(overrides: list[str], multirun: bool = False, config_dir: str | None = None,
-               each: Callable[[DictConfig], None] | None = None) -> int:
+               each: Callable[[DictConfig], None] | None = None, plan: list | None = None) -> int:
     """Composes the config of every job that `cnnrun train [-m] OVERRIDES` would run and validates each,
     before any runs; returns the number of jobs. The first bad one raises CnnrunError, naming the job's
     overrides when it is one of a sweep. `config_dir` (--config-dir) adds the user's own options, found
     after cnnrun's as Hydra finds them. `each(cfg)`, when given, checks each validated job config further
-    (the command line: that its data is there)."""
+    (the command line: that its data is there). `plan`, when given, gets each job's validated config in the order
+    Hydra numbers the jobs (left empty for a sweeper that draws its jobs, Optuna's)."""
     from hydra import compose, initialize_config_module
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
@@ -948,6 +951,8 @@ def check_jobs(overrides: list[str], multirun: bool = False, config_dir: str | N
                 cfg = validate(cfg)
                 if each is not None:
                     each(cfg)
+                if plan is not None and not searching:
+                    plan.append(cfg)
                 if searching and not cfg.trainer.val_split:
                     raise CnnrunError(f"{sweeper.rpartition('.')[2]} optimises what each job returns, its validation "
                                       "accuracy, but trainer.val_split=0 holds no validation set out (tuning on the "

@@ -17,7 +17,7 @@ import numpy as np
 
 from cnnrun import CnnrunError
 from cnnrun.config import plugins, schema
-from cnnrun.data.paths import is_image
+from cnnrun.data.paths import holds_runs, is_image
 
 # The four files of the original MNIST / Fashion-MNIST releases (optionally gzipped).
 IDX_FILES = {
@@ -216,6 +216,10 @@ _digests: dict[tuple, str | None] = {}
 def check_source(cfg) -> None:
     """The data a run of `cfg` (the dataset group) reads is there, as far as can be told without reading it
     (the option's check in schema.OPTIONS; the user's own loader has none): one line, before the backend starts."""
+    from omegaconf import OmegaConf
+
+    if "path" in cfg and OmegaConf.is_missing(cfg, "path"):
+        return  # a folder not given at all: the config's check says so, or (debug=smoke) it is that job's failed row
     spec = schema.option("dataset", cfg).check
     if spec is not None:
         plugins.locate(spec, "dataset.name")(cfg)
@@ -267,7 +271,7 @@ def digest_folder(cfg, h) -> bool:
     if not root.is_dir():
         return False
     for dirpath, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not holds_runs(Path(dirpath, d)))  # as read
         for name in sorted(names):
             if is_image(name):
                 st = os.stat(os.path.join(dirpath, name))
@@ -376,6 +380,20 @@ def check_labels(y: np.ndarray, n_images: int, num_classes: int, what: str) -> n
     return y.astype(np.int32)
 
 
+def check_classes(y_train: np.ndarray, y_test: np.ndarray, class_names: list[str], where: str) -> None:
+    """Every route refuses what the folder and CSV routes refuse: fewer than two classes to learn, or test images of
+    a class no training image has (its accuracy would be 0 % by construction, or 100 % of one class)."""
+    trained = set(np.unique(y_train).tolist())
+    if len(trained) < 2:
+        only = ", ".join(class_names[k] for k in sorted(trained)) or "none"
+        raise CnnrunError(f"{where}: the training images hold {len(trained)} class ({only}); a classifier needs at least "
+                          "two: check the labels the data returns")
+    unseen = sorted(set(np.unique(y_test).tolist()) - trained)
+    if unseen:
+        raise CnnrunError(f"{where}: test images of class {', '.join(repr(class_names[k]) for k in unseen[:3])} have "
+                          "no training image; add training images of it, or drop it from the test set")
+
+
 def subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int, files=None):
     """At most `limit` images, chosen by a seeded draw (order kept), so small runs still see every class."""
     if limit is None or limit >= len(x):
@@ -400,8 +418,61 @@ def split_validation(x, y, val_split: float, seed: int):
     return x[tr], y[tr], x[va], y[va]
 
 
+_preloaded: dict[str, Dataset] = {}  # a user's loader called before the run (preflight): its result, once
+
+
+def _preload_key(cfg, seed, val_split, batch_size) -> str:
+    import json
+
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    return json.dumps([node, seed, val_split, batch_size], sort_keys=True, default=str)
+
+
+def preload(cfg, seed: int = 0, val_split: float = 0.0, batch_size: int = 32) -> Dataset:
+    """load_dataset, before the run (the command line's check of the user's own loader, so that what it returns
+    is refused before any run directory exists); the run then takes this very result instead of calling it again."""
+    data = load_dataset(cfg, seed, val_split, batch_size)
+    _preloaded.clear()  # one kept at most: a sweep's other jobs call their loader again
+    _preloaded[_preload_key(cfg, seed, val_split, batch_size)] = data
+    return data
+
+
+def input_of(cfg) -> tuple[tuple[int, int, int], int] | None:
+    """(image shape, number of classes) a dataset config gives, told without decoding any image (a user's loader is
+    called: preload); None when it cannot be told that way."""
+    if cfg.get("_target_") is not None:
+        return None
+    if cfg.name in ("fashion", "mnist"):
+        return (28, 28, 1), 10
+    if cfg.name == "digits":
+        return (int(cfg.image_size), int(cfg.image_size), 1), 10
+    from cnnrun.data.folder import image_options
+
+    (height, width), channels, _, _ = image_options(cfg)
+    names = [str(c) for c in cfg.get("class_names") or []]
+    try:
+        if not names and cfg.name == "folder":
+            root = Path(str(cfg.path)).expanduser()
+            root = root / "train" if (root / "train").is_dir() and (root / "test").is_dir() else root
+            names = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and not holds_runs(d)]
+        elif not names and cfg.name == "csv":
+            from cnnrun.data.manifest import read_csv
+
+            names = sorted({str(label) for _, label, _ in read_csv(cfg)[1]})
+    except (OSError, CnnrunError):
+        return None
+    return ((height, width, channels), len(names)) if len(names) >= 2 else None
+
+
 def load_dataset(cfg, seed: int = 0, val_split: float = 0.0, batch_size: int = 32) -> Dataset:
     """Reads the data set named by cfg.name, checks it, applies limit, validation split and mirroring."""
+    if _preloaded:
+        data = _preloaded.pop(_preload_key(cfg, seed, val_split, batch_size), None)
+        _preloaded.clear()
+        if data is not None:
+            return data
     name = cfg.name
     loader = plugins.locate(schema.option("dataset", cfg).target, "dataset.name")  # the registry (schema.OPTIONS)
     arrays, source, class_names, test_files, notes = loader(cfg, batch_size)
@@ -417,6 +488,7 @@ def load_dataset(cfg, seed: int = 0, val_split: float = 0.0, batch_size: int = 3
         class_names = [str(i) for i in range(int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1)]
     y_train = check_labels(arrays["y_train"], len(x_train), len(class_names), f"{name} training labels ({source})")
     y_test = check_labels(arrays["y_test"], len(x_test), len(class_names), f"{name} test labels ({source})")
+    check_classes(y_train, y_test, class_names, f"{name} ({source})")
 
     limit = cfg.limit
     x_train, y_train, _ = subsample(x_train, y_train, limit, seed)

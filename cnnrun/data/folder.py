@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnrun import CnnrunError
-from cnnrun.data.paths import EXTENSIONS, folder_root, is_image
+from cnnrun.data.paths import EXTENSIONS, folder_root, holds_runs, is_image, same_files
 
 log = logging.getLogger("cnnrun")
 
@@ -159,9 +159,14 @@ def _shown(path) -> str:
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _class_folders(root: Path) -> dict[str, list[Path]]:
+def _class_folders(root: Path, notes: list[str] | None = None) -> dict[str, list[Path]]:
     classes = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if holds_runs(d):  # an earlier run's outputs/ inside the image folder: results, not a class
+            if notes is not None:
+                notes.append(f"skipped {_shown(d)}: it holds cnnrun runs (their plots and pictures), not images of a "
+                             "class; keep runs outside the image folder")
+            continue
         if not _utf8(d.name):  # a class name goes into reports, plots and file names: it must be text
             raise CnnrunError(f"class folder '{_shown(d.name)}' in {_shown(root)} has a name that is not UTF-8; rename it to UTF-8 "
                               "(e.g. convmv -f latin1 -t utf8 -r --notest DIR) and run again")
@@ -207,7 +212,7 @@ def _check_files(files: list[Path], policy: str, notes: list[str], limits: tuple
 
 
 def _scan(root: Path, policy: str, notes: list[str], where: str, limits: tuple[int, int]) -> dict[str, list[Path]]:
-    classes = _class_folders(root)
+    classes = _class_folders(root, notes)
     if len(classes) < 2:
         raise CnnrunError(
             f"{where} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); "
@@ -284,6 +289,8 @@ def load_listed(cfg, train_pairs, test_pairs, class_names, where: str, notes: li
     """Image files with their labels, already split, as a dataset: decoded into memory when they fit
     dataset.cache_max_mb (or cache=true), else streamed from disk. Returns what load_folder returns."""
     size, channels, _, _ = image_options(cfg)
+    same_files([(f, class_names[k], "train") for f, k in train_pairs] +
+               [(f, class_names[k], "test") for f, k in test_pairs], where)  # by the file, not its path's text
     n = len(train_pairs) + len(test_pairs)
     megabytes = n * size[0] * size[1] * channels / 2**20
     in_memory = cfg.cache is True or (cfg.cache == "auto" and megabytes <= float(cfg.cache_max_mb))

@@ -93,7 +93,7 @@ class Hooks:
                 continue
             try:
                 yield method(*args)
-            except Exception as e:  # noqa: BLE001 - an observer never fails the training
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - an observer never fails the training, nor ends it
                 self.off.add(i)
                 text = (str(e).strip().splitlines() or [""])[0][:300]
                 log.warning("hook %s failed in %s: %s: %s; it is off for the rest of this run", self._name(hook),

@@ -201,6 +201,7 @@ def explain(out: Path, model: keras.Model, class_names: list[str], x_test=None, 
     """Writes Grad-CAM pictures and the embedding map into `out`, in place of what an earlier explain left
     there; returns what was written. `say` hears each stage (a line in a log, not only a spinner)."""
     out = Path(out)
+    check_out(out)
     _forget_earlier(out)
     (out / "gradcam").mkdir(parents=True, exist_ok=True)
     needs_maps = bool(max_images > 0 or files)
@@ -240,10 +241,11 @@ def explain(out: Path, model: keras.Model, class_names: list[str], x_test=None, 
         known = all(t is not None for t in true)
         heat_true = gradcam(parts, pixels, np.array(true), cam) if known else None
         plot_gradcam(out / "gradcam.png", pixels, rows, heat_pred, heat_true)
-        for i, row in enumerate(rows):
-            stem = artifacts.safe_name(f"{row.get('index', i)}_{row['true']}_to_{row['pred']}" if known
-                                       else f"{Path(row['name']).stem}_{row['pred']}")
-            plot_gradcam(out / "gradcam" / f"{stem}.png", pixels[i:i + 1], [row], heat_pred[i:i + 1],
+        names = [artifacts.safe_name(f"{row.get('index', i)}_{row['true']}_to_{row['pred']}" if known
+                                     else f"{Path(row['name']).stem}_{row['pred']}") + ".png" for i, row in enumerate(rows)]
+        artifacts.write_json(out / layout.EXPLAIN_MANIFEST, {"gradcam": names})  # first: what it is about to write is its own
+        for i, (row, name) in enumerate(zip(rows, names)):
+            plot_gradcam(out / "gradcam" / name, pixels[i:i + 1], [row], heat_pred[i:i + 1],
                          None if heat_true is None else heat_true[i:i + 1])
         done["gradcam"] = len(rows)
     if x_test is not None and method != "none":
@@ -259,17 +261,23 @@ def explain(out: Path, model: keras.Model, class_names: list[str], x_test=None, 
     return done
 
 
-EXPLAIN_FILES = ("gradcam.png", "embedding.csv", "embedding.png")  # and gradcam/*.png: all explain() writes
+def check_out(out: Path, inside: Path | None = None) -> None:
+    """Refuses, before any work, an --out folder holding anything an earlier explain did not write there (a file
+    of the user's, a symbolic link): explain replaces only its own pictures."""
+    from cnnrun.record import own_folder
+
+    listed = set(layout.explain_written(Path(out)))
+    own_folder(out, {**dict.fromkeys(layout.EXPLAIN_FILES), "gradcam": lambda name: name in listed}, "--out", inside)
 
 
 def _forget_earlier(out: Path) -> None:
-    """Removes what an earlier explain wrote into `out` (its own file names only), so a second run with other
+    """Removes what an earlier explain wrote into `out` (the names it listed only), so a second run with other
     settings never leaves the first one's pictures beside its own."""
-    for name in EXPLAIN_FILES:
+    for name in layout.EXPLAIN_FILES:
         (out / name).unlink(missing_ok=True)
-    if (out / "gradcam").is_dir():
-        for picture in (out / "gradcam").glob("*.png"):
-            picture.unlink(missing_ok=True)
+    for name in layout.explain_written(out):
+        (out / "gradcam" / name).unlink(missing_ok=True)
+    (out / layout.EXPLAIN_MANIFEST).unlink(missing_ok=True)
 
 
 class ExplainAtEnd:

@@ -177,7 +177,47 @@ def build_custom(cfg, input_shape: tuple, num_classes: int) -> keras.Model:
         raise CnnrunError(f"{TARGET_KEY}={target} outputs no class probabilities (a row sums to "
                           f"{probs.sum(axis=1)[0]:.3g}); end it with a softmax: keras.layers.Dense(num_classes, "
                           "activation='softmax')")
+    check_saveable(model, f"{TARGET_KEY}={target}")
     return model
+
+
+def check_saveable(model: keras.Model, what: str) -> None:
+    """Refuses, before any training, a model that Keras could not save into model.keras and load back in its safe
+    mode (the way predict, export and explain load it): a Lambda layer, a subclassed Model without get_config, a
+    layer class that is not registered. Its config is written and read again; no weights, so it takes little."""
+    try:
+        config = keras.saving.serialize_keras_object(model)
+        keras.saving.deserialize_keras_object(config, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - each of Keras' savers fails its own way; the first line tells which
+        text = plugins.why(e)
+        hint = ("a Lambda layer runs code when loaded, which cnnrun refuses: write it as a layer class with "
+                "@keras.saving.register_keras_serializable()" if "lambda" in text.lower() or "safe_mode" in text else
+                "give each layer or model class of your own get_config() (and from_config when its __init__ takes "
+                "objects), registered with @keras.saving.register_keras_serializable(), or build the model with "
+                "keras.Model(inputs, outputs)")
+        raise CnnrunError(f"{what} builds a model that Keras cannot save and load again ({text[:200]}), so its "
+                          f"model.keras would be lost after training; {hint}") from None
+
+
+def check_user_code(cfg) -> None:
+    """Before the run directory exists (the command line's pre-flight): the user's own loader is called and what it
+    returns checked (the run then takes that result), and the user's own model is built on the data's images and
+    checked, its save and load included. One line for the first problem; nothing for a config naming no code."""
+    from cnnrun.data import input_of, preload
+
+    own_model, own_data = cfg.model.get("_target_") is not None, cfg.dataset.get("_target_") is not None
+    if not own_model and not own_data:
+        return
+    t = cfg.trainer
+    if own_data:
+        data = preload(cfg.dataset, seed=t.seed, val_split=t.val_split, batch_size=t.batch_size)
+        shape = (data.input_shape, data.num_classes)
+    else:
+        shape = input_of(cfg.dataset)
+    if own_model and shape is not None:
+        keras.utils.set_random_seed(t.seed)
+        build_custom(cfg.model, *shape)
+        keras.backend.clear_session()
 
 
 def portable(model: keras.Model) -> keras.Model:

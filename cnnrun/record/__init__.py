@@ -65,12 +65,43 @@ def _own_entry(name: str, sweep: bool) -> bool:
 
 
 def foreign_entries(path: Path, sweep: bool = False) -> list[str]:
-    """Names in `path` that no cnnrun run (or sweep) writes: [] for a missing, empty or cnnrun directory."""
+    """Names in `path` that no cnnrun run (or sweep) writes: [] for a missing, empty or cnnrun directory. A
+    symbolic link is never cnnrun's, whatever its name: nothing is written or deleted through one."""
     path = Path(path)
     try:
-        return sorted(p.name for p in path.iterdir() if not _own_entry(p.name, sweep)) if path.is_dir() else []
+        return sorted(f"{p.name} (a symbolic link)" if p.is_symlink() else p.name for p in path.iterdir()
+                      if p.is_symlink() or not _own_entry(p.name, sweep)) if path.is_dir() else []
     except OSError:
         return []
+
+
+def own_folder(out: Path, own: dict, flag: str, inside: Path | None = None) -> None:
+    """Refuses (CnnrunError) an output folder of a command (export, explain) that holds anything that command does
+    not write, before any work: `own` maps each name it writes to None (its own file or folder, any content) or to
+    a test of the names inside that folder. Symbolic links are never its own, and with `inside` (the run directory
+    the folder lies in, when the user did not name it) neither is the folder itself when it is one."""
+    out = Path(out)
+    if inside is not None and out.is_symlink():
+        raise CnnrunError(f"{out} is a symbolic link ({os.readlink(out)}), which cnnrun never writes through inside a "
+                          f"run directory; remove it, or write elsewhere with {flag} DIR")
+    if not out.is_dir():
+        return
+    foreign = []
+    for entry in sorted(out.iterdir()):
+        name = entry.name
+        if entry.is_symlink():
+            foreign.append(f"{name} (a symbolic link)")
+        elif name.startswith((".cnnrun-", ".partial-")) or re.fullmatch(r"\..+\.tmp(\.\w+)?", name):
+            continue
+        elif name not in own:
+            foreign.append(name)
+        elif own[name] is not None and entry.is_dir():
+            foreign += [f"{name}/{c.name}" + (" (a symbolic link)" if c.is_symlink() else "")
+                        for c in sorted(entry.iterdir()) if c.is_symlink() or not own[name](c.name)]
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+        raise CnnrunError(f"{out} holds files that cnnrun did not write there ({shown}); it writes only into a new, "
+                          f"empty or earlier {flag.lstrip('-')} folder of its own: choose another with {flag} DIR")
 
 
 def writable_folder(path: Path, what: str, fix: str = "give a writable folder") -> None:
@@ -128,9 +159,11 @@ IDENTITY = {
 }
 
 
-def identity(cfg: DictConfig, sources: dict | None = None) -> dict:
+def identity(cfg: DictConfig, sources: dict | None = None, saved: bool = False) -> dict:
     """The whitelisted part of `cfg` that decides a run's numbers (plain containers). A group naming the user's
-    own code (`_target_`) adds a digest of its source: `sources` (a run's record of them) or read now."""
+    own code (`_target_`) adds a digest of its source: `sources` (a run's record of them), else read now from the
+    code. A `saved` config (read from a run directory) never has its code read: a directory names code, it does
+    not get it run, so a digest it did not record is "unknown"."""
     out = {}
     for group, rule in IDENTITY.items():
         node = cfg.get(group)
@@ -144,7 +177,8 @@ def identity(cfg: DictConfig, sources: dict | None = None) -> dict:
         if rule and "exclude" in rule:
             data = {k: v for k, v in data.items() if k not in rule["exclude"]}
         if isinstance(data.get("_target_"), str):  # the user's own code: its source is part of what it does
-            data["_source"] = (sources or {}).get(group) or source_digest(data["_target_"], f"{group}._target_")
+            data["_source"] = (sources or {}).get(group) or \
+                ("unknown" if saved else source_digest(data["_target_"], f"{group}._target_"))
         out[group] = data
     return out
 
@@ -389,7 +423,7 @@ def _differences(run_dir: Path, cfg: DictConfig, limit: int = 3) -> str:
     """A few keys in which the earlier run's saved config differs from `cfg` ('' when unknown)."""
     earlier = read(run_dir) or {}
     try:
-        old = identity(OmegaConf.load(layout.config(Path(run_dir))), earlier.get("code_digest") or {})
+        old = identity(OmegaConf.load(layout.config(Path(run_dir))), earlier.get("code_digest") or {}, saved=True)
     except Exception:  # noqa: BLE001 - a description only
         return ""
     new = identity(cfg)
@@ -517,6 +551,7 @@ class Run:
         self.fingerprint = fingerprint(cfg)
         self.action = ""
         self.working = False
+        self.stage = "training"  # "evaluation" once training has ended: what an interruption is said to have cut
         self.metrics: dict = {}
         self.earlier: dict | None = None
 
@@ -533,9 +568,16 @@ class Run:
     def __exit__(self, kind, error, tb) -> bool:
         working = self.metrics.get("status") == "running" and self.working
         ended = outcome.of(error, working)
+        if ended is outcome.INTERRUPTED and self.stage == "evaluation":
+            try:  # the message the record and the console give: training is done, resume only evaluates
+                error.cnnrun_message = (f"interrupted during evaluation, after training ended; evaluate it with: cnnrun "
+                                        f"resume {self.dir} (nothing is trained again)")
+            except AttributeError:
+                pass
         try:
             if error is not None and ended.status and self.metrics.get("status") == "running":
-                self.end(ended.status, error=outcome.message(error, self.dir))
+                self.end(ended.status, error=outcome.message(error, self.dir),
+                         **({"exit_code": outcome.exit_code(ended)} if ended is outcome.INTERRUPTED else {}))
         finally:
             release(self.dir)
         if ended is outcome.FAILED and not isinstance(error, RunFailed):
@@ -578,5 +620,10 @@ class Run:
             before = dict(self.metrics)
             self.hooks.end(self)
             if self.metrics != before:  # what the hooks found at the end (e.g. what the trackers cost)
-                write(self.dir, self.metrics)
+                try:
+                    write(self.dir, self.metrics)
+                except (TypeError, ValueError, CnnrunError) as e:  # a hook's field of the wrong type: warned, left out
+                    log.warning("a hook's fields at the end of the run were not recorded (%s); metrics.json keeps "
+                                "the run's own", str(e).splitlines()[0][:300])
+                    self.metrics = before
         return self.metrics

@@ -11,6 +11,7 @@ import json
 import math
 import numbers
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -21,8 +22,18 @@ os.umask(_UMASK)
 
 
 def atomic_write(path: Path, write) -> Path:
-    """Calls write(tmp_path) and renames tmp_path to path; a failure leaves path untouched."""
+    """Calls write(tmp_path) and renames tmp_path to path; a failure leaves path untouched. Only a regular file
+    (or a symbolic link, which is replaced, never written through) is ever replaced: a device, a FIFO or a folder
+    at `path` is refused, before anything is written."""
     path = Path(path)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        st = None
+    if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a device or other special file"
+        raise CnnrunError(f"cannot write {path}: it is {kind}, not a file cnnrun writes; give the path of a file "
+                          "(e.g. predictions.csv) or a new one")
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)  # keep the extension: savers check it

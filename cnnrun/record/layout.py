@@ -36,6 +36,25 @@ PROFILE, PROFILE_TXT, PROFILE_JSON = "profile", "profile.txt", "profile.json"
 REPRODUCE_LOG, REPRODUCE_JSON = "reproduce.log", "reproduce.json"
 PREDICTIONS_CSV = "predictions.csv"
 
+# --- what `cnnrun explain` writes into its folder (RUN_DIR/explain or --out) ---------------------------------
+EXPLAIN_FILES = ("gradcam.png", "embedding.csv", "embedding.png")  # and gradcam/, one picture an image
+EXPLAIN_MANIFEST = ".cnnrun-explain.json"  # the pictures in gradcam/ explain wrote: the only ones it ever removes
+# --- what `cnnrun export` writes into its folder (RUN_DIR/export or --out) -----------------------------------
+EXPORT_FILES = ("labels.txt", EXPORT_REPORT, "savedmodel", "model.onnx", "model.tflite")
+SAVEDMODEL_FILES = ("saved_model.pb", "fingerprint.pb", "variables", "assets", "keras_metadata.pb")
+
+
+def explain_written(out) -> list[str]:
+    """The pictures an earlier explain listed as its own in `out`/gradcam ([] when none or unreadable)."""
+    import json
+
+    try:
+        names = json.loads((Path(out) / EXPLAIN_MANIFEST).read_text(encoding="utf-8")).get("gradcam", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [n for n in names if isinstance(n, str) and "/" not in n and "\\" not in n and n not in ("", ".", "..")]
+
+
 HYDRA_FILES = (HYDRA, LOG)  # written by Hydra itself before a sweep job's task function starts
 RUN_FILES = {METRICS, LOCK, CHECKPOINT, *HYDRA_FILES, HISTORY, CURVES, REPORT_TXT, REPORT_JSON, CONFUSION_CSV,
              CONFUSION_PNG, CONFUSION_NORMALIZED_PNG, MISCLASSIFIED, MISCLASSIFIED_CSV, PREDICTIONS_PNG,

@@ -71,6 +71,8 @@ def of(error: BaseException | None, working: bool = False) -> Outcome:
 
 def message(error: BaseException, run_dir) -> str:
     """The one line a run's record and the console show for `error`."""
+    if getattr(error, "cnnrun_message", None):  # said where it happened (record.Run: "during evaluation")
+        return error.cnnrun_message
     if isinstance(error, KeyboardInterrupt):
         return f"interrupted before training finished; start again with: cnnrun resume {run_dir}"
     text = str(error) if isinstance(error, CnnrunError) else f"{type(error).__name__}: {error}"

@@ -78,6 +78,59 @@ def join(d) -> None:
     count, index = backend.processes()
     log.info("distribute: process %d of %d joined (coordinator %s, from %s)", index, count,
              where.coordinator or "Slurm's", where.source)
+    address = backend.coordinator()
+    if index != 0 and address:
+        from cnnrun.console import error
+
+        global watchdog
+        watchdog = Watchdog(address, error).start()
+
+
+class Watchdog:
+    """In a process other than 0: process 0 hosts JAX's coordination service, and when it dies JAX aborts the
+    others (a native stack, exit 134) once their heartbeat misses it. This thread sees it first, from the
+    service's port refusing connections, and ends the process with one line and exit code 1 (a failed run)."""
+
+    def __init__(self, address: str, say, every: float = 0.5):
+        import threading
+
+        self.address, self.say, self.every = address, say, every
+        self.stopped = threading.Event()
+        self.run_dir: str | None = None
+        self.thread = threading.Thread(target=self._watch, name="cnnrun-process-0-watchdog", daemon=True)
+
+    def start(self) -> Watchdog:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _gone(self) -> bool:
+        import socket
+
+        host, _, port = self.address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return False
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False  # slow or unreachable for a moment: JAX's own heartbeat decides that case
+
+    def _watch(self) -> None:
+        misses = 0
+        while not self.stopped.wait(self.every):
+            misses = misses + 1 if self._gone() else 0
+            if misses >= 2 and not self.stopped.is_set():
+                where = f"; continue from the last epoch with: cnnrun resume {self.run_dir}" if self.run_dir else ""
+                self.say(f"distribute: process 0 (the coordinator at {self.address}) is gone, so this process stops too; "
+                         f"process 0's log says why{where}")
+                logging.shutdown()
+                os._exit(1)  # EXIT_FAILED (record/outcome.py): JAX would abort the process at its next heartbeat
+
+
+watchdog: Watchdog | None = None
 
 
 def check_backend() -> None:

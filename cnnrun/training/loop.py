@@ -271,6 +271,12 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
         best.restore_from(checkpoint)
         out.first_epoch, out.seconds = checkpoint["meta"]["epoch"], checkpoint["meta"].get("train_seconds", 0.0)
         epoch_log.rows = list(checkpoint["meta"]["history"])
+        if checkpoint["meta"].get("trained"):  # training had ended when the run stopped (during its evaluation)
+            out.stopped_early = checkpoint["meta"].get("stopped_early")
+            out.history, out.first_epoch = epoch_log.rows, len(epoch_log.rows)
+            log.info("training had ended after epoch %d: evaluating its weights, nothing is trained again",
+                     out.first_epoch)
+            return out
     steps = distribute.steps(len(data.x_train), layout)
     has_val = len(data.x_val) > 0
     validation, val_batch = _validation(data, t, layout, images) if has_val else (None, None)
@@ -315,9 +321,11 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
                     break
                 finite = epoch_log.nan_epoch is None  # NaN weights are not worth a checkpoint
                 patience_out = out.best is not None and best.see(epoch_log.rows[-1], trainer)
-                if finite and t.checkpoint and run_dir is not None and (epoch + 1 < t.epochs or stop.signum is not None) and not patience_out:
-                    seconds = out.seconds + time.perf_counter() - start
-                    resume.save(run_dir, trainer, epoch + 1, epoch_log.rows, config_hash, seconds, out.best)
+                if finite and t.checkpoint and run_dir is not None:  # the last epoch too: a stop during the
+                    seconds = out.seconds + time.perf_counter() - start  # evaluation resumes without training again
+                    trained = epoch + 1 >= t.epochs or patience_out
+                    resume.save(run_dir, trainer, epoch + 1, epoch_log.rows, config_hash, seconds, out.best,
+                                trained=trained, stopped_early=epoch + 1 if patience_out else None)
                 if on_epoch is not None:
                     on_epoch(epoch_log.rows[-1])
                 if patience_out:

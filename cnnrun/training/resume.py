@@ -33,14 +33,18 @@ def state_variables(model) -> list:
 
 
 def save(run_dir: Path, model, epoch: int, history: list[dict], config_hash: str, train_seconds: float = 0.0,
-         best=None) -> Path:
+         best=None, trained: bool = False, stopped_early: int | None = None) -> Path:
     """Writes the state after `epoch` completed epochs, atomically (the previous checkpoint survives a crash).
-    `best` (loop.Best) adds the best epoch so far and its weights: early stopping resumes where it was."""
+    `best` (loop.Best) adds the best epoch so far and its weights: early stopping resumes where it was. `trained`:
+    training has ended (its last epoch, or early stopping after `stopped_early`), so a run stopped during its
+    evaluation resumes by evaluating these weights."""
     variables = state_variables(model)
     arrays = {f"v{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
     arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(model.optimizer.variables)})
     meta = {"epoch": epoch, "history": history, "config_hash": config_hash, "train_seconds": round(train_seconds, 3),
             "n_variables": len(variables), "n_optimizer": len(model.optimizer.variables)}
+    if trained:
+        meta.update(trained=True, stopped_early=stopped_early)
     if best is not None:
         meta["best"] = {"epoch": best.epoch, "value": best.value}
         arrays.update({f"b{i}": w for i, w in enumerate(best.weights or [])})

@@ -118,6 +118,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                                   images, checkpoint, on_epoch=run.epoch, layout=layout,
                                   extend=lambda callbacks: attached.callbacks(run, data, callbacks),
                                   stop_when=lambda rows: attached.stop(run, rows))
+            run.stage = "evaluation"  # a signal from here on stops the evaluation; resume evaluates, trains nothing
             distribute.end(layout, trainer, classifier)  # several devices: the weights onto one, for what follows
             if not layout.owner and fitted.signum is None:
                 return run.end("ok", trained=True, process=layout.process)  # process 0 evaluates and writes
