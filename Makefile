@@ -47,7 +47,8 @@ data: setup ## provision Fashion-MNIST (found locally, Keras download, or Debian
 train: setup data ## train the default experiment (Fashion-MNIST, cnn4); more with ARGS="model=cnn3 ..."
 	$(VENV)/bin/cnnrun train $(ARGS)
 
-test: setup-dev ## the fast test suite (default backend, TensorFlow), one process per core
+test: setup-dev ## the linter (ruff), then the fast test suite (default backend, TensorFlow), one process per core
+	$(PY) -m ruff check .
 	$(PYTEST)
 
 test-jax: setup-dev ## the fast test suite on Keras' JAX backend

@@ -24,7 +24,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 from hydra import compose, initialize_config_module  # noqa: E402
 from keras import layers  # noqa: E402
 

@@ -257,8 +257,7 @@ def join_processes(coordinator: str | None, num_processes: int | None, process_i
 
 def coordinator() -> str | None:
     """The coordination service's address (host:port) of a run of several processes, as JAX was given or found it."""
-    import jax  # noqa: PLC0415 - the marked place
-    from jax._src import distributed  # noqa: PLC0415 - the address it connected to, Slurm's included
+    from jax._src import distributed  # noqa: PLC0415 - the marked place: the address it connected to, Slurm's too
 
     return getattr(distributed.global_state, "coordinator_address", None) or None
 

@@ -213,6 +213,10 @@ def run_job(cfg) -> float | None:
         log.info("job %s: %s, test accuracy %s", hc.job.num, status, f"{acc:.4f}" if acc is not None else "—")
     else:
         console.results_table(metrics, run_dir)
+        acc = metrics.get("test_accuracy")
+        log.info("result: %s, test accuracy %s, %s epochs, %.1f s of training; run directory %s", status,
+                 "—" if acc is None else f"{100 * acc:.2f} %", metrics.get("epochs"), metrics.get("train_seconds") or 0,
+                 run_dir, extra={"log_only": True})  # the console has the table; train.log this line
         if status != "ok":
             console.error(metrics.get("error", status))
             raise SystemExit(EXIT_FAILED)

@@ -4,6 +4,7 @@ sweep parents and `cnnrun compare` stay light; the progress bar lives in progres
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -16,41 +17,92 @@ from cnnrun.config.redact import redact
 
 
 class _Console(Console):
-    """rich's Console, with secrets blanked from every text it prints (cnnrun/config/redact.py)."""
+    """rich's Console, with secrets blanked from every text it prints (cnnrun/config/redact.py). Without a terminal
+    (a pipe, a log, CI) a line is never wrapped: `grep` and a log reader see each line whole."""
 
     def print(self, *objects, **kwargs) -> None:
+        kwargs.setdefault("soft_wrap", not self.is_terminal)
         super().print(*(redact(o) if isinstance(o, str) else o for o in objects), **kwargs)
 
 
 console = _Console(stderr=False, highlight=False)
+errors = _Console(stderr=True, highlight=False)  # one-line errors: wrapped between words on a terminal only
 
 
 def show(table: Table) -> None:
-    """A table drawn as one on a terminal wide enough for it. Elsewhere (a CI log, a pipe, a narrow window) its
-    plain form, lines that never break a number: `key: value` for a two-column table without a header, else
-    CSV rows under a header row. Either way the title comes first."""
+    """A table as a person reads it. Columns empty in every row are left out (the files keep them). On a terminal
+    wide enough, drawn as a table; on a narrower one, a block of `name value` pairs per row, wrapped between
+    pairs, never inside one. Elsewhere (a CI log, a pipe) its plain form, whole lines: `key: value` for a
+    two-column table without a header, else CSV rows under a header row. The title comes first."""
     import csv
     import io
 
     from rich.text import Text
 
-    if console.is_terminal and console.measure(table).maximum <= console.width:
+    plain = lambda cell: cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain  # noqa: E731
+    kept = [c for c in table.columns if any(plain(cell).strip() for cell in c._cells)] if table.row_count else []
+    if table.show_header and len(kept) < len(table.columns):  # the same table without its empty columns
+        table.columns[:] = kept or table.columns
+    if console.is_terminal and natural_width(table) <= console.width:
         console.print(table)
         return
-    plain = lambda cell: cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain  # noqa: E731
     columns = [[plain(c) for c in column._cells] for column in table.columns]
     rows = [list(row) for row in zip(*columns)]
+    header = [plain(c.header) for c in table.columns]
     lines = [str(table.title)] if table.title else []
     if not table.show_header and len(columns) == 2:
         lines += [f"{key}: {value}" for key, value in rows]
+    elif console.is_terminal:  # too narrow for the table: each row as name-value pairs that fit the width
+        for row in rows:
+            lines += pairs([f"{h} {v}" for h, v in zip(header[1:], row[1:]) if v], f"{header[0]} {row[0]}",
+                           console.width)
     else:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([plain(c.header) for c in table.columns])
+        writer.writerow(header)
         writer.writerows(rows)
         lines += out.getvalue().splitlines()
-    for line in lines:
-        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    for line in lines:  # whole lines; on a terminal one longer than its width (a long error) wraps between words
+        console.print(line, markup=False, highlight=False)
+
+
+def natural_width(renderable) -> int:
+    """The width `renderable` takes unsqueezed (rich's own measure stops at the console's width, so a table that
+    does not fit would seem to)."""
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update(max_width=100_000), renderable).maximum
+
+
+def pairs(items: list[str], first: str, width: int) -> list[str]:
+    """`first` then `items` (each "name value") packed into lines of at most `width` columns, broken between items
+    only; the lines after the first indented."""
+    lines, line = [], first
+    for item in items:
+        if len(line) + 3 + len(item) > width and line.strip():
+            lines.append(line)
+            line = "    " + item
+        else:
+            line = f"{line} · {item}" if line.strip() else item
+    return [*lines, line]
+
+
+class ConsoleFormatter(logging.Formatter):
+    """The console's form of a log record: its message alone (a warning says so), so lines stay within a terminal's
+    80 columns; the timestamped form goes to the run's train.log (Hydra's job_logging, conf/config.yaml)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).strip()
+        return f"warning: {text}" if record.levelno == logging.WARNING else \
+            f"error: {text}" if record.levelno >= logging.ERROR else text
+
+
+class LogOnly(logging.Filter):
+    """On the console handler: leaves out records logged with extra={"log_only": True}, which the console shows in
+    its own form already (the epoch a live progress bar ends on, the results table)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "log_only", False)
 
 
 def results_table(metrics: dict, run_dir) -> None:
@@ -86,8 +138,9 @@ def results_table(metrics: dict, run_dir) -> None:
 
 
 def error(message: str) -> None:
-    """One line on stderr, no traceback: for mistakes the user can fix."""
-    print(f"cnnrun: error: {redact(message)}", file=sys.stderr, flush=True)
+    """One line on stderr, no traceback: for mistakes the user can fix (a terminal wraps it between words)."""
+    errors.print(f"cnnrun: error: {message}", markup=False)
+    errors.file.flush()
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +49,14 @@ def cfg_factory():
     return make_config
 
 
-def run_cli(*args, cwd=None, env=None, timeout=300):
-    """Runs `python -m cnnrun ARGS` in a subprocess (a real process, as users run it)."""
+def run_cli(*args, cwd=None, env=None, timeout=300, process=False):
+    """Runs `cnnrun ARGS` as a user does. In this process (cli) unless the test needs a process of its own: an
+    environment of its own (`env`: the backend, XLA's devices, import timing) or `process=True` (signals, locks held
+    by another process, what the process prints below Python)."""
+    if env is None and not process:
+        return cli(*args, cwd=cwd)
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "cnnrun", *args], cwd=cwd, env=full_env,
+    return subprocess.run([sys.executable, "-m", "cnnrun", *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -65,21 +70,29 @@ class Ran:
 
 def cli(*args, cwd=None) -> Ran:
     """Runs `cnnrun ARGS` in this process (cnnrun.cli.main, as the console script calls it): seconds faster than a
-    process, for every test of a message, an exit code or a command's files. Real processes (run_cli) stay for what
-    needs one: signals, locks held by another process, the backend chosen by the environment, start-up time."""
+    process, for every test of a message, an exit code or a command's files. What a process would start afresh is
+    put back afterwards: the working directory, the environment, signal handlers, logging, the user's modules."""
     import contextlib
     import io
+    import logging
+    import signal
 
     from hydra.core.global_hydra import GlobalHydra
 
     from cnnrun import cli as command
+    from cnnrun import record
+    from cnnrun.config import plugins
+    from cnnrun.data import _preloaded, forget_digests
 
     out, err, code = io.StringIO(), io.StringIO(), 0
-    here = os.getcwd()
+    here, argv, environ = os.getcwd(), sys.argv[:], dict(os.environ)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    root = logging.getLogger()
+    logged = (root.handlers[:], root.level)
+    modules = set(sys.modules)
     if "absl.logging" in sys.modules:  # Hydra's logging set-up closes every handler's stream that is not the process's
         handler = sys.modules["absl.logging"].get_absl_handler().python_handler  # own: absl's holds pytest's capture
         handler.stream = sys.__stderr__
-    argv = sys.argv[:]
     try:
         if cwd is not None:
             os.chdir(cwd)
@@ -91,7 +104,24 @@ def cli(*args, cwd=None) -> Ran:
     finally:
         os.chdir(here)
         sys.argv = argv
+        os.environ.clear()
+        os.environ.update(environ)
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        for h in root.handlers:
+            if h not in logged[0]:
+                h.close()
+        root.handlers[:], root.level = logged
         GlobalHydra.instance().clear()
+        record.release_all()  # what a process lets go of as it exits: its locks (atexit), its caches
+        record._decided.clear()
+        forget_digests()
+        _preloaded.clear()
+        plugins._located.clear()  # the user's code of this command: the next one imports its own afresh
+        for name in set(sys.modules) - modules:
+            file = str(getattr(sys.modules[name], "__file__", None) or "")
+            if name.startswith("cnnrun_user_") or file.startswith(tempfile.gettempdir()):  # a test's own modules
+                del sys.modules[name]
     return Ran(code, out.getvalue(), err.getvalue())
 
 

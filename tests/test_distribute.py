@@ -4,7 +4,6 @@ Two devices are JAX's CPU forced into two (XLA_FLAGS), two processes are real `c
 joined on 127.0.0.1 by jax.distributed (CPU collectives over Gloo), as a user would start them on two hosts.
 """
 
-import json
 import os
 import signal
 import socket

@@ -59,7 +59,7 @@ def test_a_run_directory_in_use_is_refused(finished, tmp_path):
 
     record.claim(finished)  # a live process owns it (a real OS lock, held by this test process)
     try:
-        r = run_cli("export", str(finished), "--format", "onnx", "--out", str(tmp_path / "out"))
+        r = run_cli("export", str(finished), "--format", "onnx", "--out", str(tmp_path / "out"), process=True)
     finally:
         record.release(finished)
     assert r.returncode == 2 and "is in use by process" in r.stderr and "Traceback" not in r.stderr

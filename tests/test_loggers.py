@@ -257,7 +257,8 @@ NOISE = re.compile(r"^[IWE]\d{4} \d\d:\d\d:\d\d|cuInit|absl::InitializeLog|rebui
 @pytest.mark.skipif(os.path.exists("/dev/nvidia0"), reason="on a GPU machine the CUDA lines are shown, as they should be")
 def test_a_first_run_prints_no_backend_boilerplate(tmp_path):
     r = run_cli("train", "dataset=digits", "dataset.limit=200", "model=dense", "trainer.epochs=1",
-                "augment=article004", f"hydra.run.dir={tmp_path / 'run'}")  # augmented: its first integer op too
+                "augment=article004", f"hydra.run.dir={tmp_path / 'run'}",  # augmented: its first integer op too
+                process=True)  # a first run: the backend starts in this process, printing below Python
     assert r.returncode == 0, r.stderr[-2000:]
     assert not NOISE.search(r.stderr + r.stdout), (r.stderr + r.stdout)[:2000]
 

@@ -176,7 +176,7 @@ def own_layers(tmp_path_factory) -> Path:
 def test_a_model_with_its_own_layers_needs_only_its_module_named(own_layers):
     picture = own_layers / "x.png"
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(picture)
-    r = run_cli("predict", "run", "x.png", cwd=own_layers)  # a fresh process: nothing of the user's is imported
+    r = run_cli("predict", "run", "x.png", cwd=own_layers, process=True)  # nothing of the user's is imported there
     assert r.returncode == 2
     line = r.stderr.strip().splitlines()[-1]
     assert line.endswith("uses my_layers>Brighten, your own code, which is not registered here; name the module that "

@@ -173,17 +173,21 @@ def test_near_chance_needs_a_high_training_accuracy():
     assert near_chance(0.55, 0.99, np.array([0] * 50 + [1] * 50)) is not None  # two classes: chance is 50 %
 
 
-def test_a_log_gets_steady_progress_lines(cfg_factory, tmp_path, monkeypatch, capsys):
+def test_a_log_gets_steady_progress_lines(cfg_factory, tmp_path, monkeypatch, caplog):
+    """Without a terminal, progress is log lines (the console's and train.log's, through the `cnnrun` logger)."""
     from cnnrun.training import progress
 
     monkeypatch.setattr(progress, "LOG_EVERY", 0.0)  # a line as often as it may come: every step but the last
-    assert train(cfg_factory("model=dense", "trainer.verbose=1"), tmp_path)["status"] == "ok"
-    out = capsys.readouterr().out
+    with caplog.at_level("INFO", logger="cnnrun"):
+        assert train(cfg_factory("model=dense", "trainer.verbose=1"), tmp_path)["status"] == "ok"
+    lines = [r.getMessage() for r in caplog.records]
     if keras.backend.backend() == "jax":
-        assert " step " not in out  # no batch hook: Keras keeps its asynchronous loop; a line per epoch
+        assert not any(" step " in line for line in lines)  # no batch hook: Keras keeps its asynchronous loop
     else:
-        assert "epoch 1/1  step 1/" in out and "loss" in out.split("step 1/")[1].splitlines()[0]
-    assert "epoch 1/1" in out
+        steps = [line for line in lines if line.startswith("epoch 1/1 step 1/")]
+        assert steps and "loss" in steps[0]
+    rows = [r for r in caplog.records if r.getMessage().startswith("epoch 1/1 ") and " step " not in r.getMessage()]
+    assert len(rows) == 1 and "loss" in rows[0].getMessage() and not getattr(rows[0], "log_only", False)
 
 
 def test_a_shortened_run_is_never_set_beside_the_articles_figure(tmp_path, capsys):

@@ -66,7 +66,7 @@ def test_a_second_process_is_refused_naming_the_holder(tmp_path):
     run = tmp_path / "run"
     record.claim(run)  # this test process holds the OS lock, as a running cnnrun would
     try:
-        second = run_cli("train", *CLI_TINY, f"hydra.run.dir={run}")
+        second = run_cli("train", *CLI_TINY, f"hydra.run.dir={run}", process=True)  # another process
     finally:
         record.release(run)
     assert second.returncode == 2

@@ -578,10 +578,7 @@ def _cross_rules(cfg) -> None:
     t = cfg.trainer
     smoke = (cfg.get("debug") or {}).get("mode") == "smoke"  # then a missing folder is the job's failed row
     if OmegaConf.is_missing(cfg.dataset, "path") and not smoke:
-        raise CnnrunError(f"dataset={cfg.dataset.name} needs dataset.path=labels.csv, the manifest: a header row "
-                          "with path and label columns, then a row per image" if cfg.dataset.name == "csv" else
-                          f"dataset={cfg.dataset.name} needs dataset.path, the folder of images: "
-                          "e.g. dataset.path=photos (with photos/<class>/*.jpg)")
+        raise CnnrunError(missing_path(cfg.dataset.name))
     import importlib.util
 
     for name, (module, extra) in LOGGER_EXTRAS.items():  # before any work, not as a warning after training
@@ -606,6 +603,14 @@ def _cross_rules(cfg) -> None:
     if t.tta == "flip" and cfg.dataset.get("cache") is False:
         raise CnnrunError("trainer.tta=flip needs the test images in memory but dataset.cache=false streams them; "
                           "set dataset.cache=auto or trainer.tta=none")
+
+
+def missing_path(name: str) -> str:
+    """What a dataset given no dataset.path is told (before any work; under debug=smoke, as the job's failed row)."""
+    if name == "csv":
+        return ("dataset=csv needs dataset.path=labels.csv, the manifest: a header row with path and label columns, "
+                "then a row per image")
+    return f"dataset={name} needs dataset.path, the folder of images: e.g. dataset.path=photos (with photos/<class>/*.jpg)"
 
 
 def _distribute_rules(d) -> None:

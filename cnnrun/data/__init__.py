@@ -218,7 +218,7 @@ def check_source(cfg) -> None:
     (the option's check in schema.OPTIONS; the user's own loader has none): one line, before the backend starts."""
     from omegaconf import OmegaConf
 
-    if "path" in cfg and OmegaConf.is_missing(cfg, "path"):
+    if "path" in cfg.keys() and OmegaConf.is_missing(cfg, "path"):
         return  # a folder not given at all: the config's check says so, or (debug=smoke) it is that job's failed row
     spec = schema.option("dataset", cfg).check
     if spec is not None:

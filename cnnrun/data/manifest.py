@@ -92,8 +92,9 @@ def manifest_file(cfg) -> Path:
     from omegaconf import OmegaConf
 
     if OmegaConf.is_missing(cfg, "path") or not cfg.get("path"):
-        raise CnnrunError("dataset=csv needs dataset.path=FILE.csv, a manifest with a header row and path and label "
-                          "columns")
+        from cnnrun.config.schema import missing_path
+
+        raise CnnrunError(missing_path("csv"))
     path = Path(str(cfg.path)).expanduser()
     if not path.is_file():
         raise CnnrunError(f"dataset.path={cfg.path} is not a file; give the CSV manifest (a header row, then one "

@@ -62,6 +62,12 @@ def same_files(pairs, where: str) -> None:
 
 def folder_root(cfg) -> Path:
     """dataset=folder's dataset.path, a folder (else one line; schema.Option.check before any work too)."""
+    from omegaconf import OmegaConf
+
+    from cnnrun.config.schema import missing_path
+
+    if OmegaConf.is_missing(cfg, "path") or not cfg.get("path"):
+        raise CnnrunError(missing_path(cfg.name))
     root = Path(str(cfg.path)).expanduser()
     if not root.is_dir():
         raise CnnrunError(f"dataset.path={cfg.path} is not a folder; give DIR with DIR/<class>/*.jpg")

@@ -202,6 +202,7 @@ def precise_batch_norm(classifier, data, t, steps: int) -> str | None:
         return None
     rng = np.random.default_rng(t.seed + 7919)  # its own stream: the training order is not disturbed
     n = min(len(data.x_train), PRECISE_BN_IMAGES)
+    log.info("precise BN: the statistics of %d batch norms over %d training images", len(norms), n)
     picked = np.sort(rng.choice(len(data.x_train), size=n, replace=False))
     size = max(t.batch_size, min(PRECISE_BN_BATCH, t.eval_batch_size))  # few calls: each is an eager forward pass
     batches = [picked[i:i + size] for i in range(0, n, size)]

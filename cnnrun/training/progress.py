@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import keras
@@ -11,7 +12,11 @@ from cnnrun.console import console
 
 
 def _fmt(logs: dict, keys=("loss", "accuracy", "val_loss", "val_accuracy")) -> str:
-    return "  ".join(f"{k} {float(logs[k]):.4f}" for k in keys if k in logs and logs[k] is not None)
+    """Each metric's name and value, one space apart: a line of them fits 80 columns (history.csv keeps every digit)."""
+    return " ".join(f"{k} {float(logs[k]):.3f}" for k in keys if k in logs and logs[k] is not None)
+
+
+log = logging.getLogger("cnnrun")
 
 
 LOG_EVERY = 30.0  # seconds between progress lines in a log (verbose=1 without a terminal)
@@ -67,27 +72,28 @@ class RichProgress(keras.callbacks.Callback):
         if self.lines:  # a log: a steady line, not a bar
             if now - max(self._last, self._epoch_start) >= LOG_EVERY and batch + 1 < self.steps:
                 self._last = now
-                console.print(f"epoch {self._epoch + 1}/{self.epochs}  step {batch + 1}/{self.steps}  "
-                              f"{now - self._epoch_start:.0f}s  {_fmt(logs or {}, ('loss', 'accuracy'))}",
-                              highlight=False)
+                log.info("epoch %d/%d step %d/%d %.0fs %s", self._epoch + 1, self.epochs, batch + 1, self.steps,
+                         now - self._epoch_start, _fmt(logs or {}, ("loss", "accuracy")))
             return
         if self.progress is None:
             return
         if now - self._last >= self.refresh or batch + 1 == self.steps:
             self._last = now
-            self.progress.update(self.task, completed=batch + 1, metrics=_fmt(logs or {}))
+            self.progress.update(self.task, completed=batch + 1, metrics=_fmt(logs or {}, ("loss", "accuracy")))
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._epoch_start
-        line = f"epoch {epoch + 1}/{self.epochs}  {seconds:.1f}s  {_fmt(logs or {})}"
-        if self.progress is not None and not self.progress.disable:
-            if self._done < self.steps:  # broken off (Ctrl-C): the bar stays where it stopped, marked as not kept
-                self.progress.update(self.task, completed=self._done, metrics="stopped: this epoch is discarded",
-                                     description=f"epoch {epoch + 1}/{self.epochs} (stopped)")
-                return
-            self.progress.update(self.task, completed=self.steps, metrics=f"{seconds:.1f}s  " + _fmt(logs or {}))
-        elif self.verbose:
-            console.print(line)
+        bars = self.progress is not None and not self.progress.disable
+        if bars and self._done < self.steps:  # broken off (Ctrl-C): the bar stays where it stopped, marked as not kept
+            self.progress.update(self.task, completed=self._done, metrics="stopped: this epoch is discarded",
+                                 description=f"epoch {epoch + 1}/{self.epochs} (stopped)")
+            return
+        line = f"epoch {epoch + 1}/{self.epochs} {seconds:.1f}s {_fmt(logs or {})}"
+        if bars:  # the epoch's bar gives way to its line (within 80 columns), printed above the next epoch's bar
+            self.progress.remove_task(self.task)
+            self.progress.console.print(line, highlight=False, markup=False)
+        # Every epoch's row is in train.log; the console shows it as a line unless a bar did (or verbose=0).
+        log.info("%s", line, extra={"log_only": bars or not self.verbose})
 
     def close(self) -> None:
         """Stops the live display (after the last epoch; fit() ends once per epoch, so not on_train_end)."""

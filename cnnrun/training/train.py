@@ -76,8 +76,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         keras.config.set_dtype_policy(str(t.precision))
         try:
             data = load_dataset(cfg.dataset, seed=t.seed, val_split=t.val_split, batch_size=t.batch_size)
-            log.info("data: %d train / %d validation / %d test images %s from %s",
-                     len(data.x_train), len(data.x_val), len(data.x_test), data.input_shape, data.source)
+            log.info("data: %d train / %d validation / %d test images, %s", len(data.x_train), len(data.x_val),
+                     len(data.x_test), "x".join(map(str, data.input_shape)))
+            log.info("data from: %s", data.source)  # a line of its own: a long path is the only long line
             for note in data.notes:
                 log.warning(note)
             if layout.distributed:
@@ -138,7 +139,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             # Evaluate on the test set, once, with the classifier; then the reports, plots and the model.
             run.update(evaluated_weights=loop.finish(trainer, fitted))  # the best epoch's, the average, or the last
             run.update(precise_bn=loop.precise_batch_norm(classifier, data, t, loop.steps_done(trainer)))
+            log.info("evaluating %d test images%s", len(data.x_test), " and their mirror images" if t.tta == "flip" else "")
             probs = loop.evaluate(classifier, data, t)
+            log.info("writing the reports, plots%s", " and the model" if cfg.output.save_model else "")
             run.update(**artifacts.write_evaluation(run_dir, data, probs, cfg.output, classifier))
             warning = artifacts.near_chance(run.metrics["test_accuracy"], run.metrics["final_train_accuracy"], data.y_test)
             if warning:  # said in the table and the record: never a quiet "ok" on a model that learned nothing usable
