@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
@@ -122,19 +124,22 @@ def _tiny(argv: list[str]) -> list[str]:
     return argv + ["dataset.limit=200", "trainer.epochs=1", "trainer.verbose=0"]
 
 
-@pytest.mark.slow  # about 45 tiny runs, exports and explains (several minutes): `make test-full`
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Fashion-MNIST (apt)")
-def test_every_readme_command_runs(tmp_path):
+def test_every_readme_command_runs(tmp_path, monkeypatch):
+    """Every `cnnrun` line of the README, as written but at tiny sizes, in this process (tests.conftest.cli): the
+    smoke sweep over every preset included, whose rows are checked as the README promises them."""
     import shlex
 
     from PIL import Image
 
+    from tests.test_debug import check_smoke_sweep
+
     (tmp_path / "my_photos").mkdir()
     Image.new("L", (28, 28), 128).save(tmp_path / "my_photos" / "gray.png")
-    env = {**__import__("os").environ, "CNNRUN_DATA": "/usr/share/datasets/fashion-mnist"}
+    monkeypatch.setenv("CNNRUN_DATA", "/usr/share/datasets/fashion-mnist")
     run_dir, sweep_dir = tmp_path / "run", tmp_path / "sweep"
-    ran = 0
-    for command in readme_commands():
+    ran, smoke = 0, None
+    for command in dict.fromkeys(readme_commands()):  # a command the README shows twice runs once
         if not command.startswith("cnnrun ") or command.startswith(tuple(NOT_RUN)):
             continue
         for placeholder in RUN_DIRS:
@@ -146,11 +151,16 @@ def test_every_readme_command_runs(tmp_path):
             argv.append(f"hydra.run.dir={run_dir}")  # the first run is the one the later commands name
         elif argv[0] == "train" and "-m" in argv and not sweep_dir.exists():
             argv.append(f"hydra.sweep.dir={sweep_dir}")
-        done = subprocess.run([sys.executable, "-m", "cnnrun", *argv], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=1200)
+        elif "experiment=glob(*)" in command:
+            smoke = tmp_path / "smoke"
+            argv.append(f"hydra.sweep.dir={smoke}")
+        done = cli(*argv, cwd=tmp_path)
         # `glob(*)` includes presets whose data this machine lacks (MNIST, photos): their rows fail, exit 1
         allowed = (0, 1) if "experiment=glob(*)" in command else (0,)
         assert done.returncode in allowed, f"{command}\n{done.stderr[-3000:]}"
         assert "Traceback" not in done.stderr, f"{command}\n{done.stderr[-3000:]}"
+        if smoke is not None and "experiment=glob(*)" in command:
+            check_smoke_sweep(smoke, done)
         ran += 1
-    assert ran >= 17 and (run_dir / "metrics.json").is_file() and (sweep_dir / "summary.csv").is_file()
+    assert ran >= 15 and (run_dir / "metrics.json").is_file() and (sweep_dir / "summary.csv").is_file()
+    assert smoke is not None  # the README shows the smoke sweep; it ran here
