@@ -42,7 +42,8 @@ def test_every_group_option_composes(cfg_factory, group):
         if group == "augment":  # the option's own sub-node is set, the others stay None
             assert option == "none" or any(cfg.augment[k] is not None for k in cfg.augment), option
         else:
-            assert OmegaConf.select(cfg, group).get("name", group) in (option, group, "cnn3"), option
+            node = OmegaConf.select(cfg, group)  # named as the option, or (a backbone) as the network it builds
+            assert node.get("name", group) in (option, group, "cnn3") or schema.option_name(group, node) == option, option
 
 
 def test_defaults_are_fashion_and_cnn4(cfg_factory):
@@ -102,7 +103,7 @@ def test_cnn3_variants_change_the_stack(cfg_factory):
         ("model=resnet model.depth=21", "model.depth=21 must be 6n + 2"),
         ("optimizer.schedule=linear", "optimizer.schedule=linear is not one of constant, cosine, onecycle"),
         ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1"),
-        ("model=nope", "model=nope is not an option; expected one of cnn3,"),
+        ("model=nope", "model=nope is not an option; expected one of backbone, cnn3,"),
         ("dataset=folder", "dataset=folder needs dataset.path"),
         ("trainer.tta=flip dataset=folder dataset.path=x dataset.cache=false", "trainer.tta=flip needs the test images"),
         ("augment=flip trainer.augment_after=1", "leaves no augmented epoch"),
@@ -195,7 +196,7 @@ def _restated():
                 sources.append((option, "", data, schema.Trainer))
             else:
                 name = data.get("name") or (parents[0] if parents else path.stem)
-                sources.append((option, "", data, schema.SCHEMAS[group].get(name)))
+                sources.append((option, "", data, schema.SCHEMAS[group].get(schema.option_name(group, {**data, "name": name}))))
     for option, prefix, data, cls in sources:
         assert cls is not None, option
         for key, value in data.items():

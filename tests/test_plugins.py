@@ -84,7 +84,7 @@ def test_the_readme_example_trains_end_to_end(project):
             if "model._target_" in overrides or "model=mynet" in overrides:  # the user's model: its code is recorded
                 assert "model" in m["code_digest"], run
     first = read_metrics(project / "runs" / "0")
-    assert first["model"] == "custom" and first["dataset"] == "csv" and first["params"] == 5154  # width 16
+    assert first["model"] == "build" and first["dataset"] == "labels" and first["params"] == 5154  # width 16
     assert read_metrics(project / "runs" / "2")["model"] == "mynet"
     assert "dataset" in read_metrics(project / "runs" / "1")["code_digest"]  # the loader is code too
     hooked = read_metrics(project / "runs" / "4")  # the hook stopped fitting after two of four epochs
@@ -178,7 +178,6 @@ def test_an_argument_the_function_does_not_take_is_refused(bad):
     ("raises", "raised ValueError: boom while building the model"),
     ("not_a_model", "returned int, not a keras.Model"),
     ("three_classes", "outputs shape (batch, 3) but this data has 10 classes"),
-    ("logits", "outputs no class probabilities"),
     ("fixed_input", "cannot take this data's images (batch, 28, 28, 1)"),
 ])
 def test_a_builder_that_returns_the_wrong_thing_is_refused_in_one_line(bad, target, expected):
@@ -194,9 +193,10 @@ def test_keras_applications_style_builders_get_classes(bad):
 
 
 def test_a_run_refused_by_its_builder_exits_2_and_names_it(bad):
-    r = run_cli("train", "model=custom", "model._target_=bad.py:logits", "dataset=digits", "trainer.epochs=1",
+    r = run_cli("train", "model=custom", "model._target_=bad.py:three_classes", "dataset=digits", "trainer.epochs=1",
                 f"hydra.run.dir={bad / 'run'}", cwd=bad)
-    assert r.returncode == 2 and "outputs no class probabilities" in r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "outputs shape (batch, 3) but this data has 10 classes" in r.stderr.strip().splitlines()[-1]
+    assert not (bad / "run").exists()  # refused before the run directory was made
 
 
 # --- manifests and loaders ---------------------------------------------------------------------------
@@ -261,7 +261,7 @@ def test_a_loader_of_arrays_trains_and_wrong_returns_are_one_line(tmp_path, monk
     cfg = make_config("dataset=custom", "dataset._target_=loaders.py:arrays", "+dataset.n=80", "model=dense",
                       "dataset.limit=null")
     m = train(cfg, tmp_path / "run")
-    assert m["status"] == "ok" and m["dataset"] == "custom"
+    assert m["status"] == "ok" and m["dataset"] == "arrays"  # named by the user's function
     report = json.loads((tmp_path / "run" / "classification_report.json").read_text())
     assert {"dark", "bright"} <= set(report) and report["dark"]["support"] + report["bright"]["support"] == 40
     for target, expected in [("a_list", "returned list; return a dict"),

@@ -41,7 +41,7 @@ def test_frozen_layers_do_not_change(cfg_factory, tmp_path, monkeypatch):
         assert changed == (i >= 15), layer.name  # block5 trains, blocks 1-4 stay put
 
 
-def test_offline_imagenet_weights_error_names_the_file(cfg_factory, tmp_path, monkeypatch):
+def test_offline_imagenet_weights_error_names_the_cache_folder(cfg_factory, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
 
     def offline(*a, **k):
@@ -51,5 +51,6 @@ def test_offline_imagenet_weights_error_names_the_file(cfg_factory, tmp_path, mo
     import keras.src.applications.vgg16 as vgg_module
 
     monkeypatch.setattr(vgg_module.file_utils, "get_file", offline)
-    with pytest.raises(CnnrunError, match="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5.*model.weights=null"):
+    with pytest.raises(CnnrunError, match=f"VGG16's ImageNet weights are not in Keras' cache \\({tmp_path}/models\\).*"
+                                          "model.weights=PATH \\(or null"):
         build_model(cfg_factory("model=vgg16").model, (32, 32, 3), 2)

@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cnnrun import CnnrunError
 from cnnrun.config import plugins
+from cnnrun.config.families import FAMILIES, canonical
 
 # --- rules: what a type cannot say, kept with the field ------------------------------------------------
 
@@ -221,6 +222,33 @@ class Vgg16:
     freeze: int = rule(0, lambda v: _int(v) and 0 <= v <= 19, "a number of VGG16 layers in [0, 19]", "15")
     dense: int = rule(512, *AT_LEAST_1)
     dropout: float = rule(0.5, FRACTION[0], "a rate in [0, 1)")
+
+
+class Pooling(StrEnum):
+    avg = "avg"
+    max = "max"
+    flatten = "flatten"
+
+
+@dataclass
+class Backbone:
+    """A pretrained network (cnnrun/models/backbone.py): a keras.applications classifier by name, or a KerasHub
+    preset, with a new head; fed exactly the input it was trained on."""
+    name: str = rule("MobileNetV3Small", lambda v: isinstance(v, str) and canonical(v) is not None,
+                     "a keras.applications image classifier: " + ", ".join(sorted(FAMILIES)), "EfficientNetV2B0")
+    preset: Optional[str] = None    # a KerasHub preset (a name in its cache, or a folder save_to_preset wrote)
+    weights: Optional[str] = "imagenet"
+    freeze: Any = rule(0, lambda v: v == "all" or (_int(v) and v >= 0), "a number of leading layers >= 0, or all",
+                       "all")
+    input_size: Optional[int] = rule(None, lambda v: v is None or (_int(v) and v >= 8),
+                                     "null (the data's side) or a side of at least 8 pixels", "224")
+    pooling: Pooling = Pooling.avg
+    dense: Optional[int] = rule(None, lambda v: v is None or (_int(v) and v >= 1), "null or a number of units", "256")
+    dropout: float = rule(0.2, FRACTION[0], "a rate in [0, 1)")
+    unfreeze_after: Optional[int] = rule(None, lambda v: v is None or (_int(v) and v >= 1),
+                                         "null or a number of epochs >= 1", "5")
+    unfreeze_lr: float = rule(1e-5, *POSITIVE, "1e-5")
+    logits: bool = False            # end in logits (the loss is told; the saved classifier adds a softmax)
 
 
 @dataclass
@@ -498,6 +526,7 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "tf_cnn": Option(TfCnn, "cnnrun.models.tf_cnn"),
         "vgg16": Option(Vgg16, "cnnrun.models.vgg.vgg16"),
         "resnet": Option(ResNet, "cnnrun.models.resnet.resnet"),
+        "backbone": Option(Backbone, "cnnrun.models.backbone.backbone"),  # any keras.applications name, or a preset
         "custom": Option(CustomModel, None),
     },
     "optimizer": {
@@ -521,9 +550,40 @@ SCHEMAS = {group: {name: option.schema for name, option in options.items()} for 
 TARGETED = {"model": CustomModel, "dataset": CustomDataset}
 
 
+def option_name(group: str, node) -> str | None:
+    """The registry's name of the option a group node is: a node with a `_target_` is `custom`, whatever its name;
+    a model named like a keras.applications classifier (or given a preset) is a `backbone`."""
+    if not isinstance(node, (dict, DictConfig)):
+        return None
+    if node.get("_target_") is not None:
+        return "custom"
+    name = node.get("name")
+    if group == "model" and name not in OPTIONS["model"] and (node.get("preset") or canonical(name or "")):
+        return "backbone"
+    return name
+
+
+def display_name(group: str, node) -> str:
+    """What a run of this model or dataset is called in tables, directory names and records, unless `name` is
+    given: the user's own function by its name (`build`, `tiny_resnet`), a backbone by its network
+    (`efficientnetv2b0`) or preset, a CSV manifest by its file (`labels`); else the option's name."""
+    from pathlib import PurePath
+
+    name = str(node.get("name"))
+    target = node.get("_target_")
+    if target and not OmegaConf.is_missing(node, "_target_") and name == "custom":
+        return str(target).rpartition(":")[2].rpartition(".")[2] or name
+    if group == "model" and option_name(group, node) == "backbone":
+        return PurePath(str(node.get("preset"))).name if node.get("preset") else (canonical(name) or name).lower()
+    if group == "dataset" and name == "csv" and "path" in node.keys() and not OmegaConf.is_missing(node, "path") \
+            and node.get("path"):
+        return PurePath(str(node.get("path"))).stem or name
+    return name
+
+
 def option(group: str, node) -> Option:
-    """The registered option a (validated) group node is: a node with a `_target_` is `custom`, whatever its name."""
-    found = OPTIONS[group].get("custom" if node.get("_target_") is not None else node.get("name"))
+    """The registered option a (validated) group node is (option_name)."""
+    found = OPTIONS[group].get(option_name(group, node))
     if found is None:
         raise CnnrunError(f"{group}.name={node.get('name')} is unknown; expected one of {', '.join(OPTIONS[group])}")
     return found
@@ -649,7 +709,7 @@ def _unknown_key(key: str, known: list[str]) -> CnnrunError:
 def _schema_for(group: str, node) -> type | None:
     if isinstance(node, DictConfig) and group in TARGETED and "_target_" in node.keys():
         return TARGETED[group]
-    name = node.get("name") if isinstance(node, DictConfig) else None
+    name = option_name(group, node) if isinstance(node, DictConfig) else None
     return SCHEMAS[group].get(name) if name is not None else None
 
 
@@ -665,6 +725,11 @@ def check_types(cfg: DictConfig) -> DictConfig:
         schema = _schema_for(group, node)
         if node is None or schema is None:
             kind = {s: n for n, s in SCHEMAS[group].items()}.get(OmegaConf.get_type(node)) if node is not None else None
+            if kind == "backbone":  # model=backbone model.name=X: X is not one of keras.applications' classifiers
+                close = difflib.get_close_matches(str(node.get("name")), list(FAMILIES), n=1, cutoff=0.5)
+                raise CnnrunError(f"model.name={node.get('name')} is not a keras.applications image classifier cnnrun "
+                                  f"knows; {'did you mean ' + close[0] + '? ' if close else ''}expected one of "
+                                  f"{', '.join(sorted(FAMILIES))}, or model.preset=NAME_OR_FOLDER for KerasHub")
             hint = (f"; an option of your own that extends {group}={kind} keeps its name: {kind}" if kind else
                     f"; your own {group} names its code with {group}._target_" if group in TARGETED else "")
             raise CnnrunError(f"{group}.name={None if node is None else node.get('name')!r} is unknown; "
@@ -758,13 +823,15 @@ def _validate(cfg: DictConfig, user_code: bool = True) -> DictConfig:
 
 def register_resolvers() -> None:
     """`${cnnrun_uid:}`: a random suffix, drawn once per config, so two runs never share a directory;
-    `${cnnrun_owned:...}`: see _owned."""
+    `${cnnrun_owned:...}`: see _owned; `${cnnrun_name:GROUP}`: the model's or dataset's display_name."""
     import secrets
 
     if not OmegaConf.has_resolver("cnnrun_uid"):
         OmegaConf.register_new_resolver("cnnrun_uid", lambda: secrets.token_hex(3), use_cache=True)
     if not OmegaConf.has_resolver("cnnrun_owned"):
         OmegaConf.register_new_resolver("cnnrun_owned", _owned)
+    if not OmegaConf.has_resolver("cnnrun_name"):  # ${cnnrun_name:model}: display_name, for run directories
+        OmegaConf.register_new_resolver("cnnrun_name", lambda group, *, _root_: display_name(group, _root_[group]))
 
 
 def _owned(value, otherwise=None, *, _root_):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from cnnrun.config import schema
 from cnnrun.config.redact import redact, take_credentials
 from cnnrun.record import identity, layout
 
@@ -364,7 +365,8 @@ class MlflowLogger(Logger):
             log.info("mlflow: continuing run %s in %s", self.run_id, uri)
             return
         tags = {"mlflow.source.name": "cnnrun train", "mlflow.source.type": "LOCAL", "cnnrun.run_dir": str(run.dir),
-                "cnnrun.config_hash": run.fingerprint, "model": cfg.model.name, "dataset": cfg.dataset.name,
+                "cnnrun.config_hash": run.fingerprint, "model": schema.display_name("model", cfg.model),
+                "dataset": schema.display_name("dataset", cfg.dataset),
                 "status": "running"}
         parent = sweep_parent(self.client, uri, experiment, self.dir.parent) if _in_sweep(self.dir) else None
         if parent:

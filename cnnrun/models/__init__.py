@@ -7,6 +7,9 @@ float32 even under mixed precision, so losses stay stable.
 
 from __future__ import annotations
 
+import logging
+from enum import Enum
+
 import keras
 from keras import layers
 
@@ -14,6 +17,8 @@ from cnnrun import CnnrunError
 from cnnrun.backend import BatchNorm
 from cnnrun.config import plugins, schema
 from cnnrun.models.blocks import classifier_head
+
+log = logging.getLogger("cnnrun")
 
 
 def _conv(x, filters, name, **kwargs):
@@ -139,7 +144,10 @@ def build_model(cfg, input_shape, num_classes) -> keras.Model:
     if cfg.get("_target_") is not None:
         return build_custom(cfg, tuple(input_shape), int(num_classes))
     builder = plugins.locate(schema.option("model", cfg).target, "model.name")
-    return builder(tuple(input_shape), int(num_classes), **{k: v for k, v in cfg.items() if k != "name"})
+    keys = {k: (str(v) if isinstance(v, Enum) else v) for k, v in cfg.items() if k != "name"}
+    if schema.option_name("model", cfg) == "backbone":  # its name is the network it builds
+        keys["name"] = cfg.name
+    return builder(tuple(input_shape), int(num_classes), **keys)
 
 
 TARGET_KEY = "model._target_"
@@ -148,7 +156,8 @@ TARGET_KEY = "model._target_"
 def build_custom(cfg, input_shape: tuple, num_classes: int) -> keras.Model:
     """The user's own network: `cfg._target_` called with the run's input_shape and num_classes and the config's
     other keys, then checked as cnnrun's own builders are made: a keras.Model that takes `input_shape` images
-    in [0, 1] and returns one probability per class (a softmax), refused in one line otherwise."""
+    in [0, 1] and returns one value per class (probabilities, or logits: the loss is told), saved and loaded again;
+    refused in one line otherwise. A model that scales its pixels itself is named in a warning."""
     import numpy as np
 
     target = cfg._target_  # importable, callable, taking these arguments: checked with the config (schema.py)
@@ -173,12 +182,45 @@ def build_custom(cfg, input_shape: tuple, num_classes: int) -> keras.Model:
         raise CnnrunError(f"{TARGET_KEY}={target} outputs shape {shown((None, *probs.shape[1:]))} but this data has "
                           f"{num_classes} classes; end the model with keras.layers.Dense(num_classes, "
                           "activation='softmax')")
-    if not (np.all(probs >= -1e-6) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)):
-        raise CnnrunError(f"{TARGET_KEY}={target} outputs no class probabilities (a row sums to "
-                          f"{probs.sum(axis=1)[0]:.3g}); end it with a softmax: keras.layers.Dense(num_classes, "
-                          "activation='softmax')")
+    if not np.all(np.isfinite(probs)):
+        raise CnnrunError(f"{TARGET_KEY}={target} outputs NaN or inf on blank images; check its layers")
     check_saveable(model, f"{TARGET_KEY}={target}")
+    scaling = rescales(model)
+    if scaling:  # the newcomer's keras.applications model through model=custom: its pixels scaled twice
+        log.warning("%s=%s scales its input itself (%s), but cnnrun gives every network images already scaled to "
+                    "[0, 1]: it sees them scaled twice. Drop that layer, or fine-tune a keras.applications network "
+                    "with model=backbone model.name=..., which feeds it its own input", TARGET_KEY, target, scaling)
     return model
+
+
+def rescales(model: keras.Model, depth: int = 4) -> str | None:
+    """The first of a model's leading layers (nested models' too) that scales pixels (Rescaling, Normalization),
+    said as `layer name (Class)`; None when none does."""
+    seen = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)):
+            return f"{layer.name} ({type(layer).__name__})"
+        if isinstance(layer, keras.Model):
+            found = rescales(layer, depth - seen)
+            if found:
+                return found
+        seen += 1
+        if seen >= depth:
+            return None
+    return None
+
+
+def ends_in_logits(network: keras.Model, input_shape) -> bool:
+    """Whether a network's outputs are logits rather than class probabilities: a row of probabilities is never
+    negative and sums to 1 (cnnrun's networks end in a softmax; a user's, a backbone's with model.logits=true,
+    or a PyTorch-minded one may not)."""
+    import numpy as np
+
+    x = np.random.default_rng(0).uniform(0, 1, (2, *input_shape)).astype("float32")
+    out = keras.ops.convert_to_numpy(network(x, training=False)).astype("float64")
+    return not (np.all(out >= -1e-6) and np.allclose(out.sum(axis=1), 1.0, atol=1e-3))
 
 
 def check_saveable(model: keras.Model, what: str) -> None:

@@ -24,6 +24,9 @@ def finished_model(run_dir: Path, allow_unfinished: bool = False) -> tuple[Path,
     return model_file, metrics
 
 
+LIBRARIES = {"keras_hub"}  # installed libraries a model.keras may name (cnnrun's extras), imported to load it
+
+
 def load_model(model_file: Path, compile: bool = True, command: str = "predict"):
     """A run's model.keras, in Keras' safe mode only: a file that would run code on loading (a Lambda layer,
     a TFSMLayer, a crafted config) is refused in one line. cnnrun never loads with safe_mode=False."""
@@ -31,6 +34,13 @@ def load_model(model_file: Path, compile: bool = True, command: str = "predict")
 
     import cnnrun.backend  # noqa: F401 - registers cnnrun's layers: models saved before model.keras was portable
     import cnnrun.models.vgg  # noqa: F401 - and VGGPreprocess, for the same older models
+
+    libraries = {name.partition(">")[0] for name in unregistered(model_file)} & LIBRARIES
+    for library in sorted(libraries):  # a KerasHub backbone: the installed library registers its classes
+        try:
+            __import__(library)
+        except ImportError:
+            raise CnnrunError(f"{model_file} holds a {library} network; pip install 'cnnrun[hub]' to load it") from None
 
     try:
         return keras.models.load_model(model_file, compile=compile, safe_mode=True)
@@ -71,7 +81,7 @@ def unregistered(model_file: Path) -> list[str]:
         if isinstance(node, dict):
             module, name = node.get("module"), node.get("registered_name") or node.get("class_name")
             if isinstance(name, str) and isinstance(module, str) and "class_name" in node and \
-                    not module.startswith("keras") and not name.startswith("__") and \
+                    module.split(".")[0] != "keras" and not name.startswith("__") and \
                     keras.saving.get_registered_object(name) is None and name not in found:
                 found.append(name)
             for v in node.values():

@@ -256,18 +256,24 @@ def _validation(data, t, layout, images):
 
 def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, images=None,
         checkpoint: dict | None = None, on_epoch=None, extend=None, stop_when=None,
-        layout: distribute.Layout | None = None) -> Fitted:
+        layout: distribute.Layout | None = None, unfreeze=None) -> Fitted:
     """Trains `trainer` on `data` for trainer.epochs epochs (the rest of them when `checkpoint` is given).
     `on_epoch(row)` hears of each epoch that ran whole, after its checkpoint; `extend(callbacks)` returns the
     Keras callbacks to fit with, and `stop_when(rows)` may end training after an epoch (the run's hooks).
     With a `layout` of several devices this process feeds its share of each batch (distribute.share); with
-    run_dir None no checkpoint is written (a process other than 0 of a distributed run)."""
+    run_dir None no checkpoint is written (a process other than 0 of a distributed run). `unfreeze`: (epoch, second
+    stage), a backbone's two-stage fine-tune: from that epoch on the second stage's model and optimizer train (a
+    checkpoint from then is restored into them)."""
     layout = layout or distribute.Layout(batch=t.batch_size)
     out = Fitted()
     epoch_log = EpochLog()
     best = Best(t)
     out.best = best if best.active else None
+    staged = False
     if checkpoint is not None:
+        if unfreeze is not None and checkpoint["meta"]["epoch"] >= unfreeze[0]:
+            unfreeze[1]()  # the checkpoint is of the second stage: its variables and optimizer
+            staged = True
         resume.restore(trainer, checkpoint)
         best.restore_from(checkpoint)
         out.first_epoch, out.seconds = checkpoint["meta"]["epoch"], checkpoint["meta"].get("train_seconds", 0.0)
@@ -305,6 +311,9 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
                              layout.devices, cut)
                 if stop.signum is not None:  # fit() would clear the stop request and run a whole epoch
                     break
+                if unfreeze is not None and epoch >= unfreeze[0] and not staged:
+                    unfreeze[1]()
+                    staged = True
                 before = steps_done(trainer)
                 args = (feed(data.x_train, data.y_train, batch, order) if images is None
                         else train_feed(data.y_train, order))

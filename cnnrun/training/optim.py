@@ -61,21 +61,25 @@ def _optimizer(cfg, total_steps: int, ema: float | None) -> keras.optimizers.Opt
     return plugins.locate(option.target, "optimizer.name")(lr, weight_decay=cfg.weight_decay, **own, **average)
 
 
-def build_loss(label_smoothing: float, num_classes: int, mixed: bool = False):
+def build_loss(label_smoothing: float, num_classes: int, mixed: bool = False, logits: bool = False):
     """Cross-entropy on integer labels; with smoothing, on softened one-hot targets. `mixed` (mixup / cutmix):
-    the model outputs [predictions | mixed targets] and the loss reads its targets from there."""
+    the model outputs [predictions | mixed targets] and the loss reads its targets from there. `logits`: the
+    network ends in logits, not probabilities (Keras' from_logits: softmax and log in one stable step)."""
     if mixed:
         def mixed_crossentropy(y_true, y_pred):
             probs, targets = y_pred[:, :num_classes], y_pred[:, num_classes:]
-            return keras.losses.categorical_crossentropy(targets, probs, label_smoothing=label_smoothing)
+            return keras.losses.categorical_crossentropy(targets, probs, label_smoothing=label_smoothing,
+                                                         from_logits=logits)
 
         return mixed_crossentropy
     if not label_smoothing:
-        return "sparse_categorical_crossentropy"
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True) if logits else \
+            "sparse_categorical_crossentropy"
 
     def smoothed_crossentropy(y_true, y_pred):
         labels = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), num_classes)
-        return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=label_smoothing)
+        return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=label_smoothing,
+                                                     from_logits=logits)
 
     return smoothed_crossentropy
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cnnrun import backend, hooks, record, signals
 from cnnrun.config import schema
@@ -17,7 +17,7 @@ from cnnrun.data import Dataset, load_dataset
 from cnnrun.data.augment import build_augment, build_mix, preview
 from cnnrun.data.memory import check_model_fits
 from cnnrun.data.resident import ResidentImages, resident_layer
-from cnnrun.models import build_model
+from cnnrun.models import build_model, ends_in_logits
 from cnnrun.record import artifacts
 from cnnrun.record import layout as files
 from cnnrun.training import distribute, loop, resume
@@ -33,14 +33,21 @@ def assemble(cfg_model, data: Dataset, augment, images: ResidentImages | None = 
     The classifier (uint8 pixels → scale → network) is what gets saved and predicts. The trainer
     model adds the augmentation between scaling and network, so it runs on the device and only in
     training; with device-resident `images` it takes image indices instead of pixels. With `mix`
-    (mixup / cutmix) it takes the labels too and outputs [predictions | mixed targets] for the loss.
+    (mixup / cutmix) it takes the labels too and outputs [predictions | mixed targets] for the loss. A network
+    that ends in logits gets a softmax in the classifier only.
     """
     network = build_model(cfg_model, data.input_shape, data.num_classes)
     scale = keras.layers.Rescaling(1.0 / 255, name="scale")
     pixels = keras.Input(data.input_shape, dtype="uint8", name="pixels")
-    classifier = keras.Model(pixels, network(scale(pixels)), name=network.name)
+    outputs = network(scale(pixels))
+    logits = ends_in_logits(network, data.input_shape)
+    if logits:  # the saved classifier still gives probabilities; the trainer trains on the logits (from_logits)
+        classifier = keras.Model(pixels, keras.layers.Softmax(name="probabilities", dtype="float32")(outputs),
+                                 name=network.name)
+    else:
+        classifier = keras.Model(pixels, outputs, name=network.name)
     if augment is None and images is None and mix is None:
-        return classifier, classifier
+        return classifier, classifier if not logits else keras.Model(pixels, outputs, name=f"{network.name}_train")
     inputs = pixels if images is None else keras.Input((), dtype="int32", name="index")
     x = scale(inputs if images is None else images(inputs))
     x = x if augment is None else augment(x)
@@ -50,6 +57,25 @@ def assemble(cfg_model, data: Dataset, augment, images: ResidentImages | None = 
     x, targets = mix([x, labels])
     outputs = keras.layers.Concatenate(name="with_targets", dtype="float32")([network(x), targets])
     return classifier, keras.Model([inputs, labels], outputs, name=f"{network.name}_train")
+
+
+def unfreezing(cfg, trainer: keras.Model, compile_trainer):
+    """model.unfreeze_after (a backbone fine-tuned in two stages, as Keras' transfer-learning guide does): the epoch,
+    and what makes the second stage: every layer of the backbone trains too, with the run's optimizer at a constant
+    model.unfreeze_lr; else None."""
+    after = cfg.model.get("unfreeze_after")
+    if not after:
+        return None
+
+    def second_stage() -> None:
+        for network in (layer for layer in trainer.layers if isinstance(layer, keras.Model)):
+            for base in (layer for layer in network.layers if isinstance(layer, keras.Model)):
+                base.trainable = True  # the backbone, whole; its input adapter (a fixed layer) stays as it is
+        slow = OmegaConf.merge(cfg.optimizer, {"lr": float(cfg.model.unfreeze_lr), "schedule": "constant", "warmup": 0.0})
+        compile_trainer(build_optimizer(slow, ema=cfg.trainer.ema))
+        log.info("epoch %d on: the whole backbone trains, at lr %g", int(after) + 1, cfg.model.unfreeze_lr)
+
+    return int(after), second_stage
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -65,7 +91,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             log.info("%s already holds a finished run of this config; nothing to do (trainer.resume=false reruns it)",
                      run_dir)
             return {**run.earlier, "skipped": True}
-        run.start(dataset=cfg.dataset.name, model=cfg.model.name, backend=backend.name())
+        names = {g: schema.display_name(g, cfg[g]) for g in ("dataset", "model")}  # `build`, `efficientnetv2b0` ...
+        run.start(**names, backend=backend.name())
 
         # Seed everything, then fix the numeric policy: both must precede any layer creation.
         keras.backend.clear_session()  # a sweep's jobs share one process: start each from a clean slate
@@ -95,17 +122,22 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             # With trainer.device_data the pixels go to the device once; fit() then feeds indices and labels.
             images = resident_layer(data.x_train, data.x_val) if t.device_data else None
             classifier, trainer = assemble(cfg.model, data, augment, images, mix)
-            check_model_fits(classifier.count_params(), cfg.optimizer.name, cfg.model.name)  # before any step
+            check_model_fits(classifier.count_params(), cfg.optimizer.name, names["model"])  # before any step
             steps = distribute.steps(len(data.x_train), layout)
-            trainer.compile(
-                optimizer=build_optimizer(cfg.optimizer, total_steps=steps * t.epochs, ema=t.ema),
-                loss=build_loss(t.label_smoothing, data.num_classes, mixed=mix is not None),  # cross-entropy
-                metrics=[accuracy(data.num_classes, mixed=mix is not None)], jit_compile=t.jit,
-                steps_per_execution=t.steps_per_execution,  # >1: several steps per call, less Python per step
-            )
+            logits = classifier.layers[-1].name == "probabilities"  # the network's own outputs are logits
+
+            def compile_trainer(optimizer) -> None:
+                trainer.compile(
+                    optimizer=optimizer,
+                    loss=build_loss(t.label_smoothing, data.num_classes, mixed=mix is not None, logits=logits),
+                    metrics=[accuracy(data.num_classes, mixed=mix is not None)], jit_compile=t.jit,
+                    steps_per_execution=t.steps_per_execution,  # >1: several steps per call, less Python per step
+                )
+
+            compile_trainer(build_optimizer(cfg.optimizer, total_steps=steps * t.epochs, ema=t.ema))
             artifacts.write_summary(run.dir / files.SUMMARY, classifier)
             run.update(params=int(classifier.count_params()), device=backend.device(), jit=bool(trainer.jit_compile))
-            log.info("model: %s, %s parameters, jit_compile=%s", cfg.model.name, f"{run.metrics['params']:,}",
+            log.info("model: %s, %s parameters, jit_compile=%s", names["model"], f"{run.metrics['params']:,}",
                      trainer.jit_compile)
 
             # Fit, an epoch per fit() call, a checkpoint after each (loop.py): a stopped run resumes exactly.
@@ -117,6 +149,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             with distribute.together(layout, run_dir):  # a lost process: a failed run to resume, said so
                 fitted = loop.fit(trainer, data, t, run_dir if layout.owner else None, run.fingerprint, augment,
                                   images, checkpoint, on_epoch=run.epoch, layout=layout,
+                                  unfreeze=unfreezing(cfg, trainer, compile_trainer),
                                   extend=lambda callbacks: attached.callbacks(run, data, callbacks),
                                   stop_when=lambda rows: attached.stop(run, rows))
             run.stage = "evaluation"  # a signal from here on stops the evaluation; resume evaluates, trains nothing
@@ -126,7 +159,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             run.update(**loop.history_metrics(fitted, data))
             artifacts.write_history(run.dir / files.HISTORY, fitted.history)
             if fitted.history:
-                artifacts.plot_curves(run.dir / files.CURVES, fitted.history, f"{cfg.dataset.name} · {cfg.model.name}")
+                artifacts.plot_curves(run.dir / files.CURVES, fitted.history, f"{names['dataset']} · {names['model']}")
             if fitted.signum is not None:
                 return run.end("interrupted", exit_code=fitted.exit_code, error=(
                     f"{signal.Signals(fitted.signum).name} after {len(fitted.history)} of {t.epochs} epochs; "
