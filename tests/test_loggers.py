@@ -279,8 +279,8 @@ def test_filtered_stderr_drops_only_the_noise():
 
 
 def test_the_model_is_an_mlflow_model_that_mlflow_serves_and_registers(tmp_path):
-    """model.keras goes up as an MLflow model (Keras flavour): the registry takes it, and `mlflow models serve`
-    answers a request with the class `cnnrun predict` gives the same image."""
+    """model.keras goes up as an MLflow model: the registry takes it, and `mlflow models serve` answers a request
+    with each class's probability under its name and the class `cnnrun predict` gives the same image."""
     import numpy as np
     from PIL import Image
 
@@ -326,10 +326,11 @@ def test_the_model_is_an_mlflow_model_that_mlflow_serves_and_registers(tmp_path)
         body = json.dumps({"inputs": pixels.tolist()}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
                                          {"Content-Type": "application/json"})
-        served = np.asarray(json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"])
+        served = json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
     names = read_metrics(tmp_path / "run")["class_names"]
-    assert served.shape == (4, len(names))
-    assert [names[k] for k in served.argmax(axis=1)] == ours
+    assert len(served) == 4 and all(set(row) == {*names, "class"} for row in served)  # named, beside a class
+    assert [row["class"] for row in served] == ours
+    assert all(abs(sum(row[n] for n in names) - 1) < 1e-5 and row["class"] == max(names, key=row.get) for row in served)

@@ -121,8 +121,14 @@ def _export(run_dir: Path, model_file: Path, metrics: dict, formats: list[str], 
     x, source = reference_images(run_dir, model.input_shape[1:], loader=loader)
     expected = model.predict(x, verbose=0)
     write_text(out / "labels.txt", "".join(f"{n}\n" for n in names))
+    channels = model.input_shape[-1]
     report = {"run": str(run_dir), "input": {"dtype": "uint8", "shape": [None, *model.input_shape[1:]],
-                                            "pixels": "raw 0-255; scaling is inside the model"},
+                                            "pixels": "raw 0-255; scaling is inside the model",
+                                            "color": "L (grayscale)" if channels == 1 else "RGB",
+                                            "resize": f"to {model.input_shape[1]}x{model.input_shape[2]} (height x "
+                                                      "width) with bilinear interpolation (PIL Image.BILINEAR, not "
+                                                      "its bicubic default), after the EXIF orientation is applied: "
+                                                      "as cnnrun prepared the training images"},
               "class_names": names, "verified_on": source, "tolerance": TOLERANCE,
               "formats": _earlier_formats(out, names, model.input_shape[1:])}
     for fmt in formats:

@@ -395,7 +395,7 @@ class MlflowLogger(Logger):
         _log(self.client, self.run_id, metrics=final_metrics(m), step=int(m.get("epochs") or 0),
              tags={k: v for k, v in tags.items() if v is not None})
         if self.cfg.log_model and m.get("status") == "ok" and (run.dir / layout.MODEL).is_file():
-            self.log_model(run.dir / layout.MODEL)
+            self.log_model(run.dir / layout.MODEL, [str(n) for n in m.get("class_names") or []])
         if self.cfg.artifacts:
             for path in sorted(run.dir.iterdir()):  # a folder (misclassified/, .hydra/) in one call, not a file each
                 if path.name in NOT_UPLOADED or path.name.startswith(".cnnrun") or path.suffix == ".keras":
@@ -407,14 +407,17 @@ class MlflowLogger(Logger):
         self.client.set_terminated(self.run_id, status=_MLFLOW_STATUS.get(m.get("status"), "FAILED"))
 
 
-    def log_model(self, model_file: Path) -> None:
-        """model.keras as an MLflow model, named `model` on this run: Keras' flavour with a pyfunc entry point,
-        so `mlflow models serve -m runs:/RUN_ID/model` answers with class probabilities and the registry takes
-        it. Its signature: uint8 images of the run's shape in, one probability per class out."""
+    def log_model(self, model_file: Path, class_names: list[str]) -> None:
+        """model.keras as an MLflow model, named `model` on this run: a pyfunc (cnnrun/record/mlflow_model.py) that
+        `mlflow models serve -m runs:/RUN_ID/model` runs and the registry takes. Its signature: uint8 images of the
+        run's shape in; out, a row per image with each class's probability under its name and `class`, the most
+        likely one."""
+        import tempfile
+
         import keras
         import mlflow
-        import mlflow.keras
         import numpy as np
+        import pandas as pd
         from mlflow.models import infer_signature
 
         from cnnrun import backend
@@ -422,11 +425,20 @@ class MlflowLogger(Logger):
 
         model = load_model(model_file, compile=False)
         example = np.zeros((1, *model.input_shape[1:]), "uint8")
-        signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
-        needs = [f"keras=={keras.__version__}", backend.requirement()]  # stated: inferring them runs the model again
+        probs = np.asarray(model.predict(example, verbose=0), dtype="float64")
+        answer = pd.DataFrame(probs, columns=class_names).assign(**{"class": [class_names[int(probs.argmax())]]})
+        signature = infer_signature(example, answer)
+        needs = [f"keras=={keras.__version__}", backend.requirement(), "pandas"]  # stated: inferring runs the model
         mlflow.set_tracking_uri(self.client.tracking_uri)
-        with mlflow.start_run(run_id=self.run_id):  # the fluent API logs models into the active run
-            mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=needs)
+        with tempfile.TemporaryDirectory() as scratch, mlflow.start_run(run_id=self.run_id):
+            names = Path(scratch) / "class_names.json"
+            names.write_text(json.dumps(class_names), encoding="utf-8")
+            mlflow.pyfunc.log_model(name="model", python_model=str(MLFLOW_MODEL), signature=signature,
+                                    artifacts={"model": str(model_file), "class_names": str(names)},
+                                    pip_requirements=needs)
+
+
+MLFLOW_MODEL = Path(__file__).resolve().parents[1] / "record" / "mlflow_model.py"  # loaded by MLflow, not imported
 
 
 def _in_sweep(run_dir: Path) -> bool:
