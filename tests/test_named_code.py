@@ -424,9 +424,15 @@ def test_a_sweep_rerun_after_the_users_yaml_changed_is_refused_before_hydra_writ
 def test_a_hooks_secrets_are_masked_like_a_trackers(tmp_path):
     (tmp_path / "secret_hooks.py").write_text("class Notify:\n    def __init__(self, api_token, password):\n"
                                        "        self.token = api_token\n    def end(self, run):\n        pass\n")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     r = cli("train", *TINY, "model=dense", "+hooks.n._target_=secret_hooks.Notify", "+hooks.n.api_token=tok-12345678",
-            "+hooks.n.password=hunter2-pw", "hydra.run.dir=run", cwd=tmp_path)
+            "+hooks.n.password=hunter2-pw", "logger=mlflow", f"logger.mlflow.tracking_uri={store}",
+            "logger.mlflow.log_model=false", "hydra.run.dir=run", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-1500:]
+    from mlflow.tracking import MlflowClient
+
+    params = MlflowClient(store).get_run(read_metrics(tmp_path / "run")["mlflow_run_id"]).data.params
+    assert params["hooks.n.api_token"] == "***" and params["hooks.n.password"] == "***"
     for f in [*(tmp_path / "run" / ".hydra").glob("*.yaml"), tmp_path / "run" / "train.log",
               tmp_path / "run" / "metrics.json"]:
         text = f.read_text()
@@ -516,3 +522,16 @@ def test_a_process_whose_process_0_is_gone_ends_with_one_line_and_exit_1(tmp_pat
     assert err.strip().splitlines()[-1] == (f"cnnrun: error: distribute: process 0 (the coordinator at 127.0.0.1:{port}) is gone, so "
                            "this process stops too; process 0's log says why; continue from the last epoch with: "
                            "cnnrun resume outputs/run")
+
+
+def test_resume_of_a_sweep_takes_a_config_dir_in_either_order(tmp_path):
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "mine.yaml").write_text("defaults:\n  - mnist_cnn\n  - _self_\ndropout: 0.2\n")
+    r = cli("train", "-m", "--config-dir", "conf", *TINY, "model=mine,dense", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-1500:]
+    for args in (["sweep", "--config-dir", "conf"], ["--config-dir", "conf", "sweep"]):
+        r = cli("resume", *args, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-1500:]
+        assert r.stdout.startswith("resume: replaying from sweep/multirun.yaml: ") and "model=mine,dense" in r.stdout
+    r = cli("resume", "sweep", cwd=tmp_path)  # without the folder, its option is unknown: said in one line
+    assert r.returncode == 2 and "mine" in r.stderr

@@ -37,6 +37,11 @@ def _secret_values() -> list[str]:
     return sorted(values, key=len, reverse=True)  # the longest first: one secret may contain another
 
 
+def secret_key(key) -> bool:
+    """Whether a setting's name says its value is secret (`hooks.notify.api_token`, `password`)."""
+    return isinstance(key, str) and _SECRET_KEY.search(key) is not None
+
+
 def _masked(m: re.Match) -> str:
     value = m["value"]
     if value.strip("'\"") in (MASK, "null", "None", ""):
@@ -61,7 +66,7 @@ def redact(text):
 def redact_data(data):
     """Every string inside nested dicts, lists and tuples redacted (keys too)."""
     if isinstance(data, dict):  # a value under a secret-sounding key is blanked whole, whatever it looks like
-        return {redact(k): MASK if isinstance(k, str) and _SECRET_KEY.search(k) and isinstance(v, (str, int)) and
+        return {redact(k): MASK if secret_key(k) and isinstance(v, (str, int)) and
                 not isinstance(v, bool) else redact_data(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
         return type(data)(redact_data(v) for v in data)

@@ -25,7 +25,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from cnnrun.config import schema
-from cnnrun.config.redact import redact, take_credentials
+from cnnrun.config.redact import MASK, redact, secret_key, take_credentials
 from cnnrun.record import identity, layout
 
 log = logging.getLogger("cnnrun")
@@ -110,8 +110,8 @@ def flatten(cfg, prefix: str = "") -> dict[str, object]:
     for key, value in (data or {}).items():
         if isinstance(value, dict):
             out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
+        else:  # a hook's api_token or password: masked, as every secret is before it reaches a tracker
+            out[f"{prefix}{key}"] = MASK if secret_key(key) and value is not None else value
     return out
 
 
