@@ -408,7 +408,7 @@ class MlflowLogger(Logger):
 
 
     def log_model(self, model_file: Path, class_names: list[str]) -> None:
-        """model.keras as an MLflow model, named `model` on this run: a pyfunc (cnnrun/record/mlflow_model.py) that
+        """model.keras as an MLflow model, named `model` on this run: a pyfunc (cnnrun/hooks/mlflow_model.py) that
         `mlflow models serve -m runs:/RUN_ID/model` runs and the registry takes. Its signature: uint8 images of the
         run's shape in; out, a row per image with each class's probability under its name and `class`, the most
         likely one."""
@@ -438,7 +438,7 @@ class MlflowLogger(Logger):
                                     pip_requirements=needs)
 
 
-MLFLOW_MODEL = Path(__file__).resolve().parents[1] / "record" / "mlflow_model.py"  # loaded by MLflow, not imported
+MLFLOW_MODEL = Path(__file__).resolve().parent / "mlflow_model.py"  # loaded by MLflow, not imported
 
 
 def _in_sweep(run_dir: Path) -> bool:
