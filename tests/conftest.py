@@ -53,11 +53,19 @@ def run_cli(*args, cwd=None, env=None, timeout=300, process=False):
     """Runs `cnnrun ARGS` as a user does. In this process (cli) unless the test needs a process of its own: an
     environment of its own (`env`: the backend, XLA's devices, import timing) or `process=True` (signals, locks held
     by another process, what the process prints below Python)."""
-    if env is None and not process:
+    if env is None and not process and not _needs_tensorflow(args):
         return cli(*args, cwd=cwd)
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "cnnrun", *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def _needs_tensorflow(args) -> bool:
+    """`cnnrun export` starts TensorFlow, whose converters it uses, in a process of its own: in this process, where
+    Keras may already run on JAX (the JAX suite), it cannot; it runs as its own process there, as a user's does."""
+    if not args or str(args[0]) != "export" or "keras" not in sys.modules:
+        return False
+    return sys.modules["keras"].backend.backend() != "tensorflow"
 
 
 @dataclass
@@ -71,7 +79,10 @@ class Ran:
 def cli(*args, cwd=None) -> Ran:
     """Runs `cnnrun ARGS` in this process (cnnrun.cli.main, as the console script calls it): seconds faster than a
     process, for every test of a message, an exit code or a command's files. What a process would start afresh is
-    put back afterwards: the working directory, the environment, signal handlers, logging, the user's modules."""
+    put back afterwards: the working directory, the environment, signal handlers, logging, the user's modules.
+    `export` on another backend than TensorFlow runs as a process (run_cli), as it would for a user."""
+    if _needs_tensorflow(args):
+        return run_cli(*args, cwd=cwd, process=True)
     import contextlib
     import io
     import logging
