@@ -59,6 +59,62 @@ def assemble(cfg_model, data: Dataset, augment, images: ResidentImages | None = 
     return classifier, keras.Model([inputs, labels], outputs, name=f"{network.name}_train")
 
 
+def read_data(cfg, run, layout) -> Dataset:
+    """The run's data, said in the log (what it holds, where it came from, its notes as warnings)."""
+    t = cfg.trainer
+    data = load_dataset(cfg.dataset, seed=t.seed, val_split=t.val_split, batch_size=t.batch_size)
+    log.info("data: %d train / %d validation / %d test images, %s", len(data.x_train), len(data.x_val),
+             len(data.x_test), "x".join(map(str, data.input_shape)))
+    log.info("data from: %s", data.source)  # a line of its own: a long path is the only long line
+    for note in data.notes:
+        log.warning(note)
+    if layout.distributed:
+        run.update(distribute=layout.record)
+    return data
+
+
+def make_models(cfg, run, data: Dataset, augment, images, mix, layout):
+    """(classifier, trainer, compile_trainer): the two models (assemble), checked to fit in memory and compiled;
+    compile_trainer(optimizer) compiles the trainer again (a backbone's second stage)."""
+    t = cfg.trainer
+    classifier, trainer = assemble(cfg.model, data, augment, images, mix)
+    check_model_fits(classifier.count_params(), cfg.optimizer.name, run.metrics["model"])  # before any step
+    logits = classifier.layers[-1].name == "probabilities"  # the network's own outputs are logits
+
+    def compile_trainer(optimizer) -> None:
+        trainer.compile(
+            optimizer=optimizer,
+            loss=build_loss(t.label_smoothing, data.num_classes, mixed=mix is not None, logits=logits),
+            metrics=[accuracy(data.num_classes, mixed=mix is not None)], jit_compile=t.jit,
+            steps_per_execution=t.steps_per_execution,  # >1: several steps per call, less Python per step
+        )
+
+    steps = distribute.steps(len(data.x_train), layout)
+    compile_trainer(build_optimizer(cfg.optimizer, total_steps=steps * t.epochs, ema=t.ema))
+    artifacts.write_summary(run.dir / files.SUMMARY, classifier)
+    run.update(params=int(classifier.count_params()), device=backend.device(), jit=bool(trainer.jit_compile))
+    log.info("model: %s, %s parameters, jit_compile=%s", run.metrics["model"], f"{run.metrics['params']:,}",
+             trainer.jit_compile)
+    return classifier, trainer, compile_trainer
+
+
+def evaluate(cfg, run, data: Dataset, classifier, trainer, fitted) -> np.ndarray:
+    """The test set's class probabilities, once, with the weights to evaluate; then the reports, plots and the model.
+    A model that learned nothing usable is said so, never a quiet "ok"."""
+    t = cfg.trainer
+    run.update(evaluated_weights=loop.finish(trainer, fitted))  # the best epoch's, the average, or the last
+    run.update(precise_bn=loop.precise_batch_norm(classifier, data, t, loop.steps_done(trainer)))
+    log.info("evaluating %d test images%s", len(data.x_test), " and their mirror images" if t.tta == "flip" else "")
+    probs = loop.evaluate(classifier, data, t)
+    log.info("writing the reports, plots%s", " and the model" if cfg.output.save_model else "")
+    run.update(**artifacts.write_evaluation(run.dir, data, probs, cfg.output, classifier))
+    warning = artifacts.near_chance(run.metrics["test_accuracy"], run.metrics["final_train_accuracy"], data.y_test)
+    if warning:
+        log.warning(warning)
+        run.update(warning=warning)
+    return probs
+
+
 def unfreezing(cfg, trainer: keras.Model, compile_trainer):
     """model.unfreeze_after (a backbone fine-tuned in two stages, as Keras' transfer-learning guide does): the epoch,
     and what makes the second stage: every layer of the backbone trains too, with the run's optimizer at a constant
@@ -91,8 +147,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             log.info("%s already holds a finished run of this config; nothing to do (trainer.resume=false reruns it)",
                      run_dir)
             return {**run.earlier, "skipped": True}
-        names = {g: schema.display_name(g, cfg[g]) for g in ("dataset", "model")}  # `build`, `efficientnetv2b0` ...
-        run.start(**names, backend=backend.name())
+        run.start(**{g: schema.display_name(g, cfg[g]) for g in ("dataset", "model")}, backend=backend.name())
 
         # Seed everything, then fix the numeric policy: both must precede any layer creation.
         keras.backend.clear_session()  # a sweep's jobs share one process: start each from a clean slate
@@ -102,14 +157,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         keras.utils.set_random_seed(t.seed)
         keras.config.set_dtype_policy(str(t.precision))
         try:
-            data = load_dataset(cfg.dataset, seed=t.seed, val_split=t.val_split, batch_size=t.batch_size)
-            log.info("data: %d train / %d validation / %d test images, %s", len(data.x_train), len(data.x_val),
-                     len(data.x_test), "x".join(map(str, data.input_shape)))
-            log.info("data from: %s", data.source)  # a line of its own: a long path is the only long line
-            for note in data.notes:
-                log.warning(note)
-            if layout.distributed:
-                run.update(distribute=layout.record)
+            data = read_data(cfg, run, layout)
 
             # trainer.augment_after > 0: plain images first, then augmented ones (article 000's schedule).
             augment = build_augment(cfg.augment, seed=t.seed, gated=t.augment_after > 0)
@@ -121,24 +169,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
             # With trainer.device_data the pixels go to the device once; fit() then feeds indices and labels.
             images = resident_layer(data.x_train, data.x_val) if t.device_data else None
-            classifier, trainer = assemble(cfg.model, data, augment, images, mix)
-            check_model_fits(classifier.count_params(), cfg.optimizer.name, names["model"])  # before any step
-            steps = distribute.steps(len(data.x_train), layout)
-            logits = classifier.layers[-1].name == "probabilities"  # the network's own outputs are logits
-
-            def compile_trainer(optimizer) -> None:
-                trainer.compile(
-                    optimizer=optimizer,
-                    loss=build_loss(t.label_smoothing, data.num_classes, mixed=mix is not None, logits=logits),
-                    metrics=[accuracy(data.num_classes, mixed=mix is not None)], jit_compile=t.jit,
-                    steps_per_execution=t.steps_per_execution,  # >1: several steps per call, less Python per step
-                )
-
-            compile_trainer(build_optimizer(cfg.optimizer, total_steps=steps * t.epochs, ema=t.ema))
-            artifacts.write_summary(run.dir / files.SUMMARY, classifier)
-            run.update(params=int(classifier.count_params()), device=backend.device(), jit=bool(trainer.jit_compile))
-            log.info("model: %s, %s parameters, jit_compile=%s", names["model"], f"{run.metrics['params']:,}",
-                     trainer.jit_compile)
+            classifier, trainer, compile_trainer = make_models(cfg, run, data, augment, images, mix, layout)
 
             # Fit, an epoch per fit() call, a checkpoint after each (loop.py): a stopped run resumes exactly.
             checkpoint = resume.load(run_dir) if run.action == "continue" else None
@@ -159,7 +190,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             run.update(**loop.history_metrics(fitted, data))
             artifacts.write_history(run.dir / files.HISTORY, fitted.history)
             if fitted.history:
-                artifacts.plot_curves(run.dir / files.CURVES, fitted.history, f"{names['dataset']} · {names['model']}")
+                artifacts.plot_curves(run.dir / files.CURVES, fitted.history, f"{run.metrics['dataset']} · {run.metrics['model']}")
             if fitted.signum is not None:
                 return run.end("interrupted", exit_code=fitted.exit_code, error=(
                     f"{signal.Signals(fitted.signum).name} after {len(fitted.history)} of {t.epochs} epochs; "
@@ -169,17 +200,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             if status is not None:
                 return run.end(status)
 
-            # Evaluate on the test set, once, with the classifier; then the reports, plots and the model.
-            run.update(evaluated_weights=loop.finish(trainer, fitted))  # the best epoch's, the average, or the last
-            run.update(precise_bn=loop.precise_batch_norm(classifier, data, t, loop.steps_done(trainer)))
-            log.info("evaluating %d test images%s", len(data.x_test), " and their mirror images" if t.tta == "flip" else "")
-            probs = loop.evaluate(classifier, data, t)
-            log.info("writing the reports, plots%s", " and the model" if cfg.output.save_model else "")
-            run.update(**artifacts.write_evaluation(run_dir, data, probs, cfg.output, classifier))
-            warning = artifacts.near_chance(run.metrics["test_accuracy"], run.metrics["final_train_accuracy"], data.y_test)
-            if warning:  # said in the table and the record: never a quiet "ok" on a model that learned nothing usable
-                log.warning(warning)
-                run.update(warning=warning)
+            probs = evaluate(cfg, run, data, classifier, trainer, fitted)  # once; then the reports, plots, model
             status = attached.evaluated(run, hooks.Evaluation(classifier, data, probs, augmented=augment is not None))
             if status is not None:  # output.explain has run; debug=smoke checked every file
                 return run.end(status)
