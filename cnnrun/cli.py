@@ -669,7 +669,9 @@ def check_backend(command: str) -> None:
     if importlib.util.find_spec(BACKENDS[name]) is None:
         from cnnrun import console
 
-        console.error(f"KERAS_BACKEND={name} but {BACKENDS[name]} is not installed; pip install 'cnnrun[jax]' "
+        from cnnrun.config.extras import pip
+
+        console.error(f"KERAS_BACKEND={name} but {BACKENDS[name]} is not installed; {pip('jax')} "
                       "(or unset KERAS_BACKEND for TensorFlow)")
         raise SystemExit(EXIT_CONFIG)
 

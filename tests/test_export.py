@@ -49,7 +49,7 @@ def test_each_format_is_verified_in_its_own_runtime(finished, tmp_path, fmt):
 def test_a_missing_converter_is_one_line_naming_the_extra(finished, tmp_path, monkeypatch):
     real = export.importlib.util.find_spec
     monkeypatch.setattr(export.importlib.util, "find_spec", lambda name: None if name == "tf2onnx" else real(name))
-    with pytest.raises(CnnrunError, match=r'--format onnx needs tf2onnx.*pip install "cnnrun\[export\]"'):
+    with pytest.raises(CnnrunError, match=r"--format onnx needs tf2onnx.*pip install 'cnnrun\[export\]'"):
         export.export(finished, ["onnx"], tmp_path / "out")
     assert not (tmp_path / "out").exists()  # refused before any work
 

@@ -73,3 +73,17 @@ def test_imports_form_a_dag_with_the_commands_on_top():
     assert not graph["record.layout"]
     upward = [(m, d) for m, deps in graph.items() for d in deps if m in rank and d in rank and rank[d] < rank[m]]
     assert not upward, upward  # each module imports only modules on the floors below it
+
+
+def test_every_extra_a_message_names_is_one_pyproject_has():
+    """One table of extras (cnnrun/config/extras.py) gives every pip line; it matches pyproject.toml's."""
+    import re
+    import tomllib
+
+    from cnnrun.config.extras import EXTRAS, pip
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(EXTRAS) <= set(declared) and set(declared) - set(EXTRAS) <= {"dev", "bench"}
+    assert pip("hub") == "pip install 'cnnrun[hub]'"
+    source = "".join(p.read_text() for p in (ROOT / "cnnrun").rglob("*.py") if p.name != "extras.py")
+    assert not re.search(r"pip install ['\"]cnnrun\[", source)  # spelled in one place only

@@ -13,6 +13,7 @@ from cnnrun.data.paths import image_files
 from cnnrun.record import layout, own_folder, writable_folder
 from cnnrun.commands import add_user_code, import_user_code
 from cnnrun.record.saved import class_names, finished_model, load_model, test_set, unreadable_test_set
+from cnnrun.record.outcome import EXIT_CONFIG
 
 
 def explain_main(args: list[str]) -> None:
@@ -65,6 +66,6 @@ def explain_main(args: list[str]) -> None:
                            method=ns.embedding, seed=int(metrics.get("seed") or 0), cam=ns.cam, say=say)
     except CnnrunError as e:
         error(str(e))
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     console.print(f"{ns.cam} at layer {done['layer']}: {done.get('gradcam', 0)} images; embedding map: "
                   f"{done.get('embedding', 0)} test images; written: {out}")

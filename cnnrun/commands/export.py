@@ -19,9 +19,12 @@ import numpy as np
 
 from cnnrun import CnnrunError
 from cnnrun.commands import add_user_code
+from cnnrun.config.extras import pip
 from cnnrun.config.plugins import import_named
 from cnnrun.record import layout
 from cnnrun.console import console, error, show, start_backend
+from cnnrun import signals
+from cnnrun.record.outcome import EXIT_CONFIG
 
 TOLERANCE = 1e-4  # largest allowed difference in any class probability; the predicted classes must all agree
 FORMATS = {  # cnnrun name: (Keras' format, file or folder, modules the converter and runtime need)
@@ -35,7 +38,7 @@ def check_available(fmt: str) -> None:
     missing = [m for m in FORMATS[fmt][2] if importlib.util.find_spec(m) is None]
     if missing:
         raise CnnrunError(f"--format {fmt} needs {', '.join(missing)}, which is not installed; "
-                          f"pip install \"cnnrun[export]\"")
+                          f"{pip('export')}")
 
 
 def reference_images(run_dir: Path, input_shape, n: int = 256, loader: str | None = None) -> tuple[np.ndarray, str]:
@@ -209,10 +212,10 @@ def export_main(args: list[str]) -> None:
                         ns.imports)
     except CnnrunError as e:
         error(str(e))
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     except KeyboardInterrupt:
         error("interrupted; the format being exported was not kept, and export.json lists only verified ones")
-        raise SystemExit(130) from None
+        raise SystemExit(signals.exit_code()) from None
     from rich.table import Table
 
     table = Table(title=f"export · {ns.run_dir} · verified on {report['verified_on']}")

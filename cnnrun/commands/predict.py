@@ -15,6 +15,7 @@ from cnnrun.console import console, error, show, start_backend
 from cnnrun.data.paths import EXTENSIONS, image_files
 from cnnrun.record import layout
 from cnnrun.record.saved import class_names, finished_model, load_model
+from cnnrun.record.outcome import EXIT_CONFIG
 
 
 def check_writable(out: Path) -> None:
@@ -66,7 +67,7 @@ def predict_main(args: list[str]) -> None:
     ns = ap.parse_args(args)
     if ns.top < 1:
         error(f"--top {ns.top} must be 1 or more (the K most likely classes), e.g. --top 3")
-        raise SystemExit(2)
+        raise SystemExit(EXIT_CONFIG)
     missing = [str(p) for p in ns.inputs if not p.exists()]
     if missing:
         ap.error(f"no such file or folder: {', '.join(missing)}")
@@ -82,7 +83,7 @@ def predict_main(args: list[str]) -> None:
         rows, unreadable = predict_files(ns.run_dir, files, ns.top, ns.allow_unfinished)
     except CnnrunError as e:
         error(str(e))
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     from rich.table import Table
 
     from cnnrun.record.files import write_csv
@@ -102,9 +103,9 @@ def predict_main(args: list[str]) -> None:
         write_csv(ns.out, header, csv_rows)
     except CnnrunError as e:
         error(str(e))
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     console.print(f"written: {ns.out}")
     for f, why in unreadable:
         error(f"cannot read {f} as an image ({why}); skipped")
     if unreadable:
-        sys.exit(2)
+        sys.exit(EXIT_CONFIG)

@@ -16,6 +16,7 @@ from cnnrun import CnnrunError, record
 from cnnrun.record import files, layout
 from cnnrun.console import console, error, show
 from cnnrun.config.redact import redact
+from cnnrun.record.outcome import EXIT_CONFIG, EXIT_FAILED
 
 METRIC_COLUMNS = ["test_acc", "article", "diff", "best_val", "train_s", "img_per_s", "params", "data", "status",
                   "error"]  # data: the digest of what the run read (record.data_digest), its first 8 characters
@@ -274,6 +275,6 @@ def compare_main(args: list[str]) -> None:
     except (CnnrunError, OSError) as e:
         error(f"cannot write the comparison into --out {ns.out}: {getattr(e, 'strerror', None) or e}; "
               "give a writable folder, e.g. --out .")
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     if not found:
-        raise SystemExit(1)
+        raise SystemExit(EXIT_FAILED)

@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cnnrun import CnnrunError
 from cnnrun.config import plugins
+from cnnrun.config.extras import pip
 from cnnrun.config.families import FAMILIES, canonical
 
 # --- rules: what a type cannot say, kept with the field ------------------------------------------------
@@ -643,7 +644,7 @@ def _cross_rules(cfg) -> None:
 
     for name, (module, extra) in LOGGER_EXTRAS.items():  # before any work, not as a warning after training
         if (cfg.get("logger") or {}).get(name) is not None and importlib.util.find_spec(module) is None:
-            raise CnnrunError(f"logger={name} needs {module}, which is not installed: pip install 'cnnrun[{extra}]'")
+            raise CnnrunError(f"logger={name} needs {module}, which is not installed: {pip(extra)}")
     augmented = any(v is not None for v in (cfg.get("augment") or {}).values())
     if augmented and t.augment_after >= t.epochs:
         raise CnnrunError(f"trainer.augment_after={t.augment_after} leaves no augmented epoch in "
@@ -901,7 +902,7 @@ def composition_error(e: Exception) -> CnnrunError:
         extra = PLUGIN_EXTRAS.get((group, option))
         if extra:  # a Hydra plugin that comes with one of cnnrun's extras
             return CnnrunError(f"{group}={option} needs its Hydra plugin, which is not installed: "
-                               f"pip install 'cnnrun[{extra}]'")
+                               f"{pip(extra)}")
         if e.options and group:
             return CnnrunError(f"{group}={option} is not an option; expected one of {', '.join(e.options)}, "
                                f"e.g. {group}={e.options[0]}")

@@ -25,6 +25,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from cnnrun.config import schema
+from cnnrun.config.extras import pip
 from cnnrun.config.redact import MASK, redact, secret_key, take_credentials
 from cnnrun.record import identity, layout
 
@@ -290,7 +291,7 @@ def _client(cfg, uri: str):
     try:
         from mlflow import MlflowClient
     except ImportError:
-        raise ImportError("logger=mlflow needs MLflow: pip install 'cnnrun[mlflow]'") from None
+        raise ImportError(f"logger=mlflow needs MLflow: {pip('mlflow')}") from None
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=uri)

@@ -24,6 +24,7 @@ import numpy as np
 from keras import layers
 
 from cnnrun import CnnrunError
+from cnnrun.config.extras import pip
 from cnnrun.config.families import FAMILIES, IMAGENET_BGR_MEAN, IMAGENET_RGB_MEAN, IMAGENET_RGB_STD, Family, canonical
 
 
@@ -114,7 +115,7 @@ def _preset(preset: str, shape: tuple):
     try:
         import keras_hub
     except ImportError:
-        raise CnnrunError("model.preset needs KerasHub: pip install 'cnnrun[hub]'") from None
+        raise CnnrunError(f"model.preset needs KerasHub: {pip('hub')}") from None
     where = Path(preset).expanduser()
     source = str(where) if where.is_dir() else preset
     try:

@@ -21,7 +21,6 @@ REPORT_TXT = "classification_report.txt"
 REPORT_JSON = "classification_report.json"
 CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
-CONFUSION_NORMALIZED_PNG = "confusion_matrix_normalized.png"
 MISCLASSIFIED = "misclassified"         # a folder of the wrongly classified test images
 MISCLASSIFIED_CSV = "misclassified.csv"
 PREDICTIONS_PNG = "predictions.png"
@@ -57,10 +56,10 @@ def explain_written(out) -> list[str]:
 
 HYDRA_FILES = (HYDRA, LOG)  # written by Hydra itself before a sweep job's task function starts
 RUN_FILES = {METRICS, LOCK, CHECKPOINT, *HYDRA_FILES, HISTORY, CURVES, REPORT_TXT, REPORT_JSON, CONFUSION_CSV,
-             CONFUSION_PNG, CONFUSION_NORMALIZED_PNG, MISCLASSIFIED, MISCLASSIFIED_CSV, PREDICTIONS_PNG,
+             CONFUSION_PNG, MISCLASSIFIED, MISCLASSIFIED_CSV, PREDICTIONS_PNG,
              AUGMENT_PREVIEW, SUMMARY, MODEL, EXPORT, TENSORBOARD, EXPLAIN, PROFILE, PROFILE_TXT, PROFILE_JSON,
              REPRODUCE_LOG, REPRODUCE_JSON, PREDICTIONS_CSV}
-FIGURES = (CURVES, CONFUSION_PNG, CONFUSION_NORMALIZED_PNG, PREDICTIONS_PNG)  # what trackers show as images
+FIGURES = (CURVES, CONFUSION_PNG, PREDICTIONS_PNG)  # what trackers show as images
 
 # --- a sweep -------------------------------------------------------------------------------------------
 MULTIRUN = "multirun.yaml"              # Hydra's record of the sweep's overrides

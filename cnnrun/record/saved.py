@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnrun import CnnrunError, record
+from cnnrun.config.extras import pip
 from cnnrun.record import layout
 
 
@@ -40,7 +41,7 @@ def load_model(model_file: Path, compile: bool = True, command: str = "predict")
         try:
             __import__(library)
         except ImportError:
-            raise CnnrunError(f"{model_file} holds a {library} network; pip install 'cnnrun[hub]' to load it") from None
+            raise CnnrunError(f"{model_file} holds a {library} network; {pip('hub')} to load it") from None
 
     try:
         return keras.models.load_model(model_file, compile=compile, safe_mode=True)

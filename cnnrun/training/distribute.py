@@ -33,6 +33,7 @@ import numpy as np
 
 from cnnrun import CnnrunError, backend, record
 from cnnrun.config import cluster
+from cnnrun.config.extras import pip
 from cnnrun.config.cluster import process_index, several  # noqa: F401 - what the CLI asks of a run
 
 log = logging.getLogger("cnnrun")
@@ -138,7 +139,7 @@ def check_backend() -> None:
     if name != "jax":
         raise CnnrunError(
             f"distribute=data_parallel trains on JAX, but the backend is {name}; start with KERAS_BACKEND=jax "
-            "(pip install 'cnnrun[jax]'); TensorFlow's MirroredStrategy keeps batch-norm statistics per device, "
+            f"({pip('jax')}); TensorFlow's MirroredStrategy keeps batch-norm statistics per device, "
             "so it would not train as one device does")
 
 
