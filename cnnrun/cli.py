@@ -305,12 +305,6 @@ class CheckOutputDir(Callback):
         self._own(sweep_dir, lambda: own_sweep(sweep_dir, config))
 
 
-# Overrides that change no job's numbers: a sweep relaunched with other values of these is still the same sweep.
-NOT_IDENTITY = ("trainer.resume=", "trainer.verbose=", "trainer.threads=", "trainer.eval_batch_size=",
-                "trainer.device_data=", "trainer.steps_per_execution=", "trainer.fresh_process=", "trainer.checkpoint=",
-                "logger", "output.", "hydra")
-
-
 def _follower(config) -> bool:
     """Whether this process is one of a distributed run's others (not process 0), from its config or Slurm's."""
     from cnnrun.config.cluster import follower
@@ -340,47 +334,32 @@ def _leave(code: int) -> None:
     os._exit(code)
 
 
-def _identity_overrides(overrides) -> set[str]:
-    return {str(o) for o in overrides if not str(o).lstrip("+~").startswith(NOT_IDENTITY)}
-
-
 def own_sweep(sweep_dir: Path, config) -> None:
-    """A sweep directory holds one sweep: relaunching the same one (or `cnnrun resume`) continues it; a sweep of
-    other overrides is refused before anything is written there; trainer.resume=false sets the earlier sweep
-    aside whole."""
-    import yaml
-
+    """A sweep directory holds one sweep: relaunching the same one (or `cnnrun resume`) continues it; a sweep whose
+    jobs are other runs is refused before anything is written there, job by job, by each job's identity (the run's
+    own, record.IDENTITY: the one definition of "the same run") against what its finished run recorded;
+    trainer.resume=false sets the earlier sweep aside whole."""
     from cnnrun import record
 
-    saved = sweep_dir / layout.MULTIRUN
-    if not saved.is_file():
+    if not (sweep_dir / layout.MULTIRUN).is_file():
         return
     if config.trainer.resume is False:
         record.log.warning("trainer.resume=false: the earlier sweep in %s is kept in %s", sweep_dir,
                            record.set_aside(sweep_dir))
         return
-    try:
-        earlier = yaml.safe_load(saved.read_text())["hydra"]["overrides"]["task"]
-    except Exception:  # noqa: BLE001 - an unreadable record is not a sweep to protect
-        return
-    now = list(config.hydra.overrides.task)
-    if _identity_overrides(earlier) != _identity_overrides(now) and \
-            any(record.read(p.parent) for p in sweep_dir.glob("*/metrics.json")):
-        differ = sorted(_identity_overrides(earlier) ^ _identity_overrides(now))
-        raise record.RunRefused(
-            f"{sweep_dir} holds another sweep ({' '.join(map(str, earlier))}; differs in {' '.join(differ[:4])}); "
-            f"choose a new hydra.sweep.dir, continue that one with: cnnrun resume {sweep_dir}, or add "
-            f"trainer.resume=false to keep it as {sweep_dir.name}.earlier-N")
-    for job, (fingerprint, epochs) in enumerate(PLANNED):  # by the jobs' identity, before Hydra writes a byte there
+    for job, cfg in enumerate(PLANNED):  # before Hydra writes a byte there
         done = record.read(sweep_dir / str(job)) or {}
-        if done.get("status") == "ok" and (done.get("config_hash"), done.get("epochs_planned")) != (fingerprint, epochs):
+        if done.get("status") == "ok" and \
+                (done.get("config_hash"), done.get("epochs_planned")) != (record.fingerprint(cfg), int(cfg.trainer.epochs)):
+            why = record.differences(sweep_dir / str(job), cfg) or \
+                f" (it ran {done.get('epochs_planned')} epochs, this asks for {cfg.trainer.epochs})"
             raise record.RunRefused(
-                f"{sweep_dir / str(job)} holds a finished run of another config than this sweep's job {job} (your "
-                f"config files or the presets changed since); choose a new hydra.sweep.dir, or add trainer.resume=false "
-                f"to keep the earlier sweep as {sweep_dir.name}.earlier-N")
+                f"{sweep_dir} holds another sweep: its job {job} ran another config{why}; choose a new "
+                f"hydra.sweep.dir, continue that one with: cnnrun resume {sweep_dir}, or add trainer.resume=false to "
+                f"keep it as {sweep_dir.name}.earlier-N")
 
 
-PLANNED: list[tuple[str, int]] = []  # each job's identity and epochs, in Hydra's order (preflight): own_sweep
+PLANNED: list = []  # each job's validated config, in Hydra's order (preflight): own_sweep
 RESUMING = "CNNRUN_RESUMING"  # set by `cnnrun resume`: the sweep's own overrides, plus whatever it was given
 
 
@@ -422,12 +401,10 @@ def preflight(args: list[str]) -> None:
 
                 check_user_code(cfg)  # their loader's result and their model (saved and loaded), before any directory
 
-        from cnnrun import record
-
         plan: list = []
         with quiet_backend():  # a config naming the user's own code imports it, and it may import Keras
             schema.check_jobs(ns.overrides, ns.multirun, config_dir=ns.config_dir, each=each, plan=plan)
-            PLANNED[:] = [(record.fingerprint(cfg), int(cfg.trainer.epochs)) for cfg in plan]
+            PLANNED[:] = plan
     except CnnrunError as e:
         console.error(str(e))
         raise SystemExit(EXIT_CONFIG) from None

@@ -211,7 +211,7 @@ def test_a_sweep_of_other_overrides_is_refused_and_changes_nothing(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.name != ".lock"}
     r = run_cli("train", "-m", *TINY, "model=dense", "trainer.seed=0,1", "optimizer.lr=0.1", f"hydra.sweep.dir={sweep}")
-    assert r.returncode == 2 and "holds another sweep" in one_error_line(r) and "optimizer.lr=0.1" in r.stderr
+    assert r.returncode == 2 and "holds another sweep" in one_error_line(r) and "optimizer.lr: 0.001 -> 0.1" in r.stderr
     after = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after == before  # not one job's .hydra/config.yaml rewritten
     r = run_cli("resume", str(sweep), "optimizer.lr=0.1")  # nor by resume with another value

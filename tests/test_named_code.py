@@ -417,7 +417,7 @@ def test_a_sweep_rerun_after_the_users_yaml_changed_is_refused_before_hydra_writ
     before = (tmp_path / "sweep" / "0" / ".hydra" / "config.yaml").read_text()
     (tmp_path / "conf" / "model" / "mine.yaml").write_text("defaults:\n  - mnist_cnn\n  - _self_\ndropout: 0.3\n")
     r = cli(*args, cwd=tmp_path)
-    assert r.returncode == 2 and "holds a finished run of another config than this sweep's job 0" in r.stderr
+    assert r.returncode == 2 and "holds another sweep: its job 0 ran another config (differs in model.dropout: 0.1 -> 0.3)" in r.stderr
     assert (tmp_path / "sweep" / "0" / ".hydra" / "config.yaml").read_text() == before
 
 

@@ -419,7 +419,7 @@ def set_aside(run_dir: Path, keep_hydra: bool = False) -> Path:
     return aside
 
 
-def _differences(run_dir: Path, cfg: DictConfig, limit: int = 3) -> str:
+def differences(run_dir: Path, cfg: DictConfig, limit: int = 3) -> str:
     """A few keys in which the earlier run's saved config differs from `cfg` ('' when unknown)."""
     earlier = read(run_dir) or {}
     try:
@@ -488,7 +488,7 @@ def _decide(run_dir: Path, cfg: DictConfig, keep_hydra: bool) -> str:
     if finished or (not same and resume is True):
         what = "a finished run" if finished else "an unfinished run"
         why = (f" (it ran {earlier.get('epochs_planned')} epochs, this asks for {epochs})" if same
-               else _differences(run_dir, cfg))
+               else differences(run_dir, cfg))
         raise RunRefused(f"{run_dir} holds {what} of another config{why}; choose a new directory "
                          f"(hydra.run.dir=DIR), or add trainer.resume=false to keep it as {run_dir.name}.earlier-N "
                          "and start this one")
