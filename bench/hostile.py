@@ -267,8 +267,8 @@ def edge_cases(checkout: Path, work: Path):
     speeds = {}
     for spe in (1, 4):
         d = work / f"e-profile-{spe}"
-        run(checkout, "train", *TINY, "debug=profile", "debug.trace_steps=0", "debug.profile_warmup=2",
-            "debug.profile_steps=4", "trainer.batch_size=16", "trainer.epochs=2", f"trainer.steps_per_execution={spe}",
+        run(checkout, "train", *TINY, "debug=profile", "hooks.profile.trace=0", "hooks.profile.warmup=2",
+            "hooks.profile.steps=4", "trainer.batch_size=16", "trainer.epochs=2", f"trainer.steps_per_execution={spe}",
             f"hydra.run.dir={d}", cwd=work)
         speeds[spe] = (json.loads((d / "metrics.json").read_text()).get("profile") or {}).get("images_per_second")
     ratio = speeds[4] / speeds[1] if speeds[1] and speeds[4] else 0

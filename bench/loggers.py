@@ -2,7 +2,7 @@
 same run with TensorBoard and MLflow (SQLite store) on, alternated, each a fresh `cnnrun train` process.
 
 Two figures per pair: the wall time of the whole command (noisy: ±10-30 % on this machine), and the seconds
-spent inside the loggers themselves (metrics.json's logger_seconds: import, store set-up, per-epoch writes, the
+spent inside the loggers themselves (metrics.json's hook_seconds, the trackers' entries: import, store set-up, per-epoch writes, the
 artifact upload), which is the cost without the noise.
 
     python bench/loggers.py                      # full Fashion-MNIST, 2 pairs
@@ -41,7 +41,8 @@ def main():
         for i in range(ns.pairs):
             for loggers in (("csv", "[csv,tensorboard,mlflow]") if i % 2 == 0 else ("[csv,tensorboard,mlflow]", "csv")):
                 wall, m = run(Path(tmp) / f"{i}-{len(loggers)}", loggers, ns.limit, ns.epochs)
-                rows.append((i, loggers, wall, m.get("train_seconds"), m.get("logger_seconds", {})))
+                rows.append((i, loggers, wall, m.get("train_seconds"), {k: v for k, v in m.get("hook_seconds", {}).items()
+                                                                     if k in ("csv", "tensorboard", "mlflow")}))
                 print(rows[-1], flush=True)
     print(f"\n{ns.epochs}-epoch cnn4, Fashion-MNIST{f' limit {ns.limit}' if ns.limit else ''}\n")
     print("| pair | loggers | wall s | train s | in the loggers, s | loggers / wall |")

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import keras  # noqa: E402
 
 from cnnrun import backend  # noqa: E402
-from cnnrun.hooks import explain  # noqa: E402
+from cnnrun.record import explain  # noqa: E402
 from cnnrun.data import load_dataset  # noqa: E402
 from cnnrun.training.train import train  # noqa: E402
 from conftest import make_config  # noqa: E402

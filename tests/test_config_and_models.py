@@ -135,7 +135,7 @@ def test_values_added_without_hydra_are_checked_too(cfg_factory):
     plain["trainer"]["precision"] = "float32"
     del plain["trainer"]["augment_after"], plain["debug"]  # as saved by a cnnrun that had no such keys
     typed = schema.validate(OmegaConf.create(plain))
-    assert typed.trainer.augment_after == 0 and typed.debug.check_artifacts is False  # defaults filled in
+    assert typed.trainer.augment_after == 0 and "smoke" not in typed.hooks  # defaults filled in
 
 
 @pytest.mark.parametrize("preset", options("experiment"))
@@ -181,10 +181,10 @@ def _restated():
 
     found = []
     root = yaml.safe_load((CONF / "config.yaml").read_text())
-    nested = {"augment": schema.Augment, "logger": schema.Logger}
+    nested = {"augment": schema.Augment}  # a logger's values are stated once, in its YAML (its class has no defaults)
     sources = [("config", "output", root["output"], schema.Output), ("config", "reference", root["reference"],
                                                                         schema.Reference)]
-    for group in ("model", "optimizer", "dataset", "trainer", "augment", "logger"):
+    for group in ("model", "optimizer", "dataset", "trainer", "augment"):
         for path in sorted((CONF / group).glob("*.yaml")):
             data = yaml.safe_load(path.read_text()) or {}
             parents = [d for d in data.pop("defaults", []) if isinstance(d, str) and not d.startswith(("/", "_"))]
@@ -271,3 +271,27 @@ def test_a_feature_whose_extra_is_missing_names_the_pip_line(monkeypatch):
     missing = MissingConfigException("not found", missing_cfg_file="hydra/sweeper/optuna", options=["basic"])
     assert str(schema.composition_error(missing)) == ("hydra/sweeper=optuna needs its Hydra plugin, which is not "
                                                       "installed: pip install 'cnnrun[optuna]'")
+
+
+def test_every_builtin_hook_is_a_class_its_yaml_names_with_each_argument_once():
+    """cnnrun's own hooks attach as a user's do: a `_target_` and its arguments in a YAML; the class states the
+    arguments' types and no defaults, so each value is stated once, in the YAML."""
+    import inspect
+
+    import yaml
+
+    from cnnrun.config import plugins
+    from cnnrun.hooks import Hook
+
+    nodes = [("config", "hooks", k, v) for k, v in yaml.safe_load((CONF / "config.yaml").read_text())["hooks"].items()]
+    for path in sorted((CONF / "logger").glob("*.yaml")) + sorted((CONF / "debug").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        place = data if path.parent.name == "logger" else data.get("hooks") or {}
+        nodes += [(path.stem, path.parent.name, k, v) for k, v in place.items()]
+    assert {k for _, _, k, _ in nodes} == {"explain", "csv", "tensorboard", "mlflow", "overfit", "profile", "smoke"}
+    for option, where, key, node in nodes:
+        cls = plugins.locate(node["_target_"], key)
+        assert issubclass(cls, Hook), (option, key)
+        params = inspect.signature(cls).parameters.values()
+        assert {p.name for p in params} == set(node) - {"_target_"}, (option, key)
+        assert all(p.default is p.empty and p.annotation is not p.empty for p in params), (option, key)

@@ -37,7 +37,7 @@ def check_smoke_sweep(sweep: Path, r) -> None:
 def test_the_artifact_check_finds_a_broken_file(tmp_path):
     cfg = make_config("model=dense", "debug=smoke")
     m = train(cfg, tmp_path / "run")
-    assert m["status"] == "ok" and cfg.debug.check_artifacts
+    assert m["status"] == "ok" and "smoke" in cfg.hooks
     assert artifacts.verify(tmp_path / "run", m, cfg.output, augmented=False) == []
     (tmp_path / "run" / "history.csv").write_text("epoch\n")
     (tmp_path / "run" / "curves.png").write_bytes(b"not a png")
@@ -66,8 +66,8 @@ def test_overfit_fails_clearly_when_the_loss_does_not_fall(tmp_path):
 
 
 def test_profile_times_the_steps_and_writes_a_trace(tmp_path):
-    m = train(make_config("model=cnn4", "debug=profile", "debug.profile_warmup=2", "debug.profile_steps=5",
-                          "debug.trace_steps=2", "trainer.epochs=3"), tmp_path / "run")
+    m = train(make_config("model=cnn4", "debug=profile", "hooks.profile.warmup=2", "hooks.profile.steps=5",
+                          "hooks.profile.trace=2", "trainer.epochs=3"), tmp_path / "run")
     assert m["status"] == "ok"
     p = m["profile"]
     assert p["timed_steps"] == 5 and p["backend"] in ("tensorflow", "jax")
@@ -84,5 +84,5 @@ def test_profile_times_the_steps_and_writes_a_trace(tmp_path):
 
 
 def test_debug_options_are_checked():
-    assert "debug.profile_steps=0" in refusal("debug=profile", "debug.profile_steps=0")
-    assert "debug.overfit_ratio=2" in refusal("debug=overfit", "debug.overfit_ratio=2")
+    assert "hooks.profile.steps=0" in refusal("debug=profile", "hooks.profile.steps=0")
+    assert "hooks.overfit.ratio=2" in refusal("debug=overfit", "hooks.overfit.ratio=2")

@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from cnnrun.hooks import explain
+from cnnrun.record import explain
 from cnnrun.data import load_dataset
 from cnnrun.models import build_model
 from cnnrun.training.train import train

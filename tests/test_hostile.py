@@ -439,8 +439,8 @@ def test_profile_counts_every_step_of_a_compiled_call(tmp_path):
 
     per_step = {}
     for spe in (4, 1, 4):  # alternated: the same machine state for both
-        m = train(make_config("model=dense", "debug=profile", "debug.profile_warmup=2", "debug.profile_steps=4",
-                              "debug.trace_steps=0", "trainer.epochs=2", "trainer.batch_size=16",
+        m = train(make_config("model=dense", "debug=profile", "hooks.profile.warmup=2", "hooks.profile.steps=4",
+                              "hooks.profile.trace=0", "trainer.epochs=2", "trainer.batch_size=16",
                               f"trainer.steps_per_execution={spe}"), tmp_path / f"run{spe}-{len(per_step)}")
         p = m["profile"]
         assert p["steps_per_execution"] == spe and p["timed_steps"] == 4 * spe

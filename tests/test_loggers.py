@@ -12,11 +12,13 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from cnnrun import hooks
 from cnnrun.hooks import loggers
 from cnnrun.training.train import train
 from tests.conftest import make_config, read_metrics, refusal, run_cli
@@ -151,7 +153,7 @@ def test_a_failing_logger_warns_once_and_the_run_is_complete(tmp_path, caplog, m
     assert m["status"] == "ok" and "mlflow_run_id" not in m
     warnings = [r.getMessage() for r in caplog.records if "logger" in r.getMessage()]
     assert len(warnings) == 2, warnings  # one each, not one per epoch
-    assert any(w.startswith("logger mlflow failed: cannot use the tracking store " + uri) for w in warnings)
+    assert any(w.startswith("logger mlflow failed in start: cannot use the tracking store " + uri) for w in warnings)
     assert any(w.startswith("logger tensorboard failed") for w in warnings)
     assert all("\n" not in w for w in warnings)
     files = {p.name for p in (tmp_path / "run").iterdir()}
@@ -223,22 +225,27 @@ def test_a_team_server_over_its_rest_api_and_a_server_that_goes_away(tmp_path, m
         m2 = train(make_config("model=dense", "logger=mlflow", f"logger.mlflow.tracking_uri={url}"), tmp_path / "run2")
     assert m2["status"] == "ok" and (tmp_path / "run2" / "model.keras").is_file()
     warned = [r.getMessage() for r in caplog.records if "logger" in r.getMessage()]
-    assert len(warned) == 1 and warned[0].startswith(f"logger mlflow failed: cannot use the tracking store {url}")
+    assert len(warned) == 1 and warned[0].startswith(f"logger mlflow failed in start: cannot use the tracking store {url}")
 
 
 def test_csv_logger_appends_each_epoch_as_it_ends(tmp_path):
-    csv_logger = loggers.CsvLogger(tmp_path, make_config("logger=csv").logger.csv)
-    csv_logger.epoch({"epoch": 1, "seconds": 1.0, "loss": 2.0, "accuracy": 0.5, "lr": 1e-3})
+    node = make_config("logger=csv").logger.csv
+    csv_logger = hooks.attach("logger.csv", node)  # made from its YAML node, as every hook is
+    run = types.SimpleNamespace(dir=tmp_path)
+    csv_logger.epoch(run, {"epoch": 1, "seconds": 1.0, "loss": 2.0, "accuracy": 0.5, "lr": 1e-3})
     assert [r["loss"] for r in history(tmp_path)] == ["2.0"]
-    csv_logger.epoch({"epoch": 2, "seconds": 1.0, "loss": 1.0, "accuracy": 0.7, "lr": 1e-3})
+    csv_logger.epoch(run, {"epoch": 2, "seconds": 1.0, "loss": 1.0, "accuracy": 0.7, "lr": 1e-3})
     assert [r["epoch"] for r in history(tmp_path)] == ["1", "2"]
 
 
 def test_logger_options_compose_and_bad_ones_are_refused():
     cfg = make_config("logger=[tensorboard,mlflow]")
-    assert cfg.logger.csv is None and cfg.logger.tensorboard.images is True and cfg.logger.mlflow.timeout == 10
-    assert make_config().logger.csv.live is True and make_config().logger.mlflow is None  # csv is the default
-    assert "logger.mlflow.timeout=0" in refusal("logger=mlflow", "logger.mlflow.timeout=0")
+    assert "csv" not in cfg.logger and cfg.logger.tensorboard.images is True and cfg.logger.mlflow.timeout == 10
+    assert make_config().logger.csv.live is True and "mlflow" not in make_config().logger  # csv is the default
+    assert refusal("logger=mlflow", "logger.mlflow.timeout=0") == (
+        "logger.mlflow.timeout=0 must be a whole number of seconds >= 1")  # the class's annotation says so
+    assert refusal("logger=mlflow", "logger.mlflow.artifacts=maybe") == "logger.mlflow.artifacts=maybe must be true or false"
+    assert refusal("logger=mlflow", "logger.mlflow.retries=11") == "logger.mlflow.retries=11 must be a whole number in [0, 10]"
     assert "wandb" in refusal("logger=wandb")
     assert "logger.mlflow.experiment" in refusal("logger=mlflow", "logger.mlflow.experiment=' '")
 

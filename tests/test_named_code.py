@@ -170,12 +170,11 @@ def own_layers(tmp_path_factory) -> Path:
     (project / "my_layers.py").write_text(LAYERS)
     r = cli("train", *TINY, "model=custom", "model._target_=my_layers.build", "hydra.run.dir=run", cwd=project)
     assert r.returncode == 0, r.stderr[-2000:]
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(project / "x.png")  # an image to predict
     return project
 
 
 def test_a_model_with_its_own_layers_needs_only_its_module_named(own_layers):
-    picture = own_layers / "x.png"
-    Image.fromarray(np.zeros((28, 28), np.uint8)).save(picture)
     r = run_cli("predict", "run", "x.png", cwd=own_layers, process=True)  # nothing of the user's is imported there
     assert r.returncode == 2
     line = r.stderr.strip().splitlines()[-1]

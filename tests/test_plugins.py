@@ -64,12 +64,12 @@ def project(tmp_path_factory):
 
 def test_the_readme_example_trains_end_to_end(project):
     _, commands = readme_example()
-    assert len(commands) == 5
+    assert len(commands) == 6
     for i, command in enumerate(commands):
         args = shlex.split(command)[1:]
         where = f"hydra.sweep.dir=runs/{i}" if "-m" in args else f"hydra.run.dir=runs/{i}"
-        shrink = SHRINK if "+hooks.log.max_epochs=2" not in args else ["trainer.epochs=4", "trainer.verbose=0",
-                                                                       "dataset.limit=300"]
+        shrink = SHRINK if "dataset=digits" not in args else [f"trainer.epochs={4 if '+hooks.log.max_epochs=2' in args else 2}",
+                                                              "trainer.verbose=0", "dataset.limit=300"]
         r = run_cli(*args, *shrink, where, cwd=project)
         assert r.returncode == 0, f"{command}\n{r.stdout[-1500:]}\n{r.stderr[-1500:]}"
         runs = [project / "runs" / str(i)] if "-m" not in args else sorted((project / "runs" / str(i)).glob("[0-9]"))
@@ -89,8 +89,10 @@ def test_the_readme_example_trains_end_to_end(project):
     assert "dataset" in read_metrics(project / "runs" / "1")["code_digest"]  # the loader is code too
     hooked = read_metrics(project / "runs" / "4")  # the hook stopped fitting after two of four epochs
     assert hooked["epochs"] == 2 and hooked["epoch_log"] == "epochs.jsonl"
+    tracked = read_metrics(project / "runs" / "5")  # the same class as a tracker of the user's: logger=[csv,mine]
+    assert tracked["epochs"] == 2 and {"csv", "mine"} <= set(tracked["hook_seconds"])
     logged = [json.loads(line) for line in (project / "epochs.jsonl").read_text().splitlines()]
-    assert [row["epoch"] for row in logged] == [1, 2] and all(row["loss"] > 0 for row in logged)
+    assert [row["epoch"] for row in logged] == [1, 2, 1, 2] and all(row["loss"] > 0 for row in logged)
 
 
 def test_a_custom_model_resumes_exactly(project, tmp_path, monkeypatch):
@@ -338,6 +340,41 @@ def test_hooks_listen_take_part_and_fail_as_documented(tmp_path, monkeypatch, ca
         train(make_config(*tiny, "+hooks.n._target_=hk.py:Nothing"), tmp_path / "nothing")
     assert "hooks.j.x is not an argument of hk.py:Judge (it takes floor)" in \
         refusal("+hooks.j._target_=hk.py:Judge", "+hooks.j.x=1")
+
+
+TRACKER = '''
+from typing import Annotated
+from cnnrun.hooks import Hook
+class Lines(Hook):
+    """A tracker of the user's own: a line per epoch in a file of theirs."""
+    def __init__(self, path: str, every: Annotated[int, (lambda v: v >= 1, "a whole number of epochs >= 1")]):
+        self.path, self.every = path, every
+    def epoch(self, run, row):
+        if row["epoch"] % self.every == 0:
+            with open(self.path, "a") as f:
+                f.write(f"{row['epoch']} {row['loss']:.4f}\\n")
+'''
+
+
+def test_a_new_tracker_is_one_class_and_one_yaml(tmp_path, monkeypatch):
+    """The README's promise: a logger is attached as cnnrun's own are, its class named in its YAML."""
+    from cnnrun.config import schema
+    from tests.conftest import TINY
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "trackers.py").write_text(TRACKER)
+    (tmp_path / "conf" / "logger").mkdir(parents=True)
+    (tmp_path / "conf" / "logger" / "lines.yaml").write_text(
+        "lines:\n  _target_: trackers.Lines\n  path: epochs.txt\n  every: 1\n")
+    r = run_cli("train", "--config-dir", "conf", "logger=[csv,lines]", *TINY, "model=dense", "trainer.epochs=2",
+                "hydra.run.dir=run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [line.split()[0] for line in (tmp_path / "epochs.txt").read_text().splitlines()] == ["1", "2"]
+    assert {"csv", "lines", "explain"} <= set(read_metrics(tmp_path / "run")["hook_seconds"])
+    with pytest.raises(CnnrunError, match="^logger.lines.every=0 must be a whole number of epochs >= 1$"):
+        schema.check_jobs(["logger=lines", "logger.lines.every=0"], config_dir="conf")
+    with pytest.raises(CnnrunError, match="^logger.lines.every=often must be a whole number$"):
+        schema.check_jobs(["logger=lines", "logger.lines.every=often"], config_dir="conf")
 
 
 def test_train_imports_no_edge_and_the_record_knows_no_tracker():

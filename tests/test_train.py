@@ -37,7 +37,7 @@ def test_metrics_json(finished_run):
     assert saved["images_per_second"] == pytest.approx(saved["train_images"] * 2 / saved["train_seconds"], rel=0.01)
     from cnnrun import record
 
-    assert set(saved) - {"logger_seconds"} <= record.FIELDS  # declared once, with its type (the trackers' own aside)
+    assert set(saved) - {"hook_seconds"} <= record.FIELDS  # declared once, with its type (the hooks' own aside)
     assert all(record._typed(v, record.TYPES[k]) for k, v in saved.items() if k in record.TYPES)
     with pytest.raises(TypeError, match=r"field test_accuracy='high' \(declared float\) does not match"):
         record.write(run_dir, {**saved, "test_accuracy": "high"})

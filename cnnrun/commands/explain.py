@@ -1,5 +1,5 @@
 """`cnnrun explain RUN_DIR [IMAGE ...]`: Grad-CAM heat-maps and an embedding map of a finished run's model
-(the work is cnnrun/hooks/explain.py's, which also runs at the end of training with output.explain=true).
+(the work is cnnrun/record/explain.py's, which also runs at the end of training with output.explain=true).
 This module imports no Keras: its arguments are checked before the backend starts."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def explain_main(args: list[str]) -> None:
             raise CnnrunError(f"explain: {why}; or explain images you give: cnnrun explain {ns.run_dir} IMAGE ...")
         start_backend()  # only now (seconds): every refusal above comes at once
         import_user_code(ns)  # the model's own layers, named by the user
-        from cnnrun.hooks.explain import cut, explain
+        from cnnrun.record.explain import cut, explain
 
         model = load_model(model_file, compile=False, command="explain")
         if ns.layer:

@@ -181,5 +181,48 @@ def check_arguments(target: str, key: str, given, group: str, needs=()) -> None:
                           f"{', '.join(rest) or 'no other'}); drop it or add it to the function")
 
 
+def check_values(target: str, key: str, given: dict, prefix: str) -> None:
+    """Each value the config gives a target against the annotation of its argument: `bool`, `int`, `float`,
+    `str`, `X | None`, and `Annotated[X, (ok, expected)]` for a rule a type cannot say. A wrong one is a line
+    "PREFIX.NAME=VALUE must be EXPECTED" before any work. An argument without such an annotation is the
+    target's own to check."""
+    import typing
+
+    fn = locate(target, key)
+    try:
+        hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn, include_extras=True)
+    except Exception:  # noqa: BLE001 - annotations this cannot read (a forward reference, a C function): unchecked
+        return
+    for name, value in given.items():
+        kind, rules = hints.get(name), []
+        if typing.get_origin(kind) is typing.Annotated:
+            kind, *rules = typing.get_args(kind)
+        kinds = [k for k in (typing.get_args(kind) or (kind,)) if k is not None]
+        if value is None and type(None) in kinds:
+            continue
+        simple = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+        plain = [k for k in kinds if k in simple]
+        if plain and not any(_is(value, k) for k in plain):
+            raise CnnrunError(f"{prefix}.{name}={_shown(value)} must be {' or '.join(simple[k] for k in plain)}"
+                              + (" or null" if type(None) in kinds else ""))
+        for ok, expected in (r for r in rules if isinstance(r, tuple) and len(r) == 2):
+            if not ok(value):
+                raise CnnrunError(f"{prefix}.{name}={_shown(value)} must be {expected}")
+
+
+def _is(value, kind) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind in (float, str):  # a number where text is expected is text to OmegaConf too (experiment=2024)
+        return isinstance(value, (int, float, kind)) and not isinstance(value, bool)
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return str(value)
+
+
 def _a(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"

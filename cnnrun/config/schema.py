@@ -418,33 +418,6 @@ class Reference:
                                  "null or the whole number of epochs the figure is from", "15")
 
 
-@dataclass
-class CsvLogger:
-    live: bool = True
-
-
-@dataclass
-class TensorBoardLogger:
-    images: bool = True
-
-
-@dataclass
-class MlflowLogger:
-    tracking_uri: Optional[str] = None
-    experiment: str = rule("cnnrun", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name", "fashion")
-    artifacts: bool = True
-    log_model: bool = True
-    timeout: int = rule(10, *_whole_at_least(1, "a whole number of seconds"))
-    retries: int = rule(0, lambda v: _int(v) and 0 <= v <= 10, "a whole number in [0, 10]")
-
-
-@dataclass
-class Logger:
-    csv: Optional[CsvLogger] = None
-    tensorboard: Optional[TensorBoardLogger] = None
-    mlflow: Optional[MlflowLogger] = None
-
-
 class DebugMode(StrEnum):
     none = "none"
     smoke = "smoke"
@@ -454,12 +427,9 @@ class DebugMode(StrEnum):
 
 @dataclass
 class Debug:
+    """Which debug option a run is (conf/debug/): its hooks (the overfit and profile probes, the smoke check)
+    are attached by that option's YAML under `hooks`, as every hook is."""
     mode: DebugMode = DebugMode.none
-    check_artifacts: bool = False
-    overfit_ratio: float = rule(0.1, lambda v: _num(v) and 0 < v < 1, "a fraction of the first epoch's loss in (0, 1)")
-    profile_warmup: int = rule(5, *_whole_at_least(1, "a whole number of steps"))  # the first steps compile
-    profile_steps: int = rule(20, *_whole_at_least(1, "a whole number of steps"))
-    trace_steps: int = rule(5, lambda v: _int(v) and v >= 0, "a whole number of steps >= 0 (0: no trace)")
 
 
 class DistributeMode(StrEnum):
@@ -496,9 +466,12 @@ class Config:
     output: Output = field(default_factory=Output)
     reference: Reference = field(default_factory=Reference)
     debug: Debug = field(default_factory=Debug)
-    logger: Logger = field(default_factory=Logger)
+    logger: dict[str, Any] = field(default_factory=dict)  # trackers: logger.NAME._target_ (conf/logger/)
     distribute: Distribute = field(default_factory=Distribute)
-    hooks: dict[str, Any] = field(default_factory=dict)  # your own: hooks.NAME._target_ (cnnrun/hooks/__init__.py)
+    hooks: dict[str, Any] = field(default_factory=dict)  # hooks.NAME._target_: cnnrun's and yours (cnnrun/hooks/)
+
+
+HOOK_PLACES = ("logger", "hooks")  # where a config attaches hooks, in the order they run (cnnrun/hooks/__init__.py)
 
 
 # --- the registry: one place that says which options each group has and what code each runs ------------
@@ -640,11 +613,6 @@ def _cross_rules(cfg) -> None:
     smoke = (cfg.get("debug") or {}).get("mode") == "smoke"  # then a missing folder is the job's failed row
     if OmegaConf.is_missing(cfg.dataset, "path") and not smoke:
         raise CnnrunError(missing_path(cfg.dataset.name))
-    import importlib.util
-
-    for name, (module, extra) in LOGGER_EXTRAS.items():  # before any work, not as a warning after training
-        if (cfg.get("logger") or {}).get(name) is not None and importlib.util.find_spec(module) is None:
-            raise CnnrunError(f"logger={name} needs {module}, which is not installed: {pip(extra)}")
     augmented = any(v is not None for v in (cfg.get("augment") or {}).values())
     if augmented and t.augment_after >= t.epochs:
         raise CnnrunError(f"trainer.augment_after={t.augment_after} leaves no augmented epoch in "
@@ -859,13 +827,31 @@ def _targets(cfg) -> dict[str, set[str]]:
         own[group] = {k for k in node if k not in schema.__dataclass_fields__}
         plugins.check_arguments(node._target_, key, own[group], group,
                                 needs=[("input_shape",), ("num_classes", "classes")] if group == "model" else [])
-    for name, node in (cfg.get("hooks") or {}).items():  # hooks.NAME: a hook of the user's own (cnnrun/hooks/__init__.py)
-        key = f"hooks.{name}._target_"
-        if not isinstance(node, DictConfig) or "_target_" not in node.keys() or OmegaConf.is_missing(node, "_target_"):
-            raise CnnrunError(f"hooks.{name} needs {key}=CLASS, a hook of your own: a dotted import path like "
-                              f"+{key}=my_pkg.hooks.Notify, or FILE.py:CLASS")
-        plugins.check_arguments(node._target_, key, {k for k in node if k != "_target_"}, f"hooks.{name}")
+    for place in HOOK_PLACES:  # every hook, cnnrun's (its YAML names the class) and the user's, checked alike
+        for name, node in (cfg.get(place) or {}).items():
+            if node is not None:
+                _hook(f"{place}.{name}", node)
     return own
+
+
+def _hook(at: str, node) -> None:
+    """The hook at `at` (logger.mlflow, hooks.notify): a class that imports, takes the keys given with values of
+    its arguments' types, and whose packages (its `requires`) are installed, before any work."""
+    key = f"{at}._target_"
+    if not isinstance(node, DictConfig) or "_target_" not in node.keys() or OmegaConf.is_missing(node, "_target_"):
+        raise CnnrunError(f"{at} needs {key}=CLASS, a hook: a dotted import path like +{key}=my_pkg.hooks.Notify, "
+                          "or FILE.py:CLASS")
+    given = plugins.arguments(node, ("_target_",))
+    plugins.check_arguments(node._target_, key, set(given), at)
+    plugins.check_values(node._target_, key, given, at)
+    needs = getattr(plugins.locate(node._target_, key), "requires", None)
+    if needs:
+        import importlib.util
+
+        module, extra = needs
+        if importlib.util.find_spec(module) is None:
+            shown = f"{at.partition('.')[0]}={at.partition('.')[2]}" if at.startswith("logger.") else at
+            raise CnnrunError(f"{shown} needs {module}, which is not installed: {pip(extra)}")
 
 
 def _show(value) -> str:
@@ -935,7 +921,6 @@ def composition_error(e: Exception) -> CnnrunError:
 PLUGIN_EXTRAS = {("hydra/sweeper", "optuna"): "optuna", ("hydra/launcher", "joblib"): "joblib",
                  ("hydra/launcher", "submitit_slurm"): "slurm", ("hydra/launcher", "submitit_local"): "slurm",
                  ("hydra/launcher", "ray"): "ray"}
-LOGGER_EXTRAS = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("tensorboard", "tensorboard")}  # logger: (module, extra)
 
 
 def _ends(override) -> list:

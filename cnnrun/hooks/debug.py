@@ -1,222 +1,87 @@
-"""The `debug` modes that watch the training itself: `overfit` (can this model learn at all?) and `profile`
-(where does a step's time go?). `smoke` needs nothing here: it is a config (conf/debug/smoke.yaml) plus
-artifacts.verify.
+"""The debug options that watch the training itself, each a hook its YAML attaches (conf/debug/):
+`overfit` (can this model learn at all?) and `profile` (where does a step's time go?). `smoke`'s check of
+the finished run's files is cnnrun/hooks/smoke.py.
 
-Both attach to a run as a hook (hooks.py, `Probe`): the probe adds its callback to fit, says when to stop,
-and gives its verdict once fitting ends (a status ends the run before evaluation; None goes on).
+A probe adds its callback to fit, says when to stop, and gives its verdict once fitting ends (a status ends
+the run before evaluation; None goes on), recording its findings in metrics.json. Nothing here imports Keras.
 """
 
 from __future__ import annotations
 
 import logging
-import statistics
-import time
-from pathlib import Path
+from typing import Annotated
 
-import keras
-import numpy as np
-
-from cnnrun import backend
-from cnnrun.record import files, layout
+from cnnrun.hooks import Hook
 
 log = logging.getLogger("cnnrun")
 
-
-def probe(cfg_debug, run_dir: Path, data, t):
-    """The probe for debug.mode (overfit, profile), else None."""
-    if cfg_debug.mode == "overfit":
-        return Overfit(cfg_debug.overfit_ratio)
-    if cfg_debug.mode == "profile":
-        return Profile(Path(run_dir), data, t, cfg_debug.profile_warmup, cfg_debug.profile_steps,
-                       cfg_debug.trace_steps)
-    return None
+RATIO = (lambda v: 0 < v < 1), "a fraction of the first epoch's loss in (0, 1)"
+STEPS = (lambda v: v >= 1), "a whole number of steps >= 1"
+TRACE = (lambda v: v >= 0), "a whole number of steps >= 0 (0: no trace)"
 
 
-class Probe:
-    """The hook for debug=overfit / profile: the probe is made when the data is there, just before fitting."""
-
-    name = "debug"
-
-    def __init__(self, cfg_debug, t):
-        self.cfg, self.t, self.probe = cfg_debug, t, None
-
-    def callbacks(self, run, data, others: list) -> list:
-        self.probe = probe(self.cfg, run.dir, data, self.t)
-        return others if self.probe is None else self.probe.callbacks(others)
-
-    def stop(self, run, rows: list[dict]) -> bool:
-        return self.probe is not None and self.probe.done(rows)
-
-    def fitted(self, run, fitted) -> str | None:
-        if self.probe is None:
-            return None
-        status, findings = self.probe.verdict(fitted)  # its findings go into metrics.json
-        run.update(**findings)
-        return status
-
-
-class Overfit:
+class Overfit(Hook):
     """debug=overfit: a few batches (conf/debug/overfit.yaml keeps 64 images) trained over and over until the
-    epoch loss falls below `ratio` times the first epoch's; the run fails, saying so, if it never does."""
+    epoch loss falls below `ratio` times the first epoch's; the run fails, saying so, if it never does.
 
-    def __init__(self, ratio: float):
+    Args:
+        ratio: passes once an epoch's training loss is below ratio x the first epoch's.
+    """
+
+    name = "overfit"
+
+    def __init__(self, ratio: Annotated[float, RATIO]):
         self.ratio = ratio
 
-    def callbacks(self, others: list) -> list:
-        return others
-
-    def done(self, rows: list[dict]) -> bool:
+    def stop(self, run, rows: list[dict]) -> bool:
         return len(rows) > 1 and rows[-1]["loss"] <= rows[0]["loss"] * self.ratio
 
-    def verdict(self, fitted) -> tuple[str | None, dict]:
-        """(None, findings) when the loss fell enough: the run goes on to its evaluation."""
+    def fitted(self, run, fitted) -> str | None:
+        """None when the loss fell enough: the run goes on to its evaluation."""
         rows = fitted.history
         if not rows:
-            return None, {}
+            return None
         start, end = rows[0]["loss"], min(r["loss"] for r in rows)
-        fields = {"overfit": {"start_loss": start, "end_loss": end, "epochs": len(rows), "ratio": self.ratio,
-                              "passed": self.done(rows) or end <= start * self.ratio}}
-        if fields["overfit"]["passed"]:
+        found = {"start_loss": start, "end_loss": end, "epochs": len(rows), "ratio": self.ratio,
+                 "passed": self.stop(run, rows) or end <= start * self.ratio}
+        run.update(overfit=found)
+        if found["passed"]:
             log.info("debug=overfit: the loss fell from %.4f to %.4f in %d epochs: this model can learn", start, end,
                      len(rows))
-            return None, fields
-        return "failed", {**fields, "error": (
+            return None
+        run.update(error=(
             f"debug=overfit: the training loss went from {start:.4f} to {end:.4f} in {len(rows)} epochs on a few batches, "
             f"never below {self.ratio:g} of its start; the model cannot fit even these images: check the labels, "
-            "optimizer.lr and the model (or raise trainer.epochs)")}
+            "optimizer.lr and the model (or raise trainer.epochs)"))
+        return "failed"
 
 
-class _Timed:
-    """Wraps a callback's batch hooks to add their time to a total."""
+class Profile(Hook):
+    """debug=profile: times `steps` training steps after `warmup` ones (the first compile) and writes
+    profile.json and profile.txt; training stops there (the epoch is broken off on purpose: not a result).
 
-    def __init__(self, profile: Profile, callback):
-        for hook in ("on_train_batch_begin", "on_train_batch_end"):
-            real = getattr(callback, hook)
-            if getattr(real, "__func__", None) is getattr(keras.callbacks.Callback, hook):
-                continue  # no hook of its own: Keras does not even call it
-            setattr(callback, hook, self._wrap(profile, real))
+    Args:
+        warmup: steps before timing starts: the first compiles the step.
+        steps: steps timed; training stops after warm-up + these.
+        trace: steps in the backend's profiler trace, right after the warm-up (0: no trace).
+    """
 
-    @staticmethod
-    def _wrap(profile, real):
-        def timed(batch, logs=None):
-            start = time.perf_counter()
-            real(batch, logs)
-            profile.callback_time += time.perf_counter() - start
-        return timed
+    name = "profile"
 
+    def __init__(self, warmup: Annotated[int, STEPS], steps: Annotated[int, STEPS], trace: Annotated[int, TRACE]):
+        self.warmup, self.steps, self.trace = warmup, steps, trace
+        self.timer = None
 
-class Profile(keras.callbacks.Callback):
-    """debug=profile: per training step, the time spent in the step itself, in the input between steps and in
-    cnnrun's callbacks, after `warmup` steps (compilation); the input feed alone, timed apart; and the backend's
-    profiler trace of `trace` steps (TensorBoard's profile tab, or ui.perfetto.dev for JAX's trace.json.gz).
-    Training stops after warmup + steps: the epoch is broken off on purpose and is not a result."""
+    def callbacks(self, run, data, others: list) -> list:
+        from cnnrun.hooks.profiler import StepTimer  # Keras: only once a run trains
 
-    def __init__(self, run_dir: Path, data, t, warmup: int, steps: int, trace: int):
-        super().__init__()
-        self.run_dir, self.data, self.t = run_dir, data, t
-        self.warmup, self.steps, self.trace = warmup, steps, min(trace, steps)
-        self.rows: list[dict] = []
-        self.seen = 0  # training steps so far
-        self.callback_time = 0.0
-        self._begin = self._end = None
-        self._callbacks_at_begin = self._callbacks_at_end = 0.0
-        self._tracing = False
-        self.trace_dir = run_dir / layout.PROFILE
+        self.timer = StepTimer(run.dir, data, run.cfg.trainer, self.warmup, self.steps, self.trace)
+        return self.timer.callbacks(others)
 
-    def callbacks(self, others: list) -> list:
-        for callback in others:
-            _Timed(self, callback)
-        return [self, *others]  # first: its begin stamp precedes theirs, its end stamp follows the step alone
+    def stop(self, run, rows: list[dict]) -> bool:
+        return self.timer is not None and self.timer.done(rows)
 
-    def done(self, rows: list[dict]) -> bool:
-        return len(self.rows) > self.steps
-
-    def on_train_batch_begin(self, batch, logs=None):
-        now = time.perf_counter()
-        if self._end is not None and self.rows and self.rows[-1]["input"] is None:  # since the last step ended
-            self.rows[-1]["input"] = now - self._end - (self.callback_time - self._callbacks_at_end)
-        if self.seen == self.warmup and self.trace and not self._tracing:
-            backend.trace_start(self.trace_dir)
-            self._tracing = True
-        self._callbacks_at_begin = self.callback_time
-        self._begin = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None:
-            float(keras.ops.convert_to_numpy(loss))  # wait for the step: asynchronous backends return at once
-        end = time.perf_counter()
-        self.seen += 1
-        if self.seen > self.warmup:  # the others' begin hooks ran inside [begin, end]: not the step's time
-            self.rows.append({"step": end - self._begin - (self.callback_time - self._callbacks_at_begin),
-                              "input": None})
-        if self._tracing and self.seen >= self.warmup + self.trace:
-            backend.trace_stop()
-            self._tracing = False
-        if len(self.rows) > self.steps:  # the last row only completes the one before it (its input)
-            self.model.stop_training = True
-        self._callbacks_at_end = self.callback_time
-        self._end = time.perf_counter()
-
-    def on_train_end(self, logs=None):
-        if self._tracing:
-            backend.trace_stop()
-            self._tracing = False
-
-    def _feed_alone(self, n: int) -> float:
-        """Seconds per batch to produce the training input without training: slicing (and moving to the
-        device) arrays, or decoding a folder's images."""
-        x, bs = self.data.x_train, self.t.batch_size
-        n = max(1, min(n, -(-len(x) // bs)))
-        start = time.perf_counter()
-        if isinstance(x, np.ndarray):
-            order = np.random.default_rng(0).permutation(len(x))
-            for i in range(n):
-                keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(x[order[i * bs:(i + 1) * bs]]))
-        else:
-            from cnnrun.data.folder import Batches
-
-            batches = Batches(x, self.data.y_train, bs)
-            for i in range(n):
-                batches[i]
-        return (time.perf_counter() - start) / n
-
-    def verdict(self, fitted) -> tuple[str, dict]:
-        """('ok', the timings) or ('failed', why): a timing run ends here, with no evaluation."""
-        rows = [r for r in self.rows if r["input"] is not None][:self.steps]
-        if not rows:
-            return "failed", {"error": f"debug=profile: no step was timed (the run has fewer than "
-                                       f"{self.warmup + 1} training steps; lower debug.profile_warmup)"}
-        # With trainer.steps_per_execution=N, Keras calls the batch hooks once per compiled call of N steps:
-        # each timed row covers N steps, so every figure is divided by N to stay per training step.
-        per = int(self.t.steps_per_execution)
-        extra = self.callback_time / max(1, self.seen) / per
-        phases = {"step": [r["step"] / per for r in rows], "input": [(r["input"] or 0.0) / per for r in rows]}
-        ms = {k: 1000 * statistics.median(v) for k, v in phases.items()}
-        ms["callbacks"] = 1000 * extra
-        total = sum(ms.values())
-        summary = {
-            "backend": backend.name(), "device": backend.device(), "batch_size": self.t.batch_size,
-            "warmup_steps": self.warmup * per, "timed_steps": len(rows) * per, "steps_per_execution": per,
-            "median_ms": {k: round(v, 3) for k, v in ms.items()},
-            "share": {k: round(v / total, 4) for k, v in ms.items()},
-            "images_per_second": round(self.t.batch_size / (total / 1000), 1),
-            "input_alone_ms": round(1000 * self._feed_alone(len(rows)), 3),
-            "trace": str(self.trace_dir) if self.trace else None,
-        }
-        files.write_json(self.run_dir / layout.PROFILE_JSON, summary)
-        short = (f" (of {self.steps} asked: the run ended first; raise trainer.epochs)"
-                 if len(rows) < self.steps else "")
-        calls = f" in {len(rows)} calls of {per}" if per > 1 else ""
-        lines = [f"debug=profile: {len(rows) * per} steps{calls}{short} of batch {self.t.batch_size} after "
-                 f"{self.warmup * per} warm-up steps ({summary['backend']}, {summary['device']}); times per step", ""]
-        lines += [f"  {k:<10} {ms[k]:9.2f} ms  {100 * summary['share'][k]:5.1f} %" for k in ("input", "step", "callbacks")]
-        lines += [f"  {'total':<10} {total:9.2f} ms  {summary['images_per_second']:,.0f} images/s", "",
-                  f"  the input feed alone: {summary['input_alone_ms']:.2f} ms a batch "
-                  "(TensorFlow reads its input inside the step; JAX between steps)"]
-        if self.trace:
-            lines.append(f"  trace of {self.trace} steps: {self.trace_dir} (tensorboard --logdir {self.trace_dir}, "
-                         "profile tab; JAX's *.trace.json.gz opens in ui.perfetto.dev)")
-        files.write_text(self.run_dir / layout.PROFILE_TXT, "\n".join(lines) + "\n")
-        log.info("\n".join(lines))
-        return "ok", {"profile": summary}
+    def fitted(self, run, fitted) -> str | None:
+        status, findings = self.timer.verdict(fitted)
+        run.update(**findings)
+        return status

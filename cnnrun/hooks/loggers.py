@@ -5,10 +5,12 @@
     logger=mlflow                 one MLflow run per cnnrun run; a sweep is a parent run with a child per job
     logger=[tensorboard,mlflow]   several at once
 
-The run's own files are the record (record.py); a logger mirrors them. A logger that fails (no server,
-a full disk in its store, a missing package) says so in one warning line and is switched off for the
-rest of the run: training goes on and the run directory is complete. Nothing here imports Keras or a
-backend, and mlflow/tensorboard are imported only when their logger is chosen.
+The run's own files are the record (record.py); a logger mirrors them. Each is a hook (cnnrun/hooks/):
+its YAML in conf/logger/ names its class here (`_target_`) with its arguments, and it hears of the run's
+start, each whole epoch and its end. One that fails (no server, a full disk in its store, a missing
+package) says so in one warning line and is switched off for the rest of the run: training goes on and
+the run directory is complete. Nothing here imports Keras or a backend, and mlflow/tensorboard are
+imported only when their logger is chosen.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Annotated
 
 from omegaconf import OmegaConf
 
 from cnnrun.config import schema
 from cnnrun.config.extras import pip
 from cnnrun.config.redact import MASK, redact, secret_key, take_credentials
+from cnnrun.hooks import Hook
 from cnnrun.record import identity, layout
 
 log = logging.getLogger("cnnrun")
@@ -34,74 +38,6 @@ log = logging.getLogger("cnnrun")
 # The run's files a tracker gets: everything a person looks at, not the lock or the spent checkpoint.
 NOT_UPLOADED = {layout.LOCK, layout.CHECKPOINT, layout.TENSORBOARD}
 SWEEP_RECORD = layout.MLFLOW_PARENT  # in a sweep directory: the parent run's id and where it lives
-
-
-class Logger:
-    """One destination. Hooks are called through `Loggers`, which turns any exception into one warning."""
-
-    name = "logger"
-
-    def start(self, run) -> None:
-        """The run has started (or continues, `run.action == 'continue'`); `run.metrics` says running."""
-
-    def epoch(self, row: dict) -> None:
-        """An epoch ended whole: its history row (epoch, loss, accuracy, val_*, lr, seconds)."""
-
-    def end(self, run) -> None:
-        """The run ended with `run.metrics['status']`; its files are all written."""
-
-
-class Loggers:
-    """The chosen loggers, each guarded: the first failure warns once and switches that logger off."""
-
-    def __init__(self, loggers: list[Logger]):
-        self.loggers = loggers
-        self.failed: dict[str, str] = {}
-        self.seconds = {logger.name: 0.0 for logger in loggers}  # what each costs the run (metrics.json)
-
-    def _each(self, hook: str, *args) -> None:
-        for logger in self.loggers:
-            if logger.name in self.failed:
-                continue
-            start = time.perf_counter()
-            try:
-                getattr(logger, hook)(*args)
-            except Exception as e:  # noqa: BLE001 - a logger never fails the training
-                text = (str(e).strip().splitlines() or [""])[0][:300]
-                text = text if isinstance(e, (RuntimeError, ImportError)) else f"{type(e).__name__}: {text}"
-                self.failed[logger.name] = text
-                log.warning("logger %s failed: %s; it is off for the rest of this run, whose own files are "
-                            "complete", logger.name, text)
-            finally:
-                self.seconds[logger.name] += time.perf_counter() - start
-
-    # A hook (hooks.py) of the run: the trackers hear of its start, each whole epoch and its end.
-    name = "logger"
-
-    def start(self, run) -> None:
-        self._each("start", run)
-
-    def epoch(self, run, row: dict) -> None:
-        self._each("epoch", row)
-
-    def end(self, run) -> None:
-        if not self.loggers:
-            return
-        self._each("end", run)
-        run.update(logger_seconds={k: round(v, 3) for k, v in self.seconds.items()})  # not in the uploaded copy
-
-
-def build(cfg_logger, run_dir: Path) -> Loggers:
-    """The loggers `cfg.logger` names (csv, tensorboard, mlflow), in that order."""
-    chosen = cfg_logger or {}
-    out: list[Logger] = []
-    if chosen.get("csv") is not None:
-        out.append(CsvLogger(run_dir, chosen.csv))
-    if chosen.get("tensorboard") is not None:
-        out.append(TensorBoardLogger(run_dir, chosen.tensorboard))
-    if chosen.get("mlflow") is not None:
-        out.append(MlflowLogger(run_dir, chosen.mlflow))
-    return Loggers(out)
 
 
 def flatten(cfg, prefix: str = "") -> dict[str, object]:
@@ -150,23 +86,27 @@ def file_name(label: str) -> str:
 
 # --- csv -----------------------------------------------------------------------------------------------
 
-class CsvLogger(Logger):
+class CsvLogger(Hook):
     """history.csv as the run goes: a row appended as each epoch ends, so `tail -f` follows a long run.
-    train() rewrites the whole file at the end, from the full history, whichever loggers are chosen."""
+    train() rewrites the whole file at the end, from the full history, whichever loggers are chosen.
+
+    Args:
+        live: append each epoch's row as it ends (else only the rewrite at the end).
+    """
 
     name = "csv"
 
-    def __init__(self, run_dir: Path, cfg):
-        self.path = Path(run_dir) / layout.HISTORY
-        self.live = bool(cfg.live)
+    def __init__(self, live: bool):
+        self.live = live
 
-    def epoch(self, row: dict) -> None:
+    def epoch(self, run, row: dict) -> None:
         if not self.live:
             return
+        path = run.dir / layout.HISTORY
         import csv
 
-        new = not self.path.is_file()
-        with open(self.path, "a", newline="", encoding="utf-8") as f:
+        new = not path.is_file()
+        with open(path, "a", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
             if new:
                 writer.writeheader()
@@ -175,22 +115,25 @@ class CsvLogger(Logger):
 
 # --- TensorBoard ---------------------------------------------------------------------------------------
 
-class TensorBoardLogger(Logger):
+class TensorBoardLogger(Hook):
     """Event files in RUN_DIR/tensorboard/NAME/, written with TensorBoard's own writer and protos (no TensorFlow,
     so JAX runs log too): train/ and validation/ hold the per-epoch curves under the same tags (one chart,
     two lines, as Keras' own callback does), NAME/ itself holds the test metrics, the plots as images and the
     run's config for the HPARAMS tab. NAME says what the run was (a sweep job's swept overrides, else the run
     directory's name), so `tensorboard --logdir SWEEP_DIR` lists `0/tensorboard/model=cnn3 augment=flip/train`,
-    not a bare job number."""
+    not a bare job number.
+
+    Args:
+        images: the run's plots as images too (the IMAGES tab).
+    """
 
     name = "tensorboard"
+    requires = ("tensorboard", "tensorboard")  # (module, extra): checked before any work
 
-    def __init__(self, run_dir: Path, cfg):
-        self.root = Path(run_dir) / layout.TENSORBOARD
-        self.label = run_name(run_dir)
-        self.dir = self.root / file_name(self.label)
-        self.cfg = cfg
+    def __init__(self, images: bool):
+        self.images = images
         self.writers: dict = {}
+        self.dir = None
 
     def _writer(self, sub: str):
         if sub not in self.writers:
@@ -214,6 +157,8 @@ class TensorBoardLogger(Logger):
     def start(self, run) -> None:
         from tensorboard.plugins.hparams import summary_v2 as hp
 
+        self.label = run_name(run.dir)
+        self.dir = run.dir / layout.TENSORBOARD / file_name(self.label)
         if run.action == "continue" and any(self.dir.glob("events.*")):
             return  # the session was opened by the process that started this run
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -222,7 +167,7 @@ class TensorBoardLogger(Logger):
         self._write("", hp.hparams_pb(hparams, trial_id=self.label, start_time_secs=time.time()), 0)
         self._flush()
 
-    def epoch(self, row: dict) -> None:
+    def epoch(self, run, row: dict) -> None:
         step = int(row["epoch"])
         train = {f"epoch_{k}": v for k, v in row.items() if k in ("loss", "accuracy")}
         train.update(epoch_learning_rate=row["lr"], epoch_seconds=row["seconds"])
@@ -240,7 +185,7 @@ class TensorBoardLogger(Logger):
         test = {f"test/{k[5:]}": v for k, v in final_metrics(metrics).items() if k.startswith("test_")}
         if test:
             self._write("", self._scalars(test), step)
-        if self.cfg.images:
+        if self.images:
             images = []
             for name in layout.FIGURES:
                 path = run.dir / name
@@ -281,11 +226,11 @@ def tracking_uri(configured: str | None) -> str:
     return f"sqlite:///{Path('outputs').resolve() / 'mlflow.db'}"
 
 
-def _client(cfg, uri: str):
-    """An MlflowClient for cfg (no process-wide MLflow state: sweep jobs share a process), failing fast:
-    a dead server costs `timeout` seconds once, not MLflow's default minutes of retries."""
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(int(cfg.retries))  # read per request
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(cfg.timeout))
+def _client(uri: str, timeout: int, retries: int):
+    """An MlflowClient (no process-wide MLflow state: sweep jobs share a process), failing fast: a dead
+    server costs `timeout` seconds once, not MLflow's default minutes of retries."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(int(retries))  # read per request
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(timeout))
     for name in ("alembic", "mlflow"):  # the store's schema migrations and MLflow's own chatter: not the user's news
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
@@ -333,24 +278,41 @@ def _log(client, run_id: str, metrics: dict | None = None, step: int = 0, params
 _MLFLOW_STATUS = {"ok": "FINISHED", "interrupted": "KILLED"}  # failed, nan: FAILED
 
 
-class MlflowLogger(Logger):
+NAMED = (lambda v: v.strip() != ""), "a non-empty name, e.g. logger.mlflow.experiment=fashion"
+SECONDS = (lambda v: v >= 1), "a whole number of seconds >= 1"
+RETRIES = (lambda v: 0 <= v <= 10), "a whole number in [0, 10]"
+
+
+class MlflowLogger(Hook):
     """One MLflow run per cnnrun run: the flattened config as params, per-epoch metrics at their epoch,
     the final metrics, tags (model, dataset, backend, device, status) and the run's files as artifacts.
     In a sweep, every job is a child of one parent run (its id kept in SWEEP_DIR/mlflow.json); a resumed
-    run continues its own MLflow run (its id kept in metrics.json as mlflow_run_id)."""
+    run continues its own MLflow run (its id kept in metrics.json as mlflow_run_id).
+
+    Args:
+        tracking_uri: None: $MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db; or http://host:5000.
+        experiment: the MLflow experiment the runs go into.
+        artifacts: upload the run's files (plots, reports, history, config, misclassified images).
+        log_model: upload model.keras as an MLflow model.
+        timeout: seconds per request to a tracking server before the logger gives up (and warns).
+        retries: retries per request; a run never waits long on a dead server.
+    """
 
     name = "mlflow"
+    requires = ("mlflow", "mlflow")  # (module, extra): checked before any work
 
-    def __init__(self, run_dir: Path, cfg):
-        self.dir, self.cfg = Path(run_dir), cfg
-        self.client = self.run_id = None
+    def __init__(self, tracking_uri: str | None, experiment: Annotated[str, NAMED], artifacts: bool, log_model: bool,
+                 timeout: Annotated[int, SECONDS], retries: Annotated[int, RETRIES]):
+        self.tracking_uri, self.experiment, self.artifacts, self.log_model_too = tracking_uri, experiment, artifacts, log_model
+        self.timeout, self.retries = timeout, retries
+        self.client = self.run_id = self.dir = None
 
     def start(self, run) -> None:
-        cfg = run.cfg
-        uri = tracking_uri(self.cfg.get("tracking_uri"))
+        cfg, self.dir = run.cfg, run.dir
+        uri = tracking_uri(self.tracking_uri)
         try:
-            self.client = _client(self.cfg, uri)
-            experiment = _experiment(self.client, uri, str(self.cfg.experiment))
+            self.client = _client(uri, self.timeout, self.retries)
+            experiment = _experiment(self.client, uri, str(self.experiment))
         except ImportError:
             raise
         except Exception as e:  # noqa: BLE001 - the first contact: say where, briefly
@@ -382,7 +344,7 @@ class MlflowLogger(Logger):
             "?workflowType=machine_learning")  # MLflow 3's UI opens in GenAI mode, which shows no runs
         log.info("mlflow: run %s in %s (view: %s)", self.run_id, uri, view)
 
-    def epoch(self, row: dict) -> None:
+    def epoch(self, run, row: dict) -> None:
         values = {k: v for k, v in row.items() if k != "epoch"}
         _log(self.client, self.run_id, metrics=values, step=int(row["epoch"]))
 
@@ -395,9 +357,9 @@ class MlflowLogger(Logger):
             tags["cnnrun.error"] = m["error"]
         _log(self.client, self.run_id, metrics=final_metrics(m), step=int(m.get("epochs") or 0),
              tags={k: v for k, v in tags.items() if v is not None})
-        if self.cfg.log_model and m.get("status") == "ok" and (run.dir / layout.MODEL).is_file():
+        if self.log_model_too and m.get("status") == "ok" and (run.dir / layout.MODEL).is_file():
             self.log_model(run.dir / layout.MODEL, [str(n) for n in m.get("class_names") or []])
-        if self.cfg.artifacts:
+        if self.artifacts:
             for path in sorted(run.dir.iterdir()):  # a folder (misclassified/, .hydra/) in one call, not a file each
                 if path.name in NOT_UPLOADED or path.name.startswith(".cnnrun") or path.suffix == ".keras":
                     continue  # model.keras goes up as the MLflow model (log_model), not as a plain file

@@ -242,22 +242,6 @@ def near_chance(test_accuracy: float, train_accuracy: float | None, y_test: np.n
             "are prepared as the training images are")
 
 
-class CheckArtifacts:
-    """debug=smoke: a hook (hooks.py) that checks every file of the evaluated run by content (verify)."""
-
-    name = "smoke"
-
-    def __init__(self, cfg_output):
-        self.cfg = cfg_output
-
-    def evaluated(self, run, result) -> str | None:
-        problems = verify(run.dir, run.metrics, self.cfg, augmented=result.augmented)
-        if problems:
-            run.update(error="artifact check: " + "; ".join(problems))
-            return "failed"
-        return None
-
-
 def verify(out: Path, metrics: dict, cfg_output, augmented: bool) -> list[str]:
     """Checks every file a finished run leaves, by content (debug=smoke): the problems found, [] when none."""
     from PIL import Image

@@ -141,7 +141,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     record.refuse_inside_data(run_dir, cfg)  # a run directory inside the image folder would become a class
     layout = distribute.plan(cfg.distribute, t.batch_size)  # devices and processes (distribute=data_parallel)
     # Trackers, debug probes, explain, the smoke check, the user's own: on process 0 only, which owns the run.
-    attached = hooks.build(cfg, run_dir) if layout.owner else hooks.Hooks([])
+    attached = hooks.build(cfg) if layout.owner else hooks.Hooks([])
     with distribute.run(run_dir, cfg, layout, attached) as run:  # the lock; an earlier run skipped, continued or set aside
         if run.action == "skip":
             log.info("%s already holds a finished run of this config; nothing to do (trainer.resume=false reruns it)",
