@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_module  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cnnrun import backend  # noqa: E402
-from cnnrun.cli import register_resolvers  # noqa: E402
+from cnnrun.config.schema import register_resolvers  # noqa: E402
 from cnnrun.data import load_dataset  # noqa: E402
 from cnnrun.data.folder import Batches  # noqa: E402
 from cnnrun.training.loop import EpochLog  # noqa: E402

@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_module  # noqa: E402
 
 import keras2  # noqa: E402
 from cnnrun import backend  # noqa: E402
-from cnnrun.cli import register_resolvers  # noqa: E402
+from cnnrun.config.schema import register_resolvers  # noqa: E402
 from cnnrun.config.families import FAMILIES  # noqa: E402
 from cnnrun.data import load_dataset  # noqa: E402
 from keras2 import run_cnnrun  # noqa: E402

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from hydra import compose, initialize_config_module  # noqa: E402
 
-from cnnrun.cli import register_resolvers  # noqa: E402
+from cnnrun.config.schema import register_resolvers  # noqa: E402
 from cnnrun.models import build_model  # noqa: E402
 
 # Dense peak TFLOP/s of an H100 SXM (the H200 has the same compute), NVIDIA data sheet, no sparsity.

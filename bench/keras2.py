@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from hydra import compose, initialize_config_module  # noqa: E402
 
-from cnnrun.cli import register_resolvers  # noqa: E402
+from cnnrun.config.schema import register_resolvers  # noqa: E402
 from cnnrun.data import load_dataset  # noqa: E402
 from cnnrun.hooks import Hook  # noqa: E402
 from cnnrun.training.train import train  # noqa: E402

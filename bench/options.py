@@ -22,7 +22,7 @@ import keras  # noqa: E402
 from hydra import compose, initialize_config_module  # noqa: E402
 
 from cnnrun import backend  # noqa: E402
-from cnnrun.cli import register_resolvers  # noqa: E402
+from cnnrun.config.schema import register_resolvers  # noqa: E402
 from cnnrun.training.train import train  # noqa: E402
 
 OPTIONS = {

@@ -31,7 +31,7 @@ import keras  # noqa: E402
 from hydra import compose, initialize_config_module  # noqa: E402
 
 from cnnrun import backend  # noqa: E402
-from cnnrun.cli import register_resolvers  # noqa: E402
+from cnnrun.config.schema import register_resolvers  # noqa: E402
 from cnnrun.data import load_dataset  # noqa: E402
 import keras2  # noqa: E402
 from keras2 import last_epoch_rate, run_cnnrun, run_keras2  # noqa: E402

@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_module  # noqa: E402
 
-from cnnrun.cli import jax_compilation_cache, register_resolvers  # noqa: E402
+from cnnrun.commands import jax_compilation_cache  # noqa: E402
+from cnnrun.config.schema import register_resolvers  # noqa: E402
 
 jax_compilation_cache()  # in-process runs share compiled programs as the CLI's do (before Keras imports JAX)
 

@@ -159,7 +159,7 @@ def test_data_that_is_not_there_is_refused_before_any_work(tmp_path):
 
 def test_data_on_other_machines_is_left_to_them(tmp_path):
     """Jobs that Slurm or Ray run elsewhere may read a path this machine lacks: the pre-flight does not look."""
-    from cnnrun import cli
+    from cnnrun.commands import train as cli
 
     missing = ["-m", "dataset=folder", f"dataset.path={tmp_path / 'theirs'}"]
     cli.preflight([*missing, "hydra/launcher=submitit_slurm"])  # no refusal

@@ -226,7 +226,7 @@ def test_only_process_0_has_hydra_write_its_copies_and_log(monkeypatch, rank, su
     from hydra import compose, initialize_config_module
     from omegaconf import open_dict
 
-    from cnnrun.cli import register_resolvers
+    from cnnrun.config.schema import register_resolvers
 
     register_resolvers()
     monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "2")

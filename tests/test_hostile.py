@@ -23,7 +23,7 @@ from conftest import TINY, make_config, read_metrics, refusal, run_cli, started_
 from cnnrun import CnnrunError, record
 from cnnrun.config import schema
 from cnnrun import signals
-from cnnrun.cli import replayable
+from cnnrun.commands.resume import replayable
 
 
 def one_error_line(proc) -> str:

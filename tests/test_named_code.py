@@ -111,7 +111,7 @@ def test_resume_replays_no_tracker_and_says_what_it_replays(finished, tmp_path):
 
 
 def test_the_replayed_groups_are_the_configs_own_but_trackers_and_hooks():
-    from cnnrun.cli import replayable, replayed_groups
+    from cnnrun.commands.resume import replayable, replayed_groups
 
     assert {"dataset", "model", "trainer", "distribute", "augment", "experiment"} <= set(replayed_groups())
     assert replayable("distribute=data_parallel") and replayable("distribute.devices=2")
@@ -477,7 +477,7 @@ def test_the_jax_cache_is_off_for_any_no_and_made_by_no_command_that_needs_none(
         assert "DIR None" in r.stdout and not (tmp_path / "cache" / "cnnrun").exists(), r.stdout + r.stderr
     for off in ("0", "false", "off", "no", "OFF"):
         r = subprocess.run([sys.executable, "-c", "import os; os.environ.pop('JAX_COMPILATION_CACHE_DIR', None)\n"
-                            "from cnnrun.cli import jax_compilation_cache; jax_compilation_cache(); "
+                            "from cnnrun.commands import jax_compilation_cache; jax_compilation_cache(); "
                             "print('DIR', os.environ.get('JAX_COMPILATION_CACHE_DIR'))"],
                            env={**os.environ, **env, "CNNRUN_JAX_CACHE": off}, capture_output=True, text=True)
         assert "DIR None" in r.stdout, (off, r.stdout, r.stderr)
@@ -486,7 +486,7 @@ def test_the_jax_cache_is_off_for_any_no_and_made_by_no_command_that_needs_none(
 def test_unreadable_cache_entries_are_said_once(tmp_path, caplog):
     import warnings
 
-    from cnnrun.cli import _say_once_about_broken_entries
+    from cnnrun.commands import _say_once_about_broken_entries
 
     shown = warnings.showwarning
     try:

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from cnnrun.commands import launch
+from cnnrun.training import launch
 from tests.conftest import FASHION_DIR, TINY, read_metrics, run_cli
 
 
@@ -111,7 +111,7 @@ def test_ray_launcher_on_a_local_ray_instance(tmp_path):
 
 CLAIM = """
 import sys, time
-from cnnrun.commands import launch
+from cnnrun.training import launch
 print(launch.claim_gpu(sys.argv[1], ["3", "5"]), flush=True)
 time.sleep(float(sys.argv[2]))
 """

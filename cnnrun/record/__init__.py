@@ -449,7 +449,7 @@ _decided: dict[str, tuple[str, str]] = {}  # run dir -> (action, config fingerpr
 def decide(run_dir: Path, cfg: DictConfig, keep_hydra: bool = False) -> str:
     """What to do about an earlier run in `run_dir` for `cfg` (the table in this module's docstring):
     'start', 'skip' or 'continue'; sets an earlier run aside, or raises RunRefused. Decided once per run: a
-    single run's is settled before Hydra writes there (cli.CheckOutputDir), and `Run` then takes it (settled)."""
+    single run's is settled before Hydra writes there (commands.train.CheckOutputDir), and `Run` then takes it (settled)."""
     action = _decide(Path(run_dir), cfg, keep_hydra)
     _decided[str(Path(run_dir).resolve())] = (action, fingerprint(cfg))
     return action

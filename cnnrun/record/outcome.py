@@ -1,6 +1,6 @@
 """How a run ends, in one table: what metrics.json records and what exit code the command returns.
 
-Every place a run can end (cli.run_job, record.Run, a fresh-process job and its parent) asks `of(error)`
+Every place a run can end (commands.train.run_job, record.Run, a fresh-process job and its parent) asks `of(error)`
 which outcome an exception is and reads the rest from here, so the same ending always gets the same
 status, message and exit code:
 
