@@ -18,6 +18,17 @@ from cnnrun.models import backbone as bb
 from tests.conftest import cli, read_metrics, run_cli
 
 
+def make_backbone(input_shape, num_classes, **keys):
+    """The builder called as build_model calls it: every key, the schema's defaults where not given."""
+    import dataclasses
+
+    from cnnrun.config import schema
+
+    defaults = {f.name: f.default for f in dataclasses.fields(schema.Backbone) if f.name != "name"}
+    defaults["pooling"] = str(defaults["pooling"])
+    return bb.backbone(input_shape, num_classes, **{"name": "MobileNetV3Small", **defaults, **keys})
+
+
 @pytest.mark.parametrize("name", sorted(bb.FAMILIES))
 def test_each_family_gets_exactly_its_own_preprocessing(name):
     """cnnrun's [0, 1] images through the family's adapter equal its own preprocess_input of the 0-255 pixels."""
@@ -79,7 +90,7 @@ def test_weights_from_a_file_are_the_weights_loaded(tmp_path):
                                                 include_preprocessing=False)
     saved.save_weights(tmp_path / "mine.weights.h5")
     keras.utils.set_random_seed(4)  # another draw: only loading can make them equal
-    model = bb.backbone((32, 32, 3), 2, name="MobileNetV3Small", weights=str(tmp_path / "mine.weights.h5"))
+    model = make_backbone((32, 32, 3), 2, name="MobileNetV3Small", weights=str(tmp_path / "mine.weights.h5"))
     base = model.get_layer("MobileNetV3Small")
     assert all(np.array_equal(a, b) for a, b in zip(base.get_weights(), saved.get_weights()))
 
@@ -94,27 +105,27 @@ def test_missing_imagenet_weights_name_the_cache_folder(tmp_path, monkeypatch):
 
 
 def test_grayscale_is_repeated_and_a_small_side_is_refused_in_one_line():
-    model = bb.backbone((32, 32, 1), 3, name="MobileNetV3Small", weights=None)
+    model = make_backbone((32, 32, 1), 3, name="MobileNetV3Small", weights=None)
     assert model.get_layer("to_rgb") and model.output_shape == (None, 3)
     with pytest.raises(CnnrunError, match=r"needs images of at least 75x75, but these are 28x28; resize them with "
                                           r"model.input_size=75"):
-        bb.backbone((28, 28, 1), 10, name="InceptionV3", weights=None)
-    resized = bb.backbone((28, 28, 1), 10, name="MobileNetV3Small", weights=None, input_size=32)
+        make_backbone((28, 28, 1), 10, name="InceptionV3", weights=None)
+    resized = make_backbone((28, 28, 1), 10, name="MobileNetV3Small", weights=None, input_size=32)
     assert resized.get_layer("resize").output.shape[1:3] == (32, 32)
 
 
 def test_freezing_all_or_the_leading_layers():
-    frozen = bb.backbone((32, 32, 3), 2, name="MobileNetV3Small", weights=None, freeze="all")
+    frozen = make_backbone((32, 32, 3), 2, name="MobileNetV3Small", weights=None, freeze="all")
     base = frozen.get_layer("MobileNetV3Small")
     assert not base.trainable_weights and frozen.get_layer("predictions").trainable_weights
-    some = bb.backbone((32, 32, 3), 2, name="MobileNetV3Small", weights=None, freeze=5)
+    some = make_backbone((32, 32, 3), 2, name="MobileNetV3Small", weights=None, freeze=5)
     inner = some.get_layer("MobileNetV3Small")
     assert all(not layer.trainable for layer in inner.layers[:5]) and any(layer.trainable for layer in inner.layers[5:])
 
 
 def test_a_name_keras_does_not_have_is_one_line():
     with pytest.raises(CnnrunError, match="model.name=ResNet9000 is not a keras.applications image classifier"):
-        bb.backbone((32, 32, 3), 2, name="ResNet9000", weights=None)
+        make_backbone((32, 32, 3), 2, name="ResNet9000", weights=None)
 
 
 def test_two_stages_train_the_head_then_everything_and_resume_into_the_second(folder, tmp_path):
@@ -189,7 +200,7 @@ def test_a_kerashub_preset_folder_is_fine_tuned_with_its_own_converter(folder, t
     preset = tmp_path / "tiny_resnet"
     net.save_to_preset(str(preset))
     converter.save_to_preset(str(preset))
-    model = bb.backbone((40, 40, 3), 2, preset=str(preset))
+    model = make_backbone((40, 40, 3), 2, preset=str(preset))
     assert model.name == "tiny_resnet" and model.get_layer("resize").output.shape[1:3] == (32, 32)
     inner = next(layer for layer in model.layers if isinstance(layer, keras_hub.models.Backbone))
     assert all(np.array_equal(a, b) for a, b in zip(inner.get_weights(), net.get_weights()))

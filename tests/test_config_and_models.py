@@ -295,3 +295,22 @@ def test_every_builtin_hook_is_a_class_its_yaml_names_with_each_argument_once():
         params = inspect.signature(cls).parameters.values()
         assert {p.name for p in params} == set(node) - {"_target_"}, (option, key)
         assert all(p.default is p.empty and p.annotation is not p.empty for p in params), (option, key)
+
+
+def test_a_builders_arguments_are_its_schemas_keys_with_no_second_default():
+    """Each built-in model's keys and their defaults are stated once, in its schema: its builder takes each key
+    as a keyword without a default, so a default written there too cannot drift."""
+    import dataclasses
+    import inspect
+
+    from cnnrun.config import plugins
+
+    for name, option in schema.OPTIONS["model"].items():
+        if option.target is None:
+            continue  # model=custom: the user's own function
+        params = inspect.signature(plugins.locate(option.target, "model.name")).parameters
+        keys = {f.name for f in dataclasses.fields(option.schema)} - {"name"} | ({"name"} if name == "backbone" else set())
+        takes = {p for p, v in params.items() if v.kind is v.KEYWORD_ONLY}
+        extra = any(v.kind is v.VAR_KEYWORD for v in params.values())
+        assert keys <= takes or extra and keys - takes <= {"unfreeze_after", "unfreeze_lr"}, (name, keys - takes)
+        assert all(params[k].default is inspect.Parameter.empty for k in keys & takes), name

@@ -39,7 +39,7 @@ def _drop(x, rate, name):
     return layers.Dropout(rate, name=name)(x) if rate > 0 else x
 
 
-def dense(input_shape, num_classes, units=128):
+def dense(input_shape, num_classes, *, units):
     """Flatten -> Dense(units) -> softmax (TensorFlow's basic classification tutorial; article 003: 64 units)."""
     inputs = keras.Input(input_shape, name="image")
     x = layers.Flatten(name="flatten")(inputs)
@@ -47,21 +47,13 @@ def dense(input_shape, num_classes, units=128):
     return keras.Model(inputs, classifier_head(x, num_classes), name="dense")
 
 
-def mnist_cnn(input_shape, num_classes, dropout=True):
+def mnist_cnn(input_shape, num_classes, *, dropout):
     """Keras' mnist_cnn example: Conv 32 -> Conv 64 -> MaxPool -> Dropout .25 -> Dense 128 -> Dropout .5."""
-    return cnn3(input_shape, num_classes, dropout=dropout, third_conv=False, name="mnist_cnn")
+    return cnn3(input_shape, num_classes, pad=0, extra_conv=False, dropout=dropout, extra_dense=False, third_conv=False,
+                name="mnist_cnn")
 
 
-def cnn3(
-    input_shape,
-    num_classes,
-    pad=0,
-    extra_conv=False,
-    dropout=True,
-    extra_dense=False,
-    third_conv=True,
-    name="cnn3",
-):
+def cnn3(input_shape, num_classes, *, pad, extra_conv, dropout, extra_dense, third_conv=True, name="cnn3"):
     """Article 001's three-convolution net (Conv 32 -> 64 -> 128 -> MaxPool -> Dense 128) and its variants.
 
     Args:
@@ -91,7 +83,7 @@ def cnn3(
     return keras.Model(inputs, classifier_head(x, num_classes), name=name)
 
 
-def cnn4(input_shape, num_classes, dropout=True):
+def cnn4(input_shape, num_classes, *, dropout):
     """Article 000's four-convolution net with BatchNorm after every layer and a Dense 512 -> 128 head.
 
     `dropout` as in cnn3: True = 0.25 after the convolution blocks and 0.5 in the head.
@@ -140,7 +132,8 @@ def tf_cnn(input_shape, num_classes):
 
 def build_model(cfg, input_shape, num_classes) -> keras.Model:
     """Builds the model cfg names: a built-in's builder (schema.OPTIONS) with the rest of cfg as keyword
-    arguments, found as a user's own `_target_` is; a config with a `_target_` is the user's own (build_custom)."""
+    arguments, found as a user's own `_target_` is; a config with a `_target_` is the user's own (build_custom).
+    A builder's arguments have no defaults: the schema's are the only ones (a test holds it)."""
     if cfg.get("_target_") is not None:
         return build_custom(cfg, tuple(input_shape), int(num_classes))
     builder = plugins.locate(schema.option("model", cfg).target, "model.name")

@@ -132,9 +132,8 @@ def _preset(preset: str, shape: tuple):
     return backbone, scale, offset, (tuple(size) if size else None)
 
 
-def backbone(input_shape, num_classes, name="MobileNetV3Small", preset=None, weights="imagenet", freeze=0,
-             input_size=None, pooling="avg", dense=None, dropout=0.2, unfreeze_after=None, unfreeze_lr=1e-5,
-             logits=False):
+def backbone(input_shape, num_classes, *, name, preset, weights, freeze, input_size, pooling, dense, dropout, logits,
+             **training):
     """A pretrained network without its top, fed its own input, with a new head for `num_classes`.
 
     Args:
@@ -146,7 +145,7 @@ def backbone(input_shape, num_classes, name="MobileNetV3Small", preset=None, wei
         input_size: the side the images are resized to (bilinear) before the backbone; None keeps the data's.
         pooling: avg | max | flatten, from the last feature map to the head.
         dense: units of a hidden layer in the head (None: none); dropout: the rate before the class layer.
-        unfreeze_after, unfreeze_lr: read by the training loop (two-stage fine-tuning).
+        training: unfreeze_after and unfreeze_lr, read by the training loop (two-stage fine-tuning), not here.
         logits: end in logits rather than probabilities (the loss is told; the saved classifier adds a softmax).
     """
     h, w, c = input_shape

@@ -31,7 +31,7 @@ def _block(x, filters, stride, name, l2):
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([x, y]))
 
 
-def resnet(input_shape, num_classes, depth=20, width=16, dropout=0.0, l2=0.0):
+def resnet(input_shape, num_classes, *, depth, width, dropout, l2):
     """A CIFAR-style ResNet of `depth` = 6n + 2 layers.
 
     Args:

@@ -18,7 +18,7 @@ class VGGPreprocess(layers.Layer):
         return x - ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype=self.compute_dtype)
 
 
-def vgg16(input_shape, num_classes, weights="imagenet", freeze=0, dense=512, dropout=0.5):
+def vgg16(input_shape, num_classes, *, weights, freeze, dense, dropout):
     """VGG16 (include_top=False) -> Flatten -> Dense 512 -> Dropout 0.5 -> softmax (article 004): one backbone among
     them (cnnrun/models/backbone.py), with article 004's head; images under 32x32 (Fashion-MNIST) are resized up.
 
@@ -32,5 +32,5 @@ def vgg16(input_shape, num_classes, weights="imagenet", freeze=0, dense=512, dro
     from cnnrun.models.backbone import backbone
 
     h, w, _ = input_shape
-    return backbone(input_shape, num_classes, name="VGG16", weights=weights, freeze=freeze, pooling="flatten",
-                    dense=dense, dropout=dropout, input_size=32 if min(h, w) < 32 else None)
+    return backbone(input_shape, num_classes, name="VGG16", preset=None, weights=weights, freeze=freeze, pooling="flatten",
+                    dense=dense, dropout=dropout, input_size=32 if min(h, w) < 32 else None, logits=False)
