@@ -14,6 +14,7 @@ round by round, and its median. Needs `pip install 'cnnrun[bench]'` (tf-keras).
     python bench/speed.py                                   # every article model at its batch, 3 rounds
     python bench/speed.py --models vgg16:32 --photos 256    # article 004's fine-tune alone
     python bench/speed.py --models cnn4:256 --rounds 5
+    python bench/speed.py --as-typed --whole                # `cnnrun train model=M` as typed, first epoch counted
 """
 
 from __future__ import annotations
@@ -89,7 +90,12 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=256, help="VGG16's training images (about 10 a second on 2 cores)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="extra cnnrun overrides (its arm only)")
+    ap.add_argument("--as-typed", action="store_true", help="cnnrun's arm as `cnnrun train model=M` is typed: its "
+                    "defaults, not the article's preset (still the same batch, data and epochs)")
+    ap.add_argument("--whole", action="store_true", help="images/s over both epochs, the first one's tracing and "
+                    "compiling included, in every arm (else epoch 2 alone)")
     args = ap.parse_args()
+    keras2.WHOLE[0] = args.whole
     register_resolvers()
     rows = []
     tmp = tempfile.TemporaryDirectory()
@@ -98,7 +104,7 @@ def main() -> None:
         batch = int(batch)
         with initialize_config_module("cnnrun.conf", version_base="1.3"):
             cfg = compose("config", overrides=[
-                *([f"experiment={PRESETS[name]}"] if name in PRESETS else []),
+                *([f"experiment={PRESETS[name]}"] if name in PRESETS and not args.as_typed else []),
                 *data_overrides(name, args.images, args.photos, tmp.name),
                 f"model={name}", f"trainer.batch_size={batch}", "trainer.epochs=2",
                 "trainer.verbose=0", "trainer.val_split=0", "output.save_model=false", "output.misclassified_max=0",
@@ -121,7 +127,8 @@ def main() -> None:
         rows.append((name, batch, *(statistics.median(got[a]) for a in arms), statistics.median(ratios), ratios,
                      *(statistics.median(cpu[a]) for a in arms), statistics.median(cpu_ratios), cpu_ratios))
     print(f"\nbackend {keras.backend.backend()} · {backend.device()} · {len(os.sched_getaffinity(0))} cores · "
-          f"{args.images} images ({args.photos} for vgg16) · epoch 2 of 2 · {args.rounds} rounds · cnnrun options: {' '.join(args.set) or 'default'}")
+          f"{args.images} images ({args.photos} for vgg16) · {'both epochs' if args.whole else 'epoch 2 of 2'} · "
+          f"{args.rounds} rounds · cnnrun {'as typed' if args.as_typed else 'preset'}, options: {' '.join(args.set) or 'default'}")
     print("\nwall clock, images/s:\n\n| model | batch | Keras 2 (tf_keras) | plain Keras 3 | cnnrun | cnnrun / faster, "
           "per round |\n|---|---|---|---|---|---|")
     for name, batch, k2, k3, c, ratio, ratios, *_ in rows:

@@ -16,9 +16,10 @@ BASE = ["model=mnist_cnn", "augment=[flip,erasing]", "trainer.epochs=2", "traine
 
 
 def test_device_data_and_steps_per_execution_train_the_same_numbers(tmp_path):
-    ref = train(make_config(*BASE), tmp_path / "ref")
+    ref = train(make_config(*BASE, "trainer.steps_per_execution=1"), tmp_path / "ref")
     fast = train(make_config(*BASE, "trainer.device_data=true", "trainer.steps_per_execution=3"), tmp_path / "fast")
     assert ref["status"] == fast["status"] == "ok"
+    assert (ref["steps_per_execution"], fast["steps_per_execution"]) == (1, 3)
     assert history(tmp_path / "fast") == history(tmp_path / "ref")  # loss, accuracy, val_* of every epoch
     assert fast["test_accuracy"] == ref["test_accuracy"] and fast["test_loss"] == ref["test_loss"]
     assert (tmp_path / "fast" / "confusion_matrix.csv").read_text() == (tmp_path / "ref" / "confusion_matrix.csv").read_text()
@@ -26,6 +27,15 @@ def test_device_data_and_steps_per_execution_train_the_same_numbers(tmp_path):
     model = keras.saving.load_model(tmp_path / "fast" / "model.keras")
     assert model.input_shape == keras.saving.load_model(tmp_path / "ref" / "model.keras").input_shape
     assert len(model.input_shape) == 4 and not any("resident" in v.path for v in model.variables)
+
+
+def test_steps_per_execution_auto_is_eight_within_a_quarter_of_an_epoch(tmp_path):
+    from cnnrun.training.loop import steps_per_call
+
+    assert [steps_per_call("auto", n) for n in (1, 3, 4, 12, 32, 1875)] == [1, 1, 1, 3, 8, 8]
+    assert steps_per_call(5, 2) == 5  # a number given is taken as it is
+    typed = train(make_config("model=dense", "trainer.batch_size=8"), tmp_path / "typed")  # 300 images: 38 steps
+    assert typed["status"] == "ok" and typed["steps_per_execution"] == 8  # the fast setting without asking
 
 
 def test_device_data_run_resumes_without_storing_the_images(tmp_path, monkeypatch):

@@ -134,7 +134,8 @@ class Trainer:
     threads: Any = rule("auto", lambda v: v == "auto" or (_int(v) and v >= 1), "auto or a whole number >= 1", "2")
     precision: Precision = Precision.float32
     device_data: bool = False
-    steps_per_execution: int = rule(1, *AT_LEAST_1, "16")
+    steps_per_execution: Any = rule("auto", lambda v: v == "auto" or (_int(v) and v >= 1),
+                                    "auto or a whole number of steps >= 1", "8")
     jit: Any = rule("auto", *AUTO_OR_BOOL)
     deterministic: bool = False
     checkpoint: bool = True

@@ -53,7 +53,7 @@ def flatten(cfg, prefix: str = "") -> dict[str, object]:
 
 
 NOT_METRICS = {"seed", "epochs_planned", "exit_code", "resumed_from_epoch", "test_images", "train_images",
-               "val_images"}  # numbers in metrics.json that describe the run rather than measure it (params, tags)
+               "val_images", "steps_per_execution"}  # numbers in metrics.json that describe the run rather than measure it (params, tags)
 
 
 def final_metrics(metrics: dict) -> dict[str, float]:

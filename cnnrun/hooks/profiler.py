@@ -120,7 +120,7 @@ class StepTimer(keras.callbacks.Callback):
                                        f"{self.warmup + 1} training steps; lower hooks.profile.warmup)"}
         # With trainer.steps_per_execution=N, Keras calls the batch hooks once per compiled call of N steps:
         # each timed row covers N steps, so every figure is divided by N to stay per training step.
-        per = int(self.t.steps_per_execution)
+        per = int(self.model.steps_per_execution or 1)  # trainer.steps_per_execution as resolved (auto)
         extra = self.callback_time / max(1, self.seen) / per
         phases = {"step": [r["step"] / per for r in rows], "input": [(r["input"] or 0.0) / per for r in rows]}
         ms = {k: 1000 * statistics.median(v) for k, v in phases.items()}

@@ -234,6 +234,7 @@ class Metrics(TypedDict, total=False):
     params: int
     device: str
     jit: bool
+    steps_per_execution: int        # training steps per compiled call (trainer.steps_per_execution; auto resolved)
     distribute: dict                # several devices: processes, process, devices, batch, per_device_batch
     # training (loop.history_metrics)
     epochs: int

@@ -81,20 +81,23 @@ def make_models(cfg, run, data: Dataset, augment, images, mix, layout):
     check_model_fits(classifier.count_params(), cfg.optimizer.name, run.metrics["model"])  # before any step
     logits = classifier.layers[-1].name == "probabilities"  # the network's own outputs are logits
 
+    steps = distribute.steps(len(data.x_train), layout)
+    per_call = loop.steps_per_call(t.steps_per_execution, steps)
+
     def compile_trainer(optimizer) -> None:
         trainer.compile(
             optimizer=optimizer,
             loss=build_loss(t.label_smoothing, data.num_classes, mixed=mix is not None, logits=logits),
             metrics=[accuracy(data.num_classes, mixed=mix is not None)], jit_compile=t.jit,
-            steps_per_execution=t.steps_per_execution,  # >1: several steps per call, less Python per step
+            steps_per_execution=per_call,  # >1: several steps per call, less Python per step, the same numbers
         )
 
-    steps = distribute.steps(len(data.x_train), layout)
     compile_trainer(build_optimizer(cfg.optimizer, total_steps=steps * t.epochs, ema=t.ema))
     artifacts.write_summary(run.dir / files.SUMMARY, classifier)
-    run.update(params=int(classifier.count_params()), device=backend.device(), jit=bool(trainer.jit_compile))
-    log.info("model: %s, %s parameters, jit_compile=%s", run.metrics["model"], f"{run.metrics['params']:,}",
-             trainer.jit_compile)
+    run.update(params=int(classifier.count_params()), device=backend.device(), jit=bool(trainer.jit_compile),
+               steps_per_execution=per_call)
+    log.info("model: %s, %s parameters, jit_compile=%s, %d step%s per call", run.metrics["model"],
+             f"{run.metrics['params']:,}", trainer.jit_compile, per_call, "s" if per_call > 1 else "")
     return classifier, trainer, compile_trainer
 
 
