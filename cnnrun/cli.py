@@ -20,6 +20,7 @@ commands:
   export RUN_DIR [--format F]   the model as a TensorFlow SavedModel, ONNX, LiteRT; each verified
   explain RUN_DIR [IMAGE ...]   Grad-CAM heat-maps (misclassified test images, any images given) and
                                 an embedding map of the test set (t-SNE), into RUN_DIR/explain
+  options [GROUP[=NAME]]        what can be set: a group's options, an option's keys, what each does
 
 examples:
   cnnrun train dataset=fashion model=cnn4
@@ -96,6 +97,10 @@ def _dispatch(command: str, rest: list[str]) -> None:
         from cnnrun.commands.resume import resume_main
 
         resume_main(rest)
+    elif command == "options":
+        from cnnrun.commands.options import options_main
+
+        options_main(rest)
     elif command == "compare":
         from cnnrun.commands.sweep import compare_main
 
@@ -117,6 +122,6 @@ def _dispatch(command: str, rest: list[str]) -> None:
 
         print(f"cnnrun {__version__}")
     else:
-        print(f"cnnrun: error: unknown command {command!r}; expected train, resume, compare, predict, export or explain (cnnrun --help)",
+        print(f"cnnrun: error: unknown command {command!r}; expected train, resume, compare, predict, export, explain or options (cnnrun --help)",
               file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)

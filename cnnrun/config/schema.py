@@ -125,6 +125,38 @@ class Monitor(StrEnum):
 
 @dataclass
 class Trainer:
+    """How one model is fitted (conf/trainer/default.yaml).
+
+    Attributes:
+        epochs: passes over the training set (>= 1)
+        batch_size: images per gradient step (Keras' default, as in articles 001 and 003)
+        seed: seeds Python, NumPy and the backend: same seed + config + backend on CPU = same metrics
+        val_split: fraction of the training set held out for validation, stratified and seeded; 0 = none
+        eval_batch_size: batch size for evaluation and prediction (does not change results)
+        verbose: 0 = quiet, 1 = a progress bar per epoch, 2 = one line per epoch
+        threads: CPU threads for the backend; auto = the backend's own choice
+        precision: float32 | mixed_bfloat16 | mixed_float16
+        device_data: copy all training images to the device once and feed fit() indices (in-memory data)
+        steps_per_execution: train steps per compiled call: auto = 8 (at most a quarter of an epoch); the same
+            numbers, less Python per step
+        jit: XLA compilation of the train step: auto | true | false (on 2 CPU cores TF is faster without)
+        deterministic: TF only: force deterministic kernels (slower; CPU runs are repeatable without it)
+        checkpoint: save weights, optimizer and RNG state after every epoch (removed once the run ends ok)
+        resume: auto = continue this run dir's checkpoint / skip it if already finished; true = must; false = start
+            over
+        augment_after: epochs trained on plain images before the augmentation starts (article 000: 10)
+        label_smoothing: soften the one-hot targets by this much (0.1 is common for long runs)
+        tta: test-time augmentation: none | flip (average with the left-right mirror; in-memory data)
+        fresh_process: sweeps (-m): run each job in a new process, so memory cannot grow from job to job (costs a
+            start-up per job)
+        ema: decay of a moving average of the weights (e.g. 0.999): what is validated, evaluated and saved; null =
+            off
+        patience: stop after this many epochs without a better `monitor` (needs val_split > 0); null = never
+        monitor: val_accuracy | val_loss: what patience and restore_best judge epochs by
+        restore_best: evaluate and save the best epoch's weights by `monitor` (needs val_split > 0)
+        precise_bn: batch-norm statistics recomputed over training batches before evaluating: auto (short runs, ema)
+            | true | false
+    """
     epochs: int = rule(5, *AT_LEAST_1)
     batch_size: int = rule(32, *AT_LEAST_1)
     seed: int = rule(0, lambda v: _int(v) and 0 <= v < 2**32, "a whole number in [0, 2**32)")
@@ -160,7 +192,14 @@ class Trainer:
 
 @dataclass
 class Optimizer:
-    """The fields every optimizer has; a subclass's own fields are its Keras class's keyword arguments."""
+    """The fields every optimizer has; a subclass's own fields are its Keras class's keyword arguments.
+
+    Attributes:
+        lr: learning rate
+        weight_decay: decoupled weight decay (AdamW-style for adam), e.g. 5.0e-4; null = none
+        schedule: learning rate over the run: constant | cosine (to 0) | onecycle (linear up, then down to 0)
+        warmup: fraction of all steps spent warming up linearly from 0 (cosine; onecycle peaks here, 0 = 0.3)
+    """
     name: str = MISSING
     lr: float = rule(0.001, *POSITIVE)
     weight_decay: Optional[float] = rule(None, lambda v: v is None or (_num(v) and v >= 0), "null or a number >= 0",
@@ -171,6 +210,13 @@ class Optimizer:
 
 @dataclass
 class Adam(Optimizer):
+    """Adam, Keras' defaults.
+
+    Attributes:
+        beta_1: decay of the first-moment estimate
+        beta_2: decay of the second-moment estimate
+        epsilon: numerical stability term (Keras' default)
+    """
     name: str = "adam"
     beta_1: float = rule(0.9, *FRACTION)
     beta_2: float = rule(0.999, *FRACTION)
@@ -179,6 +225,13 @@ class Adam(Optimizer):
 
 @dataclass
 class SGD(Optimizer):
+    """SGD with momentum.
+
+    Attributes:
+        lr: learning rate
+        momentum: heavy-ball momentum; 0.9 is a common stronger choice
+        nesterov: Nesterov momentum (only matters when momentum > 0)
+    """
     name: str = "sgd"
     lr: float = rule(0.01, *POSITIVE)
     momentum: float = rule(0.0, *FRACTION, "0.9")
@@ -187,18 +240,36 @@ class SGD(Optimizer):
 
 @dataclass
 class Dense:
+    """Flatten -> Dense -> classes (article 001's dense net).
+
+    Attributes:
+        units: hidden units (article 003 used 64)
+    """
     name: str = "dense"
     units: int = rule(128, *AT_LEAST_1)
 
 
 @dataclass
 class MnistCnn:
+    """Keras' mnist_cnn example.
+
+    Attributes:
+        dropout: true = the 0.25 / 0.5 dropout layers, false = none, a rate r = r in the head, r/2 after pooling
+    """
     name: str = "mnist_cnn"
     dropout: Any = rule(True, *DROPOUT, "0.4")
 
 
 @dataclass
 class Cnn3:
+    """Article 001's three-convolution net and its variants.
+
+    Attributes:
+        pad: ZeroPadding2D before the first convolution (article 001's "padded 3-conv": 2)
+        extra_conv: add a fourth convolution with 256 filters
+        dropout: true = the 0.25 / 0.5 dropout layers, false = none, a rate r = r in the head, r/2 after pooling
+        extra_dense: add a second Dense 128 layer
+    """
     name: str = "cnn3"
     pad: int = rule(0, lambda v: _int(v) and 0 <= v <= 64, "a whole number of pixels in [0, 64]", "2")
     extra_conv: bool = False
@@ -208,6 +279,12 @@ class Cnn3:
 
 @dataclass
 class Cnn4:
+    """Article 000's four-convolution net with BatchNorm.
+
+    Attributes:
+        dropout: true = 0.25 after conv blocks and 0.5 in the head, false = none, a rate r = r in the head, r/2
+            elsewhere
+    """
     name: str = "cnn4"
     dropout: Any = rule(True, *DROPOUT, "0.4")
 
@@ -219,6 +296,14 @@ class TfCnn:
 
 @dataclass
 class Vgg16:
+    """VGG16 fine-tuned as article 004 does: a backbone (model=backbone) with the article's head.
+
+    Attributes:
+        weights: imagenet (Keras' cache or download) | null (random init) | PATH to a weights file
+        freeze: leading VGG16 layers kept frozen (article 004 tried 15: the first four blocks)
+        dense: units of the new hidden layer
+        dropout: dropout before the classifier
+    """
     name: str = "vgg16"
     weights: Optional[str] = "imagenet"
     freeze: int = rule(0, lambda v: _int(v) and 0 <= v <= 19, "a number of VGG16 layers in [0, 19]", "15")
@@ -235,7 +320,20 @@ class Pooling(StrEnum):
 @dataclass
 class Backbone:
     """A pretrained network (cnnrun/models/backbone.py): a keras.applications classifier by name, or a KerasHub
-    preset, with a new head; fed exactly the input it was trained on."""
+    preset, with a new head; fed exactly the input it was trained on.
+
+    Attributes:
+        preset: or a KerasHub preset (in its cache, or a folder): takes the place of name
+        weights: imagenet (Keras' cache or download) | null (random init) | PATH to a .weights.h5 file
+        freeze: leading layers of the backbone kept fixed, or all (only the new head trains)
+        input_size: resize the images to this side first (bilinear); null keeps the data's size
+        pooling: avg | max | flatten: from the last feature map to the head
+        dense: units of a hidden layer in the head (null: none)
+        dropout: dropout before the class layer
+        unfreeze_after: with freeze: after this many epochs the backbone trains too
+        unfreeze_lr: ... at this learning rate (Keras' transfer-learning guide: two stages)
+        logits: end in logits (trained with from_logits; the saved classifier adds a softmax)
+    """
     name: str = rule("MobileNetV3Small", lambda v: isinstance(v, str) and canonical(v) is not None,
                      "a keras.applications image classifier: " + ", ".join(sorted(FAMILIES)), "EfficientNetV2B0")
     preset: Optional[str] = None    # a KerasHub preset (a name in its cache, or a folder save_to_preset wrote)
@@ -255,6 +353,14 @@ class Backbone:
 
 @dataclass
 class ResNet:
+    """CIFAR-style ResNet (He et al. 2016): 3 stages of basic blocks, global average pooling.
+
+    Attributes:
+        depth: 6n + 2 layers: 20, 32, 44, 56
+        width: filters in the first stage (then 2x, 4x); 16 = 0.27 M params, 32 = 1.1 M
+        dropout: dropout rate before the classifier
+        l2: L2 penalty on convolution kernels (or use optimizer.weight_decay)
+    """
     name: str = "resnet"
     depth: int = rule(20, lambda v: _int(v) and v >= 8 and (v - 2) % 6 == 0, "6n + 2 with n >= 1: 8, 14, 20, 32 ...")
     width: int = rule(16, *_whole_at_least(1, "a whole number of filters"))
@@ -265,13 +371,27 @@ class ResNet:
 @dataclass
 class CustomModel:
     """Your own network: `_target_` names a function called as f(input_shape=..., num_classes=..., **other keys)
-    that returns a keras.Model (models.build_custom). Other keys are the function's own (`+model.width=64`)."""
+    that returns a keras.Model (models.build_custom). Other keys are the function's own (`+model.width=64`).
+
+    Attributes:
+        _target_: a dotted import path (my_pkg.nets.build) or FILE.py:FUNCTION (required)
+    """
     name: str = "custom"
     _target_: str = MISSING
 
 
 @dataclass
 class Dataset:
+    """A data set of IDX files (fashion, mnist): the keys every data set has.
+
+    Attributes:
+        limit: use at most this many train and this many test images (null = all)
+        mirror: append a mirrored copy of every training image (in-memory data only)
+        class_names: the classes in order (null: the labels found, sorted); labels must be among them
+        path: a folder with the four IDX .gz files, or a Keras-style .npz; null = search $CNNRUN_DATA,
+            ~/.keras/datasets, /usr/share/datasets (Debian: dataset-fashion-mnist), then download (digits: unused,
+            its images ship inside scikit-learn)
+    """
     name: str = MISSING
     path: Optional[str] = None
     limit: Optional[int] = rule(None, lambda v: v is None or (_int(v) and v >= 1), "null (all) or a whole number >= 1",
@@ -285,6 +405,13 @@ class Dataset:
 
 @dataclass
 class Digits(Dataset):
+    """scikit-learn's 8x8 digits, upscaled: no download.
+
+    Attributes:
+        image_size: upscaled side in pixels (>= 8)
+        test_split: fraction held out as the test set, stratified
+        split_seed: seed of that split (fixed, so the test set does not move with trainer.seed)
+    """
     name: str = "digits"
     image_size: int = rule(28, *SIZE)
     test_split: float = rule(0.2, *SPLIT)
@@ -293,6 +420,22 @@ class Digits(Dataset):
 
 @dataclass
 class Folder(Dataset):
+    """A folder of photos: DIR/<class>/*.jpg (split here), or DIR/train/<class> + DIR/test/<class>.
+
+    Attributes:
+        path: the folder (required): dataset.path=DIR (csv: the manifest, dataset.path=labels.csv)
+        image_size: resize every image to this many pixels square, or [height, width]
+        color: rgb | grayscale
+        test_split: fraction held out as the test set when the data has no split of its own (no test/ folder, no
+            split column)
+        split_seed: seed of that stratified split
+        balance: none | oversample | undersample: even out the training classes
+        bad_files: missing, unreadable, too small or too large files: warn (skip and list them) | error
+        min_side: images with a side under this many pixels count as bad files
+        max_pixels: images over this many pixels count as bad files
+        cache: decode into memory: auto (when it fits cache_max_mb) | true | false (stream from disk)
+        cache_max_mb: size limit for cache=auto, in MB of decoded pixels
+    """
     name: str = "folder"
     path: str = rule(MISSING, lambda v: isinstance(v, str) and v.strip() != "",
                      "a folder (with one sub-folder of images per class) or a file", "photos")
@@ -310,7 +453,13 @@ class Folder(Dataset):
 
 @dataclass
 class Csv(Folder):
-    """A CSV manifest: one row per image, its path (relative to the file) and its label, optionally its split."""
+    """A CSV manifest: one row per image, its path (relative to the file) and its label, optionally its split.
+
+    Attributes:
+        path_column: the column of image paths
+        label_column: the column of labels: class names (or numbers); classes are ordered by name
+        split_column: train | test per row; without this column, test_split holds out the test set
+    """
     name: str = "csv"
     path_column: str = "path"
     label_column: str = "label"
@@ -320,7 +469,11 @@ class Csv(Folder):
 @dataclass
 class CustomDataset(Folder):
     """Your own loader: `_target_` names a function called with the config's other keys (`+dataset.root=...`),
-    returning arrays or image files with labels (cnnrun/data/manifest.py says what it may return)."""
+    returning arrays or image files with labels (cnnrun/data/manifest.py says what it may return).
+
+    Attributes:
+        _target_: a dotted import path (my_pkg.data.load) or FILE.py:FUNCTION (required)
+    """
     name: str = "custom"
     path: Optional[str] = None
     _target_: str = MISSING
@@ -328,33 +481,69 @@ class CustomDataset(Folder):
 
 @dataclass
 class Flip:
+    """augment=flip: a random mirror, on the device, in training only.
+
+    Attributes:
+        horizontal: mirror left-right with probability 0.5
+        vertical: mirror top-bottom with probability 0.5
+    """
     horizontal: bool = True
     vertical: bool = False
 
 
 @dataclass
 class Rotate:
+    """augment=rotate: a random rotation.
+
+    Attributes:
+        degrees: uniform in [-degrees, +degrees]
+    """
     degrees: float = rule(20.0, lambda v: _num(v) and 0 <= v <= 180, "degrees in [0, 180]", "20")
 
 
 @dataclass
 class Shift:
+    """augment=shift: a random shift.
+
+    Attributes:
+        width: up to this fraction of the width, left or right
+        height: up to this fraction of the height, up or down
+    """
     width: float = rule(0.1, FRACTION[0], "a fraction of the width in [0, 1)")
     height: float = rule(0.1, FRACTION[0], "a fraction of the height in [0, 1)")
 
 
 @dataclass
 class Shear:
+    """augment=shear: a random shear.
+
+    Attributes:
+        degrees: shear angle uniform in [-degrees, +degrees]
+    """
     degrees: float = rule(0.3, lambda v: _num(v) and 0 <= v < 90, "degrees in [0, 90)")
 
 
 @dataclass
 class Zoom:
+    """augment=zoom: a random zoom.
+
+    Attributes:
+        amount: each axis scaled by a factor in [1 - amount, 1 + amount] (article 000: 0.08)
+    """
     amount: float = rule(0.1, *FRACTION)
 
 
 @dataclass
 class Erasing:
+    """augment=erasing: random erasing (Zhong et al. 2017).
+
+    Attributes:
+        p: probability that an image gets a patch erased
+        area: patch area as a fraction of the image, uniform in this range (article 004 ran 0.2-0.4)
+        aspect: patch height/width ratio, uniform in this range
+        fill: pixel: uniform random noise per pixel; patch: one random value per patch
+        value_range: range of the random fill values (images are scaled to [0, 1])
+    """
     p: float = rule(0.5, *PROBABILITY)
     area: list[float] = rule(None, lambda v: _pair(v) and 0 < v[0] and v[1] <= 1, "[low, high] within (0, 1]",
                              "[0.02,0.4]", factory=lambda: [0.02, 0.4])
@@ -366,12 +555,24 @@ class Erasing:
 
 @dataclass
 class Mixup:
+    """augment=mixup: pairs of images and their labels blended.
+
+    Attributes:
+        alpha: the blend weight is drawn from Beta(alpha, alpha): small alpha, mostly one image
+        p: probability that a batch is mixed
+    """
     alpha: float = rule(0.2, POSITIVE[0], "a positive Beta parameter, e.g. 0.2")
     p: float = rule(1.0, *PROBABILITY)
 
 
 @dataclass
 class CutMix:
+    """augment=cutmix: a patch of another image, labels mixed by area.
+
+    Attributes:
+        alpha: the kept area is drawn from Beta(alpha, alpha): 1.0 = uniform
+        p: probability that a batch is cut and mixed
+    """
     alpha: float = rule(1.0, POSITIVE[0], "a positive Beta parameter, e.g. 1.0")
     p: float = rule(1.0, *PROBABILITY)
 
@@ -401,6 +602,17 @@ class Embedding(StrEnum):
 
 @dataclass
 class Output:
+    """What a run writes besides its metrics.
+
+    Attributes:
+        misclassified_max: cap on misclassified test images written to misclassified/ (0 = none)
+        predictions_grid: test images shown in predictions.png
+        save_model: write model.keras
+        explain: at the end: Grad-CAM of misclassified test images and an embedding map (explain/)
+        explain_max: misclassified test images explained with Grad-CAM
+        explain_embedding: tsne | pca | none: how the test set's features are mapped to 2-D
+        explain_cam: hirescam (gradient x activation per place) | gradcam (a weight per channel)
+    """
     misclassified_max: int = rule(100, *AT_LEAST_0)
     predictions_grid: int = rule(30, *AT_LEAST_0)
     save_model: bool = True
@@ -412,7 +624,13 @@ class Output:
 
 @dataclass
 class Reference:
-    """The article's (or the goal's) figure a preset is compared with, and what run it is from."""
+    """The article's (or the goal's) figure a preset is compared with, and what run it is from.
+
+    Attributes:
+        accuracy: the test accuracy the source article reported, as a fraction
+        source: where that figure comes from
+        epochs: the epochs of the run it is from: a run of fewer (or on fewer images) is marked shortened
+    """
     accuracy: Optional[float] = None
     source: Optional[str] = None
     epochs: Optional[int] = rule(None, lambda v: v is None or (_int(v) and v >= 1),
