@@ -50,7 +50,7 @@ def options(group: str) -> dict[str, str]:
                     continue
                 head.append(line[1:].strip())
             text = " ".join(head)
-            out[entry.name[:-5]] = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
+            out[entry.name[:-5]] = re.split(r"(?<=\.)(?<!al\.)\s(?=[A-Z])", text, maxsplit=1)[0]  # "et al." goes on
     return out
 
 

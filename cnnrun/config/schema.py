@@ -331,7 +331,7 @@ class Backbone:
         dense: units of a hidden layer in the head (null: none)
         dropout: dropout before the class layer
         unfreeze_after: with freeze: after this many epochs the backbone trains too
-        unfreeze_lr: ... at this learning rate (Keras' transfer-learning guide: two stages)
+        unfreeze_lr: the learning rate of that second stage (Keras' transfer-learning guide: two stages)
         logits: end in logits (trained with from_logits; the saved classifier adds a softmax)
     """
     name: str = rule("MobileNetV3Small", lambda v: isinstance(v, str) and canonical(v) is not None,
