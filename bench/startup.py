@@ -1,5 +1,6 @@
-"""How long the command line takes to start: `cnnrun --help` and `cnnrun train --cfg job` (compose and print
-the config, no training), this checkout against another, alternated, as whole processes.
+"""How long the command line takes to start: `cnnrun --help`, `cnnrun train --cfg job` (compose and print
+the config, no training) and a refusal (a bad value: one line, before any work), this checkout against another,
+alternated, as whole processes.
 
     python bench/startup.py --checkout /tmp/before      # e.g. a git worktree of the commit before a change
     python bench/startup.py --checkout /tmp/before -n 9
@@ -21,14 +22,15 @@ from pathlib import Path
 LAUNCH = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
           "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
           "from cnnrun.cli import main; main(sys.argv[1:])")
-COMMANDS = {"cnnrun --help": ["--help"], "cnnrun train --cfg job": ["train", "--cfg", "job"]}
+COMMANDS = {"cnnrun --help": ["--help"], "cnnrun train --cfg job": ["train", "--cfg", "job"],
+            "cnnrun train trainer.epochs=0 (refused)": ["train", "trainer.epochs=0"]}
 
 
-def once(checkout: Path, args: list[str]) -> float:
+def once(checkout: Path, args: list[str], refused: bool = False) -> float:
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", LAUNCH, str(checkout), *args], capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    if done.returncode != 0:
+    if (done.returncode != 0) != refused:
         raise SystemExit(f"{checkout}: cnnrun {' '.join(args)} failed: {done.stderr.strip()[-300:]}")
     return seconds
 
@@ -42,11 +44,12 @@ def main() -> None:
     print(f"| command | this checkout (s) | {args.checkout} (s) | ratio this / other |")
     print("|---|---|---|---|")
     for label, argv in COMMANDS.items():
-        once(here, argv), once(args.checkout, argv)  # warm-up: the file system's caches
+        refused = "refused" in label
+        once(here, argv, refused), once(args.checkout, argv, refused)  # warm-up: the file system's caches
         mine, other = [], []
         for _ in range(args.n):  # alternated, so a drift in the machine's speed hits both alike
-            mine.append(once(here, argv))
-            other.append(once(args.checkout, argv))
+            mine.append(once(here, argv, refused))
+            other.append(once(args.checkout, argv, refused))
         ratio = statistics.median(a / b for a, b in zip(mine, other))
         print(f"| `{label}` | {statistics.median(mine):.2f} | {statistics.median(other):.2f} | {ratio:.2f} |")
 
