@@ -21,7 +21,8 @@ pytest.importorskip("jax", reason="distribute=data_parallel trains on JAX")
 
 from cnnrun import CnnrunError  # noqa: E402
 from cnnrun.training import distribute  # noqa: E402
-from cnnrun.training.distribute import Layout  # noqa: E402
+from cnnrun.training.distribute import DataParallel as Layout  # noqa: E402
+from cnnrun.training.distribute import Placement  # noqa: E402
 
 TWO_DEVICES = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 ONE_DEVICE = {"KERAS_BACKEND": "jax", "XLA_FLAGS": ""}
@@ -36,13 +37,13 @@ RUN = ["dataset=digits", "dataset.limit=600", "model=mnist_cnn", "model.dropout=
                                                        (37, 8, 1, 2), (10, 4, 2, 4), (64, 32, 4, 4)])
 def test_each_process_takes_its_part_of_every_batch(n, batch, processes, devices):
     order = np.random.default_rng(n).permutation(n)
-    shares = [distribute.share(order, Layout(processes, p, devices, batch)) for p in range(processes)]
+    shares = [Layout(processes, p, devices, batch).share(order) for p in range(processes)]
     cut = shares[0][1]
     assert cut == (n % batch) % devices and all(c == cut for _, c in shares)
     taken = np.concatenate([s for s, _ in shares])
     assert len(taken) == len(set(taken.tolist())) == n - cut  # none twice, and the few cut are counted
     assert set(taken.tolist()) == set(order[:n - cut].tolist())  # the cut ones are the epoch's last
-    steps = distribute.steps(n, Layout(processes, 0, devices, batch))
+    steps = Layout(processes, 0, devices, batch).steps(n)
     for p, (mine, _) in enumerate(shares):
         per = batch // processes
         batches = [mine[i:i + per] for i in range(0, len(mine), per)]
@@ -55,16 +56,16 @@ def test_each_process_takes_its_part_of_every_batch(n, batch, processes, devices
 
 
 def test_validation_is_split_evenly():
-    layout = Layout(processes=2, process=0, devices=4, batch=32)
-    a, b = (distribute.validation_share(103, Layout(2, p, 4, 32)) for p in (0, 1))
+    (a, batch), (b, _) = (Layout(2, p, 4, 32).validation(103, 1024) for p in (0, 1))
     assert len(a) == len(b) == 50 and not set(a) & set(b)  # 100 of 103: a multiple of the 4 devices
-    assert distribute.local_batch(1024, layout) == 512 and distribute.local_batch(3, layout) == 2
+    assert batch == 512 and Layout(2, 0, 4, 32).validation(103, 3)[1] == 2
 
 
 def test_on_one_device_nothing_changes():
     order = np.arange(10)[::-1]
-    mine, cut = distribute.share(order, Layout(batch=4))
-    assert mine is order and cut == 0 and distribute.steps(10, Layout(batch=4)) == 3
+    mine, cut = Placement(batch=4).share(order)
+    assert mine is order and cut == 0 and Placement(batch=4).steps(10) == 3
+    assert Placement(batch=4).validation(10, 64) == (None, 64)
 
 
 def test_other_backends_are_refused_in_one_line(monkeypatch):

@@ -40,16 +40,15 @@ log = logging.getLogger("cnnrun")
 
 
 @dataclass(frozen=True)
-class Layout:
-    """Where a run trains: processes, devices, and how a batch of trainer.batch_size is split over them."""
+class Placement:
+    """Where a run trains, and all that changes with it: this class is one device in one process, the default;
+    DataParallel, several devices and processes. train() and the loop ask it, never which one it is:
+    set-up (apply), the steps and this process's share of each epoch and of validation, the run's record (run:
+    who owns the directory), its hooks and checkpoints, training together, the end of training and who goes on."""
     processes: int = 1
     process: int = 0           # this process's index; 0 owns the run directory
     devices: int = 1           # devices in all, every process's
     batch: int = 1             # the global batch (trainer.batch_size)
-
-    @property
-    def distributed(self) -> bool:
-        return self.devices > 1 or self.processes > 1
 
     @property
     def owner(self) -> bool:
@@ -63,10 +62,129 @@ class Layout:
     def per_process(self) -> int:
         return self.batch // self.processes
 
-    @property
-    def record(self) -> dict:
-        """metrics.json's `distribute` field."""
-        return {**asdict(self), "per_device_batch": self.per_device}
+    def recorded(self, run: record.Run) -> None:
+        """What the run's record says of where it trained: on one device, nothing."""
+
+    def apply(self) -> None:
+        """Sets Keras' distribution: before any layer is built. One device: nothing to set."""
+
+    def steps(self, n: int) -> int:
+        """Optimizer steps in an epoch of `n` images."""
+        return -(-n // self.batch)
+
+    def share(self, order: np.ndarray) -> tuple[np.ndarray, int]:
+        """This process's part of an epoch's `order` and how many images the epoch leaves out: all of it, none."""
+        return order, 0
+
+    def validation(self, n: int, batch: int) -> tuple[np.ndarray | None, int]:
+        """The validation images this process evaluates (None: all n) and its batch for them."""
+        return None, batch
+
+    @contextmanager
+    def together(self, run_dir):
+        """Training, and what a failure during it means: on one device, what it is."""
+        yield
+
+    def end(self, *models) -> None:
+        """After training: the weights where evaluation and saving run."""
+        backend.no_distribution()
+
+    def run(self, run_dir, cfg, hooks) -> record.Run:
+        """The record of this process's part of the run: on one process, the run itself."""
+        return record.Run(run_dir, cfg, hooks=hooks)
+
+    def hooks(self, cfg):
+        """The run's hooks (trackers, probes, the user's own): where the run's record is written."""
+        from cnnrun import hooks
+
+        return hooks.build(cfg)
+
+    def checkpoints(self, run_dir: Path) -> Path | None:
+        """Where this process writes its checkpoints (None: nowhere)."""
+        return Path(run_dir)
+
+    def trained(self, run: record.Run, fitted) -> dict | None:
+        """Training has ended: None goes on to the evaluation; a record ends this process's part here."""
+        return None
+
+
+@dataclass(frozen=True)
+class DataParallel(Placement):
+    """distribute=data_parallel: every device holds the model and takes an equal part of each batch (the
+    module's docstring); process 0 owns the run (Owner), the others train their share and wait (Follower)."""
+
+    def recorded(self, run: record.Run) -> None:
+        run.update(distribute={**asdict(self), "per_device_batch": self.per_device})  # metrics.json's `distribute`
+
+    def apply(self) -> None:
+        backend.data_parallel(self.devices // self.processes)
+        log.info("distribute: data parallel over %d device(s) in %d process(es): batch %d = %d per device",
+                 self.devices, self.processes, self.batch, self.per_device)
+
+    def steps(self, n: int) -> int:
+        kept = n - (n % self.batch) % self.devices  # the last batch cut to a multiple of the devices
+        return -(-kept // self.batch)
+
+    def share(self, order: np.ndarray) -> tuple[np.ndarray, int]:
+        """Batch by batch, this process's part; the epoch's last batch cut to a multiple of the devices."""
+        n, b = len(order), self.batch
+        cut = (n % b) % self.devices
+        order = order[:n - cut]
+        parts = []
+        for start in range(0, len(order), b):
+            batch = order[start:start + b]
+            size = len(batch) // self.processes
+            parts.append(batch[self.process * size:(self.process + 1) * size])
+        return (np.concatenate(parts) if parts else order), cut
+
+    def validation(self, n: int, batch: int) -> tuple[np.ndarray, int]:
+        """An equal, contiguous part of the first n - (n mod devices) images (the few left over said once), and
+        a per-process batch, a multiple of the local devices."""
+        kept = n - n % self.devices
+        size = kept // self.processes
+        idx = np.arange(self.process * size, (self.process + 1) * size)
+        if n - kept:
+            log.info("distribute: validation on %d of %d images (a multiple of the %d devices)", kept, n, self.devices)
+        local = self.devices // self.processes
+        return idx, max(local, batch // self.processes // local * local)
+
+    @contextmanager
+    def together(self, run_dir):
+        """The error a lost process causes in this one (a collective that fails, the coordination service gone)
+        is said as what it is, a failed run that can be resumed."""
+        try:
+            yield
+        except Exception as e:
+            if self.processes == 1 or isinstance(e, CnnrunError):
+                raise
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            reason = first.rsplit("Error dispatching computation: ", 1)[-1][:200]
+            raise record.RunFailed(f"distribute: another process of the run stopped during training ({reason}); "
+                                   f"its log says why; continue from the last epoch with: cnnrun resume {run_dir}") from e
+
+    def end(self, *models) -> None:
+        """The weights come off the distribution onto one device of this process, where evaluation and saving
+        run (process 0's; the others only wait)."""
+        backend.localize(models)
+        backend.no_distribution()
+
+    def run(self, run_dir, cfg, hooks) -> record.Run:
+        if self.processes == 1:
+            return record.Run(run_dir, cfg, hooks=hooks)
+        return Owner(run_dir, cfg, hooks=hooks) if self.owner else Follower(run_dir, cfg)
+
+    def hooks(self, cfg):
+        from cnnrun import hooks
+
+        return hooks.build(cfg) if self.owner else hooks.Hooks([])
+
+    def checkpoints(self, run_dir: Path) -> Path | None:
+        return Path(run_dir) if self.owner else None
+
+    def trained(self, run: record.Run, fitted) -> dict | None:
+        if self.owner or fitted.signum is not None:
+            return None
+        return run.end("ok", trained=True, process=self.process)  # process 0 evaluates and writes
 
 
 def join(d) -> None:
@@ -143,12 +261,12 @@ def check_backend() -> None:
             "so it would not train as one device does")
 
 
-def plan(d, batch_size: int) -> Layout:
-    """The run's layout from cfg.distribute and the devices there are; refuses, before any work, a backend
+def plan(d, batch_size: int) -> Placement:
+    """The run's placement from cfg.distribute and the devices there are; refuses, before any work, a backend
     other than JAX, more devices than there are, or a batch the devices cannot split evenly."""
     count, index = backend.processes()
     if d is None or d.name != "data_parallel":
-        return Layout(processes=count, process=index, batch=batch_size)
+        return Placement(processes=count, process=index, batch=batch_size)
     check_backend()
     local = backend.local_device_count()
     if d.devices is not None and d.devices > local:
@@ -160,75 +278,8 @@ def plan(d, batch_size: int) -> Layout:
         raise CnnrunError(f"trainer.batch_size={batch_size} does not split evenly over {devices} devices; "
                           f"choose a multiple of {devices}, e.g. trainer.batch_size={upper}"
                           + (f" or {lower}" if lower else ""))
-    return Layout(processes=count, process=index, devices=devices, batch=batch_size)
-
-
-def apply(layout: Layout) -> None:
-    """Sets Keras' distribution for `layout`: before any layer is built, so every variable is replicated."""
-    if not layout.distributed:
-        return
-    backend.data_parallel(layout.devices // layout.processes)
-    log.info("distribute: data parallel over %d device(s) in %d process(es): batch %d = %d per device",
-             layout.devices, layout.processes, layout.batch, layout.per_device)
-
-
-def steps(n: int, layout: Layout) -> int:
-    """Optimizer steps in an epoch of `n` images (the last batch cut to a multiple of the devices)."""
-    kept = n - (n % layout.batch) % layout.devices
-    return -(-kept // layout.batch)
-
-
-def share(order: np.ndarray, layout: Layout) -> tuple[np.ndarray, int]:
-    """This process's part of an epoch's `order`, batch by batch, and how many images the epoch leaves out
-    (its last batch cut to a multiple of the devices; 0 on one device)."""
-    if not layout.distributed:
-        return order, 0
-    n, b = len(order), layout.batch
-    cut = (n % b) % layout.devices
-    order = order[:n - cut]
-    parts = []
-    for start in range(0, len(order), b):
-        batch = order[start:start + b]
-        size = len(batch) // layout.processes
-        parts.append(batch[layout.process * size:(layout.process + 1) * size])
-    return (np.concatenate(parts) if parts else order), cut
-
-
-def validation_share(n: int, layout: Layout) -> np.ndarray:
-    """The indices of the validation images this process evaluates: an equal, contiguous part of the first
-    n - (n mod devices) of them (the few left over are said once in the log)."""
-    kept = n - n % layout.devices
-    size = kept // layout.processes
-    return np.arange(layout.process * size, (layout.process + 1) * size)
-
-
-def local_batch(batch: int, layout: Layout) -> int:
-    """A per-process batch for `batch` images in all, a multiple of the local devices (evaluation batches)."""
-    local = layout.devices // layout.processes
-    return max(local, batch // layout.processes // local * local)
-
-
-@contextmanager
-def together(layout: Layout, run_dir):
-    """Training with other processes: the error a lost process causes in this one (a collective that fails,
-    the coordination service gone) is said as what it is, a failed run that can be resumed."""
-    try:
-        yield
-    except Exception as e:
-        if layout.processes == 1 or isinstance(e, CnnrunError):
-            raise
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        reason = first.rsplit("Error dispatching computation: ", 1)[-1][:200]
-        raise record.RunFailed(f"distribute: another process of the run stopped during training ({reason}); "
-                               f"its log says why; continue from the last epoch with: cnnrun resume {run_dir}") from e
-
-
-def end(layout: Layout, *models) -> None:
-    """After training: the weights come off the distribution onto one device of this process, where
-    evaluation and saving run (process 0's; the others only wait). No-op on one device."""
-    if layout.distributed:
-        backend.localize(models)
-    backend.no_distribution()
+    placed = DataParallel(processes=count, process=index, devices=devices, batch=batch_size)
+    return placed if placed.devices > 1 or placed.processes > 1 else Placement(batch=batch_size)
 
 
 # --- who owns the run directory ------------------------------------------------------------------------
@@ -302,10 +353,3 @@ class Follower(record.Run):
         if status != "ok":
             self.metrics.setdefault("error", f"process 0 ended the run as {status}; its record: {self.shared}")
         return self.metrics
-
-
-def run(run_dir, cfg, layout: Layout, hooks=None) -> record.Run:
-    """The record of this process's part of the run: the run itself on one process, else Owner or Follower."""
-    if layout.processes == 1:
-        return record.Run(run_dir, cfg, hooks=hooks)
-    return Owner(run_dir, cfg, hooks=hooks) if layout.owner else Follower(run_dir, cfg)

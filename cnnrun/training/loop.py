@@ -252,15 +252,10 @@ def steps_per_call(chosen, steps_per_epoch: int) -> int:
     return max(1, min(AUTO_STEPS_PER_CALL, steps_per_epoch // 4))
 
 
-def _validation(data, t, layout, images):
-    """fit()'s validation_data and batch size: on several devices, this process's share of the images."""
-    n, offset, batch, idx = len(data.y_val), len(data.x_train), t.eval_batch_size, None
-    if layout.distributed:
-        idx = distribute.validation_share(n, layout)
-        batch = distribute.local_batch(batch, layout)
-        if n - len(idx) * layout.processes:
-            log.info("distribute: validation on %d of %d images (a multiple of the %d devices)",
-                     len(idx) * layout.processes, n, layout.devices)
+def _validation(data, t, placement, images):
+    """fit()'s validation_data and batch size: this process's share of the images (all of them on one device)."""
+    offset = len(data.x_train)
+    idx, batch = placement.validation(len(data.y_val), t.eval_batch_size)
     if images is not None:
         x, y = validation_feed(data.y_val, offset=offset)
         return ((x, y) if idx is None else (x[idx], y[idx])), batch
@@ -269,15 +264,15 @@ def _validation(data, t, layout, images):
 
 def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, images=None,
         checkpoint: dict | None = None, on_epoch=None, extend=None, stop_when=None,
-        layout: distribute.Layout | None = None, unfreeze=None) -> Fitted:
+        placement: distribute.Placement | None = None, unfreeze=None) -> Fitted:
     """Trains `trainer` on `data` for trainer.epochs epochs (the rest of them when `checkpoint` is given).
     `on_epoch(row)` hears of each epoch that ran whole, after its checkpoint; `extend(callbacks)` returns the
     Keras callbacks to fit with, and `stop_when(rows)` may end training after an epoch (the run's hooks).
-    With a `layout` of several devices this process feeds its share of each batch (distribute.share); with
+    On a `placement` of several devices this process feeds its share of each batch (Placement.share); with
     run_dir None no checkpoint is written (a process other than 0 of a distributed run). `unfreeze`: (epoch, second
     stage), a backbone's two-stage fine-tune: from that epoch on the second stage's model and optimizer train (a
     checkpoint from then is restored into them)."""
-    layout = layout or distribute.Layout(batch=t.batch_size)
+    placement = placement or distribute.Placement(batch=t.batch_size)
     out = Fitted()
     epoch_log = EpochLog()
     best = Best(t)
@@ -297,10 +292,10 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
             log.info("training had ended after epoch %d: evaluating its weights, nothing is trained again",
                      out.first_epoch)
             return out
-    steps = distribute.steps(len(data.x_train), layout)
+    steps = placement.steps(len(data.x_train))
     has_val = len(data.x_val) > 0
-    validation, val_batch = _validation(data, t, layout, images) if has_val else (None, None)
-    batch = layout.per_process  # this process's part of each batch (the whole batch on one device)
+    validation, val_batch = _validation(data, t, placement, images) if has_val else (None, None)
+    batch = placement.per_process  # this process's part of each batch (the whole batch on one device)
     labelled = len(trainer.inputs) == 2  # mixup / cutmix: the trainer takes the labels as an input too
     if labelled and validation is not None:
         validation = _with_labels(validation)
@@ -317,11 +312,11 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
             for epoch in range(out.first_epoch, t.epochs):
                 if stop.signum is not None:
                     break
-                order, cut = distribute.share(resume.epoch_order(len(data.x_train), t.seed, epoch), layout)
+                order, cut = placement.share(resume.epoch_order(len(data.x_train), t.seed, epoch))
                 if cut and epoch == out.first_epoch:
                     log.info("distribute: %d of %d training images sit out each epoch (the last batch cut to a "
                              "multiple of %d devices), a different %d each epoch", cut, len(data.x_train),
-                             layout.devices, cut)
+                             placement.devices, cut)
                 if stop.signum is not None:  # fit() would clear the stop request and run a whole epoch
                     break
                 if unfreeze is not None and epoch >= unfreeze[0] and not staged:

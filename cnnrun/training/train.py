@@ -59,7 +59,7 @@ def assemble(cfg_model, data: Dataset, augment, images: ResidentImages | None = 
     return classifier, keras.Model([inputs, labels], outputs, name=f"{network.name}_train")
 
 
-def read_data(cfg, run, layout) -> Dataset:
+def read_data(cfg, run, placement) -> Dataset:
     """The run's data, said in the log (what it holds, where it came from, its notes as warnings)."""
     t = cfg.trainer
     data = load_dataset(cfg.dataset, seed=t.seed, val_split=t.val_split, batch_size=t.batch_size)
@@ -68,12 +68,11 @@ def read_data(cfg, run, layout) -> Dataset:
     log.info("data from: %s", data.source)  # a line of its own: a long path is the only long line
     for note in data.notes:
         log.warning(note)
-    if layout.distributed:
-        run.update(distribute=layout.record)
+    placement.recorded(run)  # several devices: how the batch is split, in metrics.json
     return data
 
 
-def make_models(cfg, run, data: Dataset, augment, images, mix, layout):
+def make_models(cfg, run, data: Dataset, augment, images, mix, placement):
     """(classifier, trainer, compile_trainer): the two models (assemble), checked to fit in memory and compiled;
     compile_trainer(optimizer) compiles the trainer again (a backbone's second stage)."""
     t = cfg.trainer
@@ -81,7 +80,7 @@ def make_models(cfg, run, data: Dataset, augment, images, mix, layout):
     check_model_fits(classifier.count_params(), cfg.optimizer.name, run.metrics["model"])  # before any step
     logits = classifier.layers[-1].name == "probabilities"  # the network's own outputs are logits
 
-    steps = distribute.steps(len(data.x_train), layout)
+    steps = placement.steps(len(data.x_train))
     per_call = loop.steps_per_call(t.steps_per_execution, steps)
 
     def compile_trainer(optimizer) -> None:
@@ -142,10 +141,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     cfg = schema.validate(cfg)  # types, ranges, rules between keys, refused before anything is touched; defaults filled
     t, run_dir = cfg.trainer, Path(run_dir)
     record.refuse_inside_data(run_dir, cfg)  # a run directory inside the image folder would become a class
-    layout = distribute.plan(cfg.distribute, t.batch_size)  # devices and processes (distribute=data_parallel)
-    # Trackers, debug probes, explain, the smoke check, the user's own: on process 0 only, which owns the run.
-    attached = hooks.build(cfg) if layout.owner else hooks.Hooks([])
-    with distribute.run(run_dir, cfg, layout, attached) as run:  # the lock; an earlier run skipped, continued or set aside
+    placement = distribute.plan(cfg.distribute, t.batch_size)  # one device, or several (distribute=data_parallel)
+    attached = placement.hooks(cfg)  # trackers, probes, explain, the smoke check, yours: where the record is written
+    with placement.run(run_dir, cfg, attached) as run:  # the lock; an earlier run skipped, continued or set aside
         if run.action == "skip":
             log.info("%s already holds a finished run of this config; nothing to do (trainer.resume=false reruns it)",
                      run_dir)
@@ -156,11 +154,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         keras.backend.clear_session()  # a sweep's jobs share one process: start each from a clean slate
         signals.check()  # a Ctrl-C that landed in the backend's gc callback above was swallowed there
         backend.configure(t.threads, t.deterministic)
-        distribute.apply(layout)  # several devices: every variable is replicated on each, so before any layer
+        placement.apply()  # several devices: every variable is replicated on each, so before any layer
         keras.utils.set_random_seed(t.seed)
         keras.config.set_dtype_policy(str(t.precision))
         try:
-            data = read_data(cfg, run, layout)
+            data = read_data(cfg, run, placement)
 
             # trainer.augment_after > 0: plain images first, then augmented ones (article 000's schedule).
             augment = build_augment(cfg.augment, seed=t.seed, gated=t.augment_after > 0)
@@ -172,7 +170,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
             # With trainer.device_data the pixels go to the device once; fit() then feeds indices and labels.
             images = resident_layer(data.x_train, data.x_val) if t.device_data else None
-            classifier, trainer, compile_trainer = make_models(cfg, run, data, augment, images, mix, layout)
+            classifier, trainer, compile_trainer = make_models(cfg, run, data, augment, images, mix, placement)
 
             # Fit, an epoch per fit() call, a checkpoint after each (loop.py): a stopped run resumes exactly.
             checkpoint = resume.load(run_dir) if run.action == "continue" else None
@@ -180,16 +178,17 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 run.update(resumed_from_epoch=checkpoint["meta"]["epoch"])
                 log.info("resuming %s after epoch %d of %d", run_dir, checkpoint["meta"]["epoch"], t.epochs)
             run.begin_work()  # data and model are in place: what fails from here is a failed run, not a refusal
-            with distribute.together(layout, run_dir):  # a lost process: a failed run to resume, said so
-                fitted = loop.fit(trainer, data, t, run_dir if layout.owner else None, run.fingerprint, augment,
-                                  images, checkpoint, on_epoch=run.epoch, layout=layout,
+            with placement.together(run_dir):  # a lost process: a failed run to resume, said so
+                fitted = loop.fit(trainer, data, t, placement.checkpoints(run_dir), run.fingerprint, augment,
+                                  images, checkpoint, on_epoch=run.epoch, placement=placement,
                                   unfreeze=unfreezing(cfg, trainer, compile_trainer),
                                   extend=lambda callbacks: attached.callbacks(run, data, callbacks),
                                   stop_when=lambda rows: attached.stop(run, rows))
             run.stage = "evaluation"  # a signal from here on stops the evaluation; resume evaluates, trains nothing
-            distribute.end(layout, trainer, classifier)  # several devices: the weights onto one, for what follows
-            if not layout.owner and fitted.signum is None:
-                return run.end("ok", trained=True, process=layout.process)  # process 0 evaluates and writes
+            placement.end(trainer, classifier)  # several devices: the weights onto one, for what follows
+            ended = placement.trained(run, fitted)  # a process other than 0 ends here: process 0 evaluates, writes
+            if ended is not None:
+                return ended
             run.update(**loop.history_metrics(fitted, data))
             artifacts.write_history(run.dir / files.HISTORY, fitted.history)
             if fitted.history:
