@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import keras  # noqa: E402
 
 from cnnrun import models, record  # noqa: E402
-from cnnrun.config import schema
+from cnnrun.config import checks
 from conftest import make_config  # noqa: E402
 
 
@@ -34,10 +34,10 @@ def timed(fn, repeats=5) -> float:
 
 def main():
     rows = []
-    rows.append(("config check, one run (compose + schema + rules)", timed(lambda: schema.check_jobs([]))))
-    n = schema.check_jobs(["experiment=glob(*)", "debug=smoke"], multirun=True)
+    rows.append(("config check, one run (compose + schema + rules)", timed(lambda: checks.check_jobs([]))))
+    n = checks.check_jobs(["experiment=glob(*)", "debug=smoke"], multirun=True)
     rows.append((f"config check, a sweep of every preset ({n} jobs)",
-                 timed(lambda: schema.check_jobs(["experiment=glob(*)", "debug=smoke"], multirun=True), 3)))
+                 timed(lambda: checks.check_jobs(["experiment=glob(*)", "debug=smoke"], multirun=True), 3)))
     cfg = make_config("model=dense")
     with tempfile.TemporaryDirectory() as tmp:
         counter = iter(range(10**6))

@@ -36,10 +36,10 @@ def make_config(*overrides, tiny=True, hydra=False):
 def refusal(*overrides, tiny=True, multirun=False) -> str:
     """The one-line message `cnnrun train OVERRIDES` refuses with before any work (fails if it is accepted)."""
     from cnnrun import CnnrunError
-    from cnnrun.config import schema
+    from cnnrun.config import checks
 
     with pytest.raises(CnnrunError) as err:
-        schema.check_jobs([*(TINY if tiny else []), *overrides], multirun)
+        checks.check_jobs([*(TINY if tiny else []), *overrides], multirun)
     message = str(err.value)
     assert "\n" not in message
     return message

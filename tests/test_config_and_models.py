@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from cnnrun import CnnrunError
 from cnnrun.models import build_model
 from cnnrun.config import schema
+from cnnrun.config import checks
 from tests.conftest import refusal
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -38,7 +39,7 @@ def test_every_group_option_composes(cfg_factory, group):
                     "custom": [f"{group}._target_=" + ("cnnrun.models.dense" if group == "model" else
                                                        "cnnrun.data.load_digits_arrays")]}
         cfg = cfg_factory(f"{group}={option}", *required.get(option, []), tiny=False)
-        schema.validate(cfg)
+        checks.validate(cfg)
         if group == "augment":  # the option's own sub-node is set, the others stay None
             assert option == "none" or any(cfg.augment[k] is not None for k in cfg.augment), option
         else:
@@ -118,8 +119,8 @@ def test_bad_values_get_one_line_naming_the_culprit(override, culprit):
 def test_a_sweep_is_checked_whole_before_any_job_runs():
     message = refusal("model=dense,cnn3", "trainer.seed=0,-1", multirun=True)
     assert message.startswith("job 1 of 4 (") and "trainer.seed=-1" in message and "nothing was run" in message
-    assert schema.check_jobs(["dataset=digits", "model=dense,cnn3", "trainer.seed=0,1"], multirun=True) == 4
-    assert schema.check_jobs(["dataset=digits", "experiment=glob(article001_*)"], multirun=True) >= 9
+    assert checks.check_jobs(["dataset=digits", "model=dense,cnn3", "trainer.seed=0,1"], multirun=True) == 4
+    assert checks.check_jobs(["dataset=digits", "experiment=glob(article001_*)"], multirun=True) >= 9
 
 
 def test_values_added_without_hydra_are_checked_too(cfg_factory):
@@ -127,14 +128,14 @@ def test_values_added_without_hydra_are_checked_too(cfg_factory):
     plain = OmegaConf.to_container(cfg_factory())
     plain["trainer"]["epoch"] = 3
     with pytest.raises(CnnrunError, match="trainer.epoch is not a setting .* did you mean trainer.epochs"):
-        schema.validate(OmegaConf.create(plain))
+        checks.validate(OmegaConf.create(plain))
     del plain["trainer"]["epoch"]
     plain["trainer"]["precision"] = "fp8"
     with pytest.raises(CnnrunError, match="trainer.precision=fp8 is not one of"):
-        schema.validate(OmegaConf.create(plain))
+        checks.validate(OmegaConf.create(plain))
     plain["trainer"]["precision"] = "float32"
     del plain["trainer"]["augment_after"], plain["debug"]  # as saved by a cnnrun that had no such keys
-    typed = schema.validate(OmegaConf.create(plain))
+    typed = checks.validate(OmegaConf.create(plain))
     assert typed.trainer.augment_after == 0 and "smoke" not in typed.hooks  # defaults filled in
 
 
@@ -144,7 +145,7 @@ def test_every_experiment_preset_composes_and_checks(cfg_factory, preset):
     if preset.startswith(("article002", "article004")):  # photo folders: the user names one
         assert "needs dataset.path" in refusal(f"experiment={preset}", tiny=False)
         cfg = cfg_factory(f"experiment={preset}", "dataset.path=photos", tiny=False)
-    schema.validate(cfg)
+    checks.validate(cfg)
     assert cfg.reference.source and (cfg.reference.accuracy is None or 0.5 < cfg.reference.accuracy < 1)
     assert preset.startswith(("article0", "fast_", "best_"))
 
@@ -228,7 +229,7 @@ def _ruled():
 
     roots = [(schema.Config, "")] + [(o.schema, g) for g, opts in schema.OPTIONS.items() for o in opts.values()]
     for cls, prefix in roots:
-        for key, f in schema._fields(cls, prefix):
+        for key, f in checks._fields(cls, prefix):
             if "ok" in f.metadata:
                 yield key, f, (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
 
@@ -261,7 +262,7 @@ def test_a_feature_whose_extra_is_missing_names_the_pip_line(monkeypatch):
     assert refusal("logger=tensorboard") == ("logger=tensorboard needs tensorboard, which is not installed: "
                                              "pip install 'cnnrun[tensorboard]'")
     missing = MissingConfigException("not found", missing_cfg_file="hydra/sweeper/optuna", options=["basic"])
-    assert str(schema.composition_error(missing)) == ("hydra/sweeper=optuna needs its Hydra plugin, which is not "
+    assert str(checks.composition_error(missing)) == ("hydra/sweeper=optuna needs its Hydra plugin, which is not "
                                                       "installed: pip install 'cnnrun[optuna]'")
 
 

@@ -116,12 +116,12 @@ def test_bad_folders_get_clear_errors(cfg_factory, tmp_path, setup, message):
 
 
 def test_missing_path(cfg_factory):
-    from cnnrun.config import schema
+    from cnnrun.config import checks
 
     with pytest.raises(CnnrunError, match="dataset=folder needs dataset.path"):
-        schema.validate(cfg_factory("dataset=folder", tiny=False))
+        checks.validate(cfg_factory("dataset=folder", tiny=False))
     with pytest.raises(CnnrunError, match="dataset.path='' must be a folder"):
-        schema.validate(cfg_factory("dataset=folder", "dataset.path=", tiny=False))
+        checks.validate(cfg_factory("dataset=folder", "dataset.path=", tiny=False))
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "P", "RGBA", "I;16"])

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from conftest import TINY, make_config
 
 from cnnrun import CnnrunError
-from cnnrun.config import schema
+from cnnrun.config import checks
 
 BASES = [  # option sets under which every key of the schema exists in the composed config
     ["model=resnet", "optimizer=sgd", "augment=[mixup,cutmix,flip,rotate,shift,shear,zoom,erasing]",
@@ -87,7 +87,7 @@ def test_any_key_with_any_value_is_a_valid_config_or_one_line(base, data, prefix
     override = f"{prefix}{key}" if prefix == "~" else f"{prefix}{key}={value}"
     tried["inputs"] += 1
     try:
-        jobs = schema.check_jobs([*TINY, *BASES[base], override], multirun=True)
+        jobs = checks.check_jobs([*TINY, *BASES[base], override], multirun=True)
     except CnnrunError as e:
         assert "\n" not in str(e) and str(e).strip(), repr(str(e))
         tried["refused"] += 1
@@ -105,5 +105,5 @@ def test_the_fuzzer_tried_what_it_says():
 
 def test_a_value_with_line_breaks_is_refused_in_one_line_that_shows_them():
     with pytest.raises(CnnrunError) as e:
-        schema.check_jobs([*TINY, "trainer.batch_size=6\n4\x16"])
+        checks.check_jobs([*TINY, "trainer.batch_size=6\n4\x16"])
     assert "\n" not in str(e.value) and "6\\n4\\x16" in str(e.value), str(e.value)

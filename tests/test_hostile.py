@@ -21,7 +21,7 @@ from PIL import Image
 from conftest import TINY, make_config, read_metrics, refusal, run_cli, started_keras
 
 from cnnrun import CnnrunError, record
-from cnnrun.config import schema
+from cnnrun.config import checks
 from cnnrun import signals
 from cnnrun.commands.resume import replayable
 
@@ -415,7 +415,7 @@ def test_records_are_strict_json_and_settings_finite(tmp_path):
 
 
 def test_a_failure_after_work_began_is_exit_1_not_2(tmp_path):
-    cfg = schema.validate(make_config())
+    cfg = checks.validate(make_config())
     with pytest.raises(record.RunFailed):
         with record.Run(tmp_path / "run", cfg) as run:
             run.start(model="x")
@@ -426,7 +426,7 @@ def test_a_failure_after_work_began_is_exit_1_not_2(tmp_path):
 
 def test_searches_tune_on_validation_and_take_optunas_search_spaces():
     # the command line's interval and the preset's own space (lr, batch size, dropout, shift, erasing): each end
-    assert schema.check_jobs([*TINY, "hparams_search=optuna_fashion", "optimizer.lr=interval(0.0001,0.01)"]) == 15
+    assert checks.check_jobs([*TINY, "hparams_search=optuna_fashion", "optimizer.lr=interval(0.0001,0.01)"]) == 15
     assert "model.dropout is not a setting" in refusal("model=dense", "hparams_search=optuna_fashion")
     assert "holds no validation set out" in refusal("hparams_search=optuna_fashion", "trainer.val_split=0")
     assert "optimizer.lr=-1.0 must be a positive number" in refusal("hparams_search=optuna_fashion",

@@ -277,17 +277,17 @@ def test_a_loader_of_arrays_trains_and_wrong_returns_are_one_line(tmp_path, monk
 
 def test_a_config_dir_of_ones_own_is_checked_like_cnnruns(project, monkeypatch):
     monkeypatch.chdir(project)
-    from cnnrun.config import schema
+    from cnnrun.config import checks
 
-    assert schema.check_jobs(["model=mynet,dense", "dataset=pets"], multirun=True, config_dir="conf") == 2
+    assert checks.check_jobs(["model=mynet,dense", "dataset=pets"], multirun=True, config_dir="conf") == 2
     with pytest.raises(CnnrunError, match="--config-dir nowhere is not a folder"):
-        schema.check_jobs(["model=mynet"], config_dir="nowhere")
+        checks.check_jobs(["model=mynet"], config_dir="nowhere")
     with pytest.raises(CnnrunError, match="model=mynet is not an option"):
-        schema.check_jobs(["model=mynet"])  # without the folder, cnnrun's own options only
+        checks.check_jobs(["model=mynet"])  # without the folder, cnnrun's own options only
     (project / "conf" / "dataset" / "renamed.yaml").write_text("defaults:\n  - csv\n  - _self_\nname: renamed\n"
                                                                 "path: labels.csv\n")
     with pytest.raises(CnnrunError, match="extends dataset=csv keeps its name: csv"):
-        schema.check_jobs(["dataset=renamed"], config_dir="conf")
+        checks.check_jobs(["dataset=renamed"], config_dir="conf")
 
 
 def test_locate_finds_a_package_in_the_working_directory_and_keeps_the_path_order(project, monkeypatch):
@@ -358,7 +358,7 @@ class Lines(Hook):
 
 def test_a_new_tracker_is_one_class_and_one_yaml(tmp_path, monkeypatch):
     """The README's promise: a logger is attached as cnnrun's own are, its class named in its YAML."""
-    from cnnrun.config import schema
+    from cnnrun.config import checks
     from tests.conftest import TINY
 
     monkeypatch.chdir(tmp_path)
@@ -372,9 +372,9 @@ def test_a_new_tracker_is_one_class_and_one_yaml(tmp_path, monkeypatch):
     assert [line.split()[0] for line in (tmp_path / "epochs.txt").read_text().splitlines()] == ["1", "2"]
     assert {"csv", "lines", "explain"} <= set(read_metrics(tmp_path / "run")["hook_seconds"])
     with pytest.raises(CnnrunError, match="^logger.lines.every=0 must be a whole number of epochs >= 1$"):
-        schema.check_jobs(["logger=lines", "logger.lines.every=0"], config_dir="conf")
+        checks.check_jobs(["logger=lines", "logger.lines.every=0"], config_dir="conf")
     with pytest.raises(CnnrunError, match="^logger.lines.every=often must be a whole number$"):
-        schema.check_jobs(["logger=lines", "logger.lines.every=often"], config_dir="conf")
+        checks.check_jobs(["logger=lines", "logger.lines.every=often"], config_dir="conf")
 
 
 def test_train_imports_no_edge_and_the_record_knows_no_tracker():

@@ -193,12 +193,12 @@ def test_a_log_gets_steady_progress_lines(cfg_factory, tmp_path, monkeypatch, ca
 def test_a_shortened_run_is_never_set_beside_the_articles_figure(tmp_path, capsys):
     from cnnrun import record
     from cnnrun.commands import sweep
-    from cnnrun.config import schema
+    from cnnrun.config import checks
     from cnnrun.console import results_table
 
-    full = schema.validate(make_config("experiment=article001_dense", tiny=False))
+    full = checks.validate(make_config("experiment=article001_dense", tiny=False))
     assert record.shortened(full) is None  # the preset as the article ran it
-    cfg = schema.validate(make_config("experiment=article001_dense", "dataset.limit=300", "trainer.epochs=1", tiny=False))
+    cfg = checks.validate(make_config("experiment=article001_dense", "dataset.limit=300", "trainer.epochs=1", tiny=False))
     with record.Run(tmp_path / "run", cfg) as run:
         run.start(dataset="fashion", model="dense")
         run.end("ok", test_accuracy=0.5)

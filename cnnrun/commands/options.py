@@ -79,6 +79,7 @@ def keys(group: str, name: str | None) -> tuple[str, list[tuple[str, str, str]]]
     from omegaconf import OmegaConf
 
     from cnnrun.config import plugins, schema
+    from cnnrun.config import checks
 
     if group in SECTIONS:
         cfg, about = _composed([]), ""
@@ -97,7 +98,7 @@ def keys(group: str, name: str | None) -> tuple[str, list[tuple[str, str, str]]]
                      if k != "explain"]
             nodes.insert(0, ("debug", node, schema.Debug))
         elif group in schema.SCHEMAS:
-            nodes = [(group, node, schema._schema_for(group, node))]
+            nodes = [(group, node, checks._schema_for(group, node))]
         else:
             nodes = [(group, node, OmegaConf.get_type(node))]
     rows = []

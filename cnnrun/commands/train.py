@@ -314,7 +314,7 @@ def preflight(args: list[str]) -> None:
     from hydra._internal.utils import get_args_parser
 
     from cnnrun import CnnrunError, console
-    from cnnrun.config import schema
+    from cnnrun.config import checks
 
     ns, unknown = get_args_parser().parse_known_args(args)  # -m, --cfg ... as Hydra reads them
     chdir = [o for o in ns.overrides if re.fullmatch(r"\+*hydra\.job\.chdir=(?i:true|yes|on|1)", o)]
@@ -348,7 +348,7 @@ def preflight(args: list[str]) -> None:
 
         plan: list = []
         with quiet_backend():  # a config naming the user's own code imports it, and it may import Keras
-            schema.check_jobs(ns.overrides, ns.multirun, config_dir=ns.config_dir, each=each, plan=plan)
+            checks.check_jobs(ns.overrides, ns.multirun, config_dir=ns.config_dir, each=each, plan=plan)
             PLANNED[:] = plan
     except CnnrunError as e:
         console.error(str(e))

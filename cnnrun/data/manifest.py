@@ -92,7 +92,7 @@ def manifest_file(cfg) -> Path:
     from omegaconf import OmegaConf
 
     if OmegaConf.is_missing(cfg, "path") or not cfg.get("path"):
-        from cnnrun.config.schema import missing_path
+        from cnnrun.config.checks import missing_path
 
         raise CnnrunError(missing_path("csv"))
     path = Path(str(cfg.path)).expanduser()

@@ -64,7 +64,7 @@ def folder_root(cfg) -> Path:
     """dataset=folder's dataset.path, a folder (else one line; schema.Option.check before any work too)."""
     from omegaconf import OmegaConf
 
-    from cnnrun.config.schema import missing_path
+    from cnnrun.config.checks import missing_path
 
     if OmegaConf.is_missing(cfg, "path") or not cfg.get("path"):
         raise CnnrunError(missing_path(cfg.name))

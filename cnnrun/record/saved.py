@@ -143,6 +143,7 @@ def test_set(run_dir: Path, loader: str | None = None, limit: int | None = None)
     from omegaconf import OmegaConf
 
     from cnnrun.config import plugins, schema
+    from cnnrun.config import checks
     from cnnrun.data import load_dataset
 
     why = unreadable_test_set(run_dir, loader)
@@ -155,7 +156,7 @@ def test_set(run_dir: Path, loader: str | None = None, limit: int | None = None)
         dataset["_target_"] = loader
     if limit is not None:
         dataset["limit"] = limit
-    cfg = schema.validate(OmegaConf.create({"dataset": dataset, "model": {"name": "dense"},
+    cfg = checks.validate(OmegaConf.create({"dataset": dataset, "model": {"name": "dense"},
                                             "optimizer": {"name": "adam"}, "trainer": trainer}), user_code=False)
     if loader is not None:  # the user's own loader: checked as a run checks it
         own = {k for k in cfg.dataset if k not in schema.TARGETED["dataset"].__dataclass_fields__}

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnrun import backend, hooks, record, signals
 from cnnrun.config import schema
+from cnnrun.config import checks
 from cnnrun.console import quiet_backend
 from cnnrun.data import Dataset, load_dataset
 from cnnrun.data.augment import build_augment, build_mix, preview
@@ -138,7 +139,7 @@ def unfreezing(cfg, trainer: keras.Model, compile_trainer):
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Runs one experiment described by `cfg`, writing every artifact into `run_dir`. Returns metrics."""
-    cfg = schema.validate(cfg)  # types, ranges, rules between keys, refused before anything is touched; defaults filled
+    cfg = checks.validate(cfg)  # types, ranges, rules between keys, refused before anything is touched; defaults filled
     t, run_dir = cfg.trainer, Path(run_dir)
     record.refuse_inside_data(run_dir, cfg)  # a run directory inside the image folder would become a class
     placement = distribute.plan(cfg.distribute, t.batch_size)  # one device, or several (distribute=data_parallel)
