@@ -339,7 +339,7 @@ def test_a_run_decides_about_its_directory_once(tmp_path):
     import subprocess
     import sys
 
-    script = ("import atexit, sys\nimport cnnrun.record as r\ncalls = []\nreal = r._decide\n"
+    script = ("import atexit, sys\nimport cnnrun.record.decision as r\ncalls = []\nreal = r._decide\n"
               "r._decide = lambda *a, **k: calls.append(1) or real(*a, **k)\n"
               "atexit.register(lambda: print('decided', len(calls), file=sys.stderr))\n"
               "from cnnrun.cli import main\nsys.argv = ['cnnrun', *sys.argv[1:]]\nmain()\n")
