@@ -11,8 +11,7 @@ from omegaconf import OmegaConf
 
 from cnnrun import CnnrunError
 from cnnrun.models import build_model
-from cnnrun.config import schema
-from cnnrun.config import checks
+from cnnrun.config import checks, schema
 from tests.conftest import refusal
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -11,8 +11,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from cnnrun import backend, hooks, record, signals
-from cnnrun.config import schema
-from cnnrun.config import checks
+from cnnrun.config import checks, schema
 from cnnrun.console import quiet_backend
 from cnnrun.data import Dataset, load_dataset
 from cnnrun.data.augment import build_augment, build_mix, preview
