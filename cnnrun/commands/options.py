@@ -16,6 +16,7 @@ import inspect
 import re
 import shutil
 import textwrap
+import typing
 from importlib import resources
 
 from cnnrun import CnnrunError
@@ -65,21 +66,21 @@ def _composed(overrides: list[str]):
 
 
 def _shown(value) -> str:
+    """A key's value as an override writes it (KEY=VALUE can be copied onto the command line)."""
     from omegaconf import OmegaConf
+
+    from cnnrun.config.plugins import shown
 
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=False)
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    return str(value).replace("'", "") if isinstance(value, list) else str(getattr(value, "value", value))
+    return shown(getattr(value, "value", value))  # an enum: its value
 
 
 def keys(group: str, name: str | None) -> tuple[str, list[tuple[str, str, str]]]:
     """(what the option is, [(KEY, VALUE, help)]) of `group=name` (a section or a one-option group: name None)."""
     from omegaconf import OmegaConf
 
-    from cnnrun.config import plugins, schema
-    from cnnrun.config import checks
+    from cnnrun.config import checks, plugins, schema
 
     if group in SECTIONS:
         cfg, about = _composed([]), ""
@@ -89,8 +90,8 @@ def keys(group: str, name: str | None) -> tuple[str, list[tuple[str, str, str]]]
         about = options(group).get(name or "default", "")
         node = cfg[group]
         if group == "augment":  # each augmentation the option turns on is a node of its own
-            hints = __import__("typing").get_type_hints(schema.Augment)
-            nodes = [(f"augment.{k}", v, __import__("typing").get_args(hints[k])[0]) for k, v in node.items() if v is not None]
+            hints = typing.get_type_hints(schema.Augment)
+            nodes = [(f"augment.{k}", v, typing.get_args(hints[k])[0]) for k, v in node.items() if v is not None]
         elif group in ("logger",):  # hooks: their class says what each argument does
             nodes = [(f"logger.{k}", v, plugins.locate(v._target_, f"logger.{k}._target_")) for k, v in node.items()]
         elif group == "debug":
@@ -107,7 +108,7 @@ def keys(group: str, name: str | None) -> tuple[str, list[tuple[str, str, str]]]
         for key in node.keys():
             if key in ("_target_",) and prefix.startswith(("logger.", "hooks.")):
                 continue
-            value = "???" if OmegaConf.is_missing(node, key) else _shown(node._get_node(key)._value())
+            value = "???" if OmegaConf.is_missing(node, key) else _shown(node[key])
             rows.append((f"{prefix}.{key}", value, said.get(key, "")))
     return about, rows
 

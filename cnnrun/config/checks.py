@@ -52,7 +52,7 @@ def _example(key: str) -> str | None:
         return None
     shown = f.metadata["example"]
     if shown is None:
-        shown = _show(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+        shown = plugins.shown(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
     return f"{key}={shown}"
 
 
@@ -282,12 +282,6 @@ def _hook(at: str, node) -> None:
             raise CnnrunError(f"{shown} needs {module}, which is not installed: {pip(extra)}")
 
 
-def _show(value) -> str:
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    return f"'{value}'" if isinstance(value, str) and (" " in value or not value) else str(value).replace(" ", "")
-
-
 def _check_rules(node, prefix: str) -> None:
     """Each field's rule (its metadata), through the typed config; an absent or missing key is skipped."""
     kind = OmegaConf.get_type(node)
@@ -303,7 +297,7 @@ def _check_rules(node, prefix: str) -> None:
         if "ok" in f.metadata:
             plain = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
             if not f.metadata["ok"](plain):
-                raise CnnrunError(f"{key}={_show(plain)} must be {f.metadata['expected']}, e.g. {_example(key)}")
+                raise CnnrunError(f"{key}={plugins.shown(plain)} must be {f.metadata['expected']}, e.g. {_example(key)}")
 
 
 def composition_error(e: Exception) -> CnnrunError:

@@ -203,11 +203,11 @@ def check_values(target: str, key: str, given: dict, prefix: str) -> None:
         simple = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
         plain = [k for k in kinds if k in simple]
         if plain and not any(_is(value, k) for k in plain):
-            raise CnnrunError(f"{prefix}.{name}={_shown(value)} must be {' or '.join(simple[k] for k in plain)}"
+            raise CnnrunError(f"{prefix}.{name}={shown(value)} must be {' or '.join(simple[k] for k in plain)}"
                               + (" or null" if type(None) in kinds else ""))
         for ok, expected in (r for r in rules if isinstance(r, tuple) and len(r) == 2):
             if not ok(value):
-                raise CnnrunError(f"{prefix}.{name}={_shown(value)} must be {expected}")
+                raise CnnrunError(f"{prefix}.{name}={shown(value)} must be {expected}")
 
 
 def _is(value, kind) -> bool:
@@ -218,9 +218,14 @@ def _is(value, kind) -> bool:
     return isinstance(value, kind) and not isinstance(value, bool)
 
 
-def _shown(value) -> str:
+def shown(value) -> str:
+    """A value as KEY=VALUE writes it on the command line: true, null, 'two words', [0.1,0.2]."""
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(shown(v) for v in value) + "]"
+    if isinstance(value, str) and (not value or any(c in value for c in " ,[]{}'=")):
+        return f"'{value}'"
     return str(value)
 
 
