@@ -177,3 +177,14 @@ def make_mnist_like(folder: Path, n_train=120, n_test=40, classes=10, gz=True, s
         write_idx(folder / f"{split}-labels-idx1-ubyte", y, gz=gz)
         out[split] = (x, y)
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """How pytest-xdist shares the suite out (`--dist loadgroup --no-loadscope-reorder`, the Makefile's): a test
+    module's tests stay together in one process (its module-scoped runs are made once), but a test marked with an
+    `xdist_group` of its own is a unit of its own, and the longest units (the README's commands, marked `long`) are
+    handed out first so that no worker is left with one at the end while the other idles."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)  # stable: the rest keep their order

@@ -131,15 +131,34 @@ def _tiny(argv: list[str]) -> list[str]:
     return argv + ["dataset.limit=200", "trainer.epochs=1", "trainer.verbose=0"]
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Fashion-MNIST (apt)")
-def test_every_readme_command_runs(tmp_path, monkeypatch):
-    """Every `cnnrun` line of the README, as written but at tiny sizes, in this process (tests.conftest.cli): the
-    smoke sweep over every preset included, whose rows are checked as the README promises them."""
-    import shlex
+def _runnable() -> list[str]:
+    """The README's `cnnrun` lines this suite runs, each once (a command the README shows twice runs once)."""
+    return [c for c in dict.fromkeys(readme_commands()) if c.startswith("cnnrun ") and not c.startswith(tuple(NOT_RUN))]
 
+
+def _names_a_run(command: str) -> bool:
+    return any(p in command for p in (*RUN_DIRS, *SWEEP_DIRS))
+
+
+def _chain() -> list[str]:
+    """The commands that name the README's run or sweep directory, after the first run and the first sweep that
+    make them: they run in order, in one test. Every other command runs on its own, in parallel with the rest."""
+    commands = _runnable()
+    first_run = next(c for c in commands if c.startswith("cnnrun train ") and " -m " not in c)
+    first_sweep = next(c for c in commands if c.startswith("cnnrun train -m "))
+    return [c for c in commands if c in (first_run, first_sweep) or _names_a_run(c)]
+
+
+# The sweeps over presets first, then the backbones: the longest first (tests/conftest.py hands them out in order).
+ON_THEIR_OWN = sorted((c for c in _runnable() if c not in _chain()),
+                      key=lambda c: ("glob(*)" not in c, "glob(" not in c, "backbone" not in c))
+FASHION = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Fashion-MNIST (apt)")
+
+
+@pytest.fixture
+def readers_folder(tmp_path, monkeypatch):
+    """A reader's working folder: the photos the README's commands name, and Fashion-MNIST where cnnrun finds it."""
     from PIL import Image
-
-    from tests.test_debug import check_smoke_sweep
 
     (tmp_path / "my_photos").mkdir()
     Image.new("L", (28, 28), 128).save(tmp_path / "my_photos" / "gray.png")
@@ -148,30 +167,61 @@ def test_every_readme_command_runs(tmp_path, monkeypatch):
         for i in range(12):
             Image.new("RGB", (40, 40), (level + i, level, level - i)).save(tmp_path / "photos" / k / f"{i}.jpg")
     monkeypatch.setenv("CNNRUN_DATA", "/usr/share/datasets/fashion-mnist")
-    run_dir, sweep_dir = tmp_path / "run", tmp_path / "sweep"
-    ran, smoke = 0, None
-    for command in dict.fromkeys(readme_commands()):  # a command the README shows twice runs once
-        if not command.startswith("cnnrun ") or command.startswith(tuple(NOT_RUN)):
-            continue
-        for placeholder in RUN_DIRS:
-            command = command.replace(placeholder, str(run_dir))
-        for placeholder in SWEEP_DIRS:
-            command = command.replace(placeholder, str(sweep_dir))
-        argv = _tiny(shlex.split(command)[1:])
-        if argv[0] == "train" and not run_dir.exists() and "-m" not in argv:
-            argv.append(f"hydra.run.dir={run_dir}")  # the first run is the one the later commands name
-        elif argv[0] == "train" and "-m" in argv and not sweep_dir.exists():
-            argv.append(f"hydra.sweep.dir={sweep_dir}")
-        elif "experiment=glob(*)" in command:
-            smoke = tmp_path / "smoke"
-            argv.append(f"hydra.sweep.dir={smoke}")
-        done = cli(*argv, cwd=tmp_path)
-        # `glob(*)` includes presets whose data this machine lacks (MNIST, photos): their rows fail, exit 1
-        allowed = (0, 1) if "experiment=glob(*)" in command else (0,)
-        assert done.returncode in allowed, f"{command}\n{done.stderr[-3000:]}"
-        assert "Traceback" not in done.stderr, f"{command}\n{done.stderr[-3000:]}"
-        if smoke is not None and "experiment=glob(*)" in command:
-            check_smoke_sweep(smoke, done)
-        ran += 1
-    assert ran >= 15 and (run_dir / "metrics.json").is_file() and (sweep_dir / "summary.csv").is_file()
-    assert smoke is not None  # the README shows the smoke sweep; it ran here
+    return tmp_path
+
+
+def _run(command: str, folder: Path, *extra: str):
+    """Runs one README line as written but at tiny sizes, in this process (tests.conftest.cli); `glob(*)` includes
+    presets whose data this machine lacks (MNIST, photos): their rows fail and it exits 1, as the README says."""
+    import shlex
+
+    for placeholder in RUN_DIRS:
+        command = command.replace(placeholder, str(folder / "run"))
+    for placeholder in SWEEP_DIRS:
+        command = command.replace(placeholder, str(folder / "sweep"))
+    done = cli(*_tiny(shlex.split(command)[1:]), *extra, cwd=folder)
+    allowed = (0, 1) if "experiment=glob(*)" in command else (0,)
+    assert done.returncode in allowed, f"{command}\n{done.stderr[-3000:]}"
+    assert "Traceback" not in done.stderr, f"{command}\n{done.stderr[-3000:]}"
+    return done
+
+
+@FASHION
+@pytest.mark.long
+@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.xdist_group(f"readme-{i}"))
+                                     for i, c in enumerate(ON_THEIR_OWN)], ids=lambda c: c.removeprefix("cnnrun ")[:60])
+def test_a_readme_command_runs(readers_folder, command):
+    """Each README line that names no earlier run, on its own: the smoke sweep over every preset included, whose
+    rows are checked as the README promises them."""
+    from tests.test_debug import check_smoke_sweep
+
+    where = (f"hydra.sweep.dir={readers_folder / 'out'}",) if command.startswith("cnnrun train") else ()
+    if command.startswith("cnnrun train") and " -m " not in command:
+        where = (f"hydra.run.dir={readers_folder / 'out'}",)
+    done = _run(command, readers_folder, *where)
+    if "experiment=glob(*)" in command:
+        check_smoke_sweep(readers_folder / "out", done)
+    elif where:
+        assert (readers_folder / "out" / ("summary.csv" if " -m " in command else "metrics.json")).is_file()
+
+
+@FASHION
+@pytest.mark.long
+@pytest.mark.xdist_group("readme-chain")
+def test_the_readme_commands_that_name_a_run_run_in_order(readers_folder):
+    """The README's first run and first sweep, then every line that names them (compare, export, explain, resume)."""
+    chain = _chain()
+    for command in chain:
+        extra = ()
+        if command.startswith("cnnrun train") and " -m " not in command:
+            extra = (f"hydra.run.dir={readers_folder / 'run'}",)  # the run the later commands name
+        elif command.startswith("cnnrun train"):
+            extra = (f"hydra.sweep.dir={readers_folder / 'sweep'}",)
+        _run(command, readers_folder, *extra)
+    assert (readers_folder / "run" / "metrics.json").is_file() and (readers_folder / "sweep" / "summary.csv").is_file()
+
+
+def test_every_runnable_readme_command_is_run_by_one_test():
+    assert len(_chain()) >= 6 and len(ON_THEIR_OWN) >= 10
+    assert sorted(_chain() + ON_THEIR_OWN) == sorted(_runnable())
+    assert any("experiment=glob(*)" in c for c in ON_THEIR_OWN)  # the README shows the smoke sweep; it runs here
