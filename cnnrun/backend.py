@@ -69,7 +69,25 @@ def start() -> str:
     logging.getLogger("tensorflow").addFilter(lambda r: "triggered tf.function retracing" not in r.getMessage())
     if name() != "tensorflow" and importlib.util.find_spec("tensorflow") is not None:
         import tensorflow  # noqa: F401, PLC0415 - the marked place
+    _freeze_what_lives_on()
     return device()
+
+
+_frozen = False
+
+
+def _freeze_what_lives_on() -> None:
+    """Once per process, before any model exists: what is alive now (Keras', the backend's and Hydra's modules,
+    about half a million objects) lives as long as the process, so Python's collector stops scanning it again.
+    keras.backend.clear_session() collects before every run (each job of a sweep), and each collection then looks
+    at what the runs made, not at the backend: a tenth of a second to half a second less per job."""
+    global _frozen
+    if not _frozen:
+        import gc
+
+        gc.collect()  # garbage now is freed now, not frozen with the rest
+        gc.freeze()
+        _frozen = True
 
 
 def device() -> str:

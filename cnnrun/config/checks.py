@@ -357,6 +357,15 @@ def _ends(override) -> list:
     return []
 
 
+def _without_hydra(base: DictConfig) -> DictConfig:
+    """The job config that compose() would return for the overrides `base` was composed with: `base` without its
+    `hydra` node (what Hydra's compose does), so a single run is composed once here, not twice. `base` is read
+    before the jobs are, and never after."""
+    with open_dict(base):
+        del base["hydra"]
+    return base
+
+
 def check_jobs(overrides: list[str], multirun: bool = False, config_dir: str | None = None,
                each: Callable[[DictConfig], None] | None = None, plan: list | None = None) -> int:
     """Composes the config of every job that `cnnrun train [-m] OVERRIDES` would run and validates each,
@@ -425,7 +434,7 @@ def check_jobs(overrides: list[str], multirun: bool = False, config_dir: str | N
         for i, job in enumerate(jobs):
             try:
                 try:
-                    cfg = compose("config", overrides=job)
+                    cfg = _without_hydra(base) if job == plain else compose("config", overrides=job)
                 except (HydraException, OmegaConfBaseException) as e:
                     raise composition_error(e) from None
                 cfg = validate(cfg)
