@@ -130,19 +130,29 @@ def _show(ax, image):
 
 
 def plot_predictions(path: Path, images, y_true, y_pred, class_names, count: int = 30) -> Path:
-    """A grid of test images with the predicted label under each: blue when right, red when wrong."""
+    """A grid of test images with the predicted label under each: blue when right, red when wrong. Drawn as one
+    picture with 30 labels, not 30 plots: half the time, the same look."""
     count = min(count, len(images))
     cols = min(6, count) or 1
     rows = max(1, -(-count // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        if i >= count:
-            ax.axis("off")
-            continue
-        _show(ax, images[i])
+    tiles = np.asarray(images[:count])
+    tiles = tiles.astype(np.float32) / (255.0 if tiles.dtype == np.uint8 else 1.0)
+    if tiles.ndim == 4 and tiles.shape[-1] == 1:
+        tiles = np.repeat(tiles, 3, axis=-1)  # gray as gray, beside nothing else
+    h, w = tiles.shape[1:3]
+    gap_x, gap_y = max(2, w // 6), max(2, h // 2)  # room between images, and for the label under each
+    canvas = np.ones((rows * (h + gap_y), cols * (w + gap_x), 3), np.float32)
+    fig, ax = plt.subplots(figsize=(1.9 * cols, 2.1 * rows))
+    for i in range(count):
+        r, c = divmod(i, cols)
+        top, left = r * (h + gap_y), c * (w + gap_x) + gap_x // 2
+        canvas[top:top + h, left:left + w] = np.clip(tiles[i], 0, 1)
         right = y_pred[i] == y_true[i]
         label = class_names[y_pred[i]] if right else f"{class_names[y_pred[i]]}\n(true: {class_names[y_true[i]]})"
-        ax.set_xlabel(label, color="tab:blue" if right else "tab:red", fontsize=8)
+        ax.text(left + w / 2, top + h + h / 28, label, ha="center", va="top", fontsize=8,
+                color="tab:blue" if right else "tab:red")
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
     fig.suptitle("predictions on the test set (blue = right, red = wrong)")
     fig.tight_layout()
     return save_figure(fig, path)
