@@ -112,54 +112,6 @@ def test_class_names_that_do_not_match_the_model_are_refused(finished, tmp_path)
 
 # --- secrets ------------------------------------------------------------------------------------------------
 
-def test_credentials_are_never_written_or_shown(tmp_path):
-    """A real `mlflow server` on 127.0.0.1; the password in $MLFLOW_TRACKING_URI for one run and in
-    logger.mlflow.tracking_uri for another. Not one file of the runs or of the server's store, nor the
-    console, holds either password (or the token in a secret variable)."""
-    from test_loggers import _free_port
-
-    port = _free_port()
-    store = tmp_path / "server"
-    store.mkdir()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{store / 'server.db'}", "--artifacts-destination", str(store / "art")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        import urllib.request
-
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.5)  # polling a server that is starting, not racing a result
-        secrets_ = {"Pw4lice-SECRET", "Pw8ob-SECRET", "tok-SECRET-123456"}
-        env = {"MLFLOW_TRACKING_URI": f"http://alice:Pw4lice-SECRET@127.0.0.1:{port}",
-               "MY_SERVICE_TOKEN": "tok-SECRET-123456"}
-        a = run_cli("train", *TINY, "model=dense", "logger=mlflow", f"hydra.run.dir={tmp_path / 'a'}", env=env)
-        assert a.returncode == 0, a.stderr[-3000:]
-        b = run_cli("train", *TINY, "model=dense", "logger=mlflow", f"hydra.run.dir={tmp_path / 'b'}",
-                    f"logger.mlflow.tracking_uri=http://bob:Pw8ob-SECRET@127.0.0.1:{port}")
-        assert b.returncode == 0, b.stderr[-3000:]
-        assert read_metrics(tmp_path / "b")["mlflow_tracking_uri"] == f"http://127.0.0.1:{port}"
-        found = []
-        for out in (a, b):
-            found += [s for s in secrets_ if s in out.stdout + out.stderr]
-        for root in (tmp_path / "a", tmp_path / "b", store):
-            for f in root.rglob("*"):
-                if f.is_file():
-                    data = f.read_bytes()
-                    found += [f"{f}: {s}" for s in secrets_ if s.encode() in data]
-        assert not found, found
-        assert any((store / "art").rglob("train.log"))  # the artifacts did reach the server's store
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-
-
 def test_redaction():
     from cnnrun.config.redact import redact, split_credentials, take_credentials
 

@@ -21,7 +21,7 @@ import pytest
 from cnnrun import hooks
 from cnnrun.hooks import loggers
 from cnnrun.training.train import train
-from tests.conftest import make_config, read_metrics, refusal, run_cli
+from tests.conftest import TINY, cli, make_config, read_metrics, refusal, run_cli
 from tests.test_resume import interrupt_at
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
@@ -173,16 +173,18 @@ def _get(url: str, data: dict | None = None) -> dict:
         return json.loads(response.read() or b"{}")
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real `mlflow server` on 127.0.0.1 with a SQLite store; yields its URL once /health answers."""
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 with a SQLite store, shared by this module's tests (it takes seconds to
+    start); yields its URL once /health answers, and the folder of its store."""
+    store = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "server.log", "w")
+    log = open(store / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+         "--backend-store-uri", f"sqlite:///{store / 'server.db'}",
+         "--artifacts-destination", str(store / "server-artifacts")],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
     while True:
@@ -192,10 +194,10 @@ def mlflow_server(tmp_path):
                     break
         except OSError:
             pass
-        assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+        assert proc.poll() is None, (store / "server.log").read_text()[-2000:]
         assert time.monotonic() < deadline, "mlflow server did not answer /health in 120 s"
         time.sleep(0.5)  # polling a server that is starting, not racing a result
-    yield url, proc
+    yield url, store
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -203,7 +205,7 @@ def mlflow_server(tmp_path):
 
 
 def test_a_team_server_over_its_rest_api_and_a_server_that_goes_away(tmp_path, mlflow_server, caplog):
-    url, proc = mlflow_server
+    url, store = mlflow_server
     m = train(make_config("model=dense", "trainer.epochs=2", "logger=mlflow", f"logger.mlflow.tracking_uri={url}",
                           "logger.mlflow.experiment=team"), tmp_path / "run")
     assert m["status"] == "ok"
@@ -217,15 +219,42 @@ def test_a_team_server_over_its_rest_api_and_a_server_that_goes_away(tmp_path, m
     assert sorted(p["step"] for p in history_) == [1, 2]
     listed = _get(f"{url}/api/2.0/mlflow/artifacts/list?run_id={m['mlflow_run_id']}")["files"]
     assert {"metrics.json", "curves.png"} <= {f["path"] for f in listed}  # model.keras: the MLflow model
-    assert (tmp_path / "server-artifacts").is_dir()  # the files went through the server, to its store
+    assert (store / "server-artifacts").is_dir()  # the files went through the server, to its store
 
-    os.killpg(proc.pid, signal.SIGTERM)  # the server goes away: the next run warns once and completes
-    proc.wait(timeout=30)
+    gone = f"http://127.0.0.1:{_free_port()}"  # a server gone away: nothing listens on its port any more
     with caplog.at_level(logging.WARNING, logger="cnnrun"):
-        m2 = train(make_config("model=dense", "logger=mlflow", f"logger.mlflow.tracking_uri={url}"), tmp_path / "run2")
+        m2 = train(make_config("model=dense", "logger=mlflow", f"logger.mlflow.tracking_uri={gone}"), tmp_path / "run2")
     assert m2["status"] == "ok" and (tmp_path / "run2" / "model.keras").is_file()
     warned = [r.getMessage() for r in caplog.records if "logger" in r.getMessage()]
-    assert len(warned) == 1 and warned[0].startswith(f"logger mlflow failed in start: cannot use the tracking store {url}")
+    assert len(warned) == 1 and warned[0].startswith(f"logger mlflow failed in start: cannot use the tracking store {gone}")
+
+
+def test_credentials_are_never_written_or_shown(tmp_path, mlflow_server, monkeypatch):
+    """The password in $MLFLOW_TRACKING_URI for one run and in logger.mlflow.tracking_uri for another, on a real
+    `mlflow server`: not one file of the runs or of the server's store, nor the console, holds either password
+    (or the token in a secret variable)."""
+    url, store = mlflow_server
+    port = url.rsplit(":", 1)[1]
+    secrets_ = {"Pw4lice-SECRET", "Pw8ob-SECRET", "tok-SECRET-123456"}
+    with monkeypatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", f"http://alice:Pw4lice-SECRET@127.0.0.1:{port}")
+        env.setenv("MY_SERVICE_TOKEN", "tok-SECRET-123456")
+        a = cli("train", *TINY, "model=dense", "logger=mlflow", f"hydra.run.dir={tmp_path / 'a'}")
+    assert a.returncode == 0, a.stderr[-3000:]
+    b = cli("train", *TINY, "model=dense", "logger=mlflow", f"hydra.run.dir={tmp_path / 'b'}",
+            f"logger.mlflow.tracking_uri=http://bob:Pw8ob-SECRET@127.0.0.1:{port}")
+    assert b.returncode == 0, b.stderr[-3000:]
+    assert read_metrics(tmp_path / "b")["mlflow_tracking_uri"] == url
+    found = []
+    for out in (a, b):
+        found += [s for s in secrets_ if s in out.stdout + out.stderr]
+    for root in (tmp_path / "a", tmp_path / "b", store):
+        for f in root.rglob("*"):
+            if f.is_file():
+                data = f.read_bytes()
+                found += [f"{f}: {s}" for s in secrets_ if s.encode() in data]
+    assert not found, found
+    assert any((store / "server-artifacts").rglob("train.log"))  # the artifacts did reach the server's store
 
 
 def test_csv_logger_appends_each_epoch_as_it_ends(tmp_path):
