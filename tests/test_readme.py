@@ -150,7 +150,8 @@ def _chain() -> list[str]:
 
 
 # The sweeps over presets first, then the backbones: the longest first (tests/conftest.py hands them out in order).
-ON_THEIR_OWN = sorted((c for c in _runnable() if c not in _chain()),
+CHAIN = _chain()
+ON_THEIR_OWN = sorted((c for c in _runnable() if c not in CHAIN),
                       key=lambda c: ("glob(*)" not in c, "glob(" not in c, "backbone" not in c))
 FASHION = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Fashion-MNIST (apt)")
 
@@ -210,8 +211,7 @@ def test_a_readme_command_runs(readers_folder, command):
 @pytest.mark.xdist_group("readme-chain")
 def test_the_readme_commands_that_name_a_run_run_in_order(readers_folder):
     """The README's first run and first sweep, then every line that names them (compare, export, explain, resume)."""
-    chain = _chain()
-    for command in chain:
+    for command in CHAIN:
         extra = ()
         if command.startswith("cnnrun train") and " -m " not in command:
             extra = (f"hydra.run.dir={readers_folder / 'run'}",)  # the run the later commands name
@@ -222,6 +222,6 @@ def test_the_readme_commands_that_name_a_run_run_in_order(readers_folder):
 
 
 def test_every_runnable_readme_command_is_run_by_one_test():
-    assert len(_chain()) >= 6 and len(ON_THEIR_OWN) >= 10
-    assert sorted(_chain() + ON_THEIR_OWN) == sorted(_runnable())
+    assert len(CHAIN) >= 6 and len(ON_THEIR_OWN) >= 10
+    assert sorted(CHAIN + ON_THEIR_OWN) == sorted(_runnable())
     assert any("experiment=glob(*)" in c for c in ON_THEIR_OWN)  # the README shows the smoke sweep; it runs here
