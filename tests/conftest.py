@@ -137,6 +137,16 @@ def cli(*args, cwd=None) -> Ran:
     return Ran(code, out.getvalue(), err.getvalue())
 
 
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory) -> Path:
+    """One tiny finished run (mnist_cnn on digits), made by the command line as a user makes it, shared by every
+    module of this test process that reads a finished run (a test that changes one copies it first: copy_run)."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    r = cli("train", *TINY, "model=mnist_cnn", f"hydra.run.dir={run}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return run
+
+
 def started_keras(proc) -> bool:
     """Whether a process run with PYTHONPROFILEIMPORTTIME=1 imported Keras or a backend (Python lists every
     import on stderr): a refusal that comes before any work never does."""

@@ -34,15 +34,6 @@ def one_error_line(proc) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One tiny finished run, made by the command line as a user makes it."""
-    run_dir = tmp_path_factory.mktemp("finished") / "run"
-    r = run_cli("train", *TINY, "model=mnist_cnn", f"hydra.run.dir={run_dir}")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return run_dir
-
-
 def copy_run(run_dir: Path, where: Path) -> Path:
     target = where / "run"
     shutil.copytree(run_dir, target)

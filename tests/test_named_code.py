@@ -19,15 +19,6 @@ from PIL import Image
 from tests.conftest import TINY, cli, read_metrics, run_cli
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    """One tiny finished run, made as a user makes it (the command line), shared by this module's tests."""
-    run = tmp_path_factory.mktemp("finished") / "run"
-    r = cli("train", *TINY, "model=mnist_cnn", f"hydra.run.dir={run}")
-    assert r.returncode == 0, r.stderr[-2000:]
-    return run
-
-
 def received(finished: Path, where: Path, **saved) -> Path:
     """A copy of the finished run as it might arrive from someone else, its saved config's groups replaced."""
     run = where / "received"
