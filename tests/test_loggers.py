@@ -254,7 +254,9 @@ def test_credentials_are_never_written_or_shown(tmp_path, mlflow_server, monkeyp
                 data = f.read_bytes()
                 found += [f"{f}: {s}" for s in secrets_ if s.encode() in data]
     assert not found, found
-    assert any((store / "server-artifacts").rglob("train.log"))  # the artifacts did reach the server's store
+    for run in ("a", "b"):  # each run's artifacts did reach the server's store (which other tests' runs share)
+        run_id = read_metrics(tmp_path / run)["mlflow_run_id"]
+        assert any(run_id in f.parts for f in (store / "server-artifacts").rglob("train.log")), run
 
 
 def test_csv_logger_appends_each_epoch_as_it_ends(tmp_path):
