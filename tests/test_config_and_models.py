@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from cnnrun import CnnrunError
 from cnnrun.models import build_model
 from cnnrun.config import checks, schema
-from tests.conftest import refusal
+from tests.conftest import make_config, refusal
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -161,7 +161,7 @@ def test_article001_presets_match_the_article(cfg_factory):
 # What an option states on purpose, unlike its schema's default: the option's own facts. Every other value an
 # option's YAML restates (with its comment) must equal the schema's, so the two can never drift apart.
 OWN_FACTS = {("dataset/digits", "class_names"), ("dataset/fashion", "class_names"), ("dataset/mnist", "class_names"),
-             ("dataset/fashion", "name"), ("dataset/mnist", "name"), ("model/cnn3pad", "pad"),
+             ("model/custom", "name"), ("dataset/custom", "name"), ("model/cnn3pad", "pad"),  # custom: no schema
              ("augment/article000", "rotate.degrees"), ("augment/article000", "shift.width"),
              ("augment/article000", "shift.height"), ("augment/article000", "zoom.amount"),
              ("augment/article004", "erasing.area")}
@@ -301,8 +301,33 @@ def test_a_builders_arguments_are_its_schemas_keys_with_no_second_default():
         if option.target is None:
             continue  # model=custom: the user's own function
         params = inspect.signature(plugins.locate(option.target, "model.name")).parameters
-        keys = {f.name for f in dataclasses.fields(option.schema)} - {"name"} | ({"name"} if name == "backbone" else set())
+        keys = {f.name for f in dataclasses.fields(option.schema)}  # name too: the option's, or a backbone's network
         takes = {p for p, v in params.items() if v.kind is v.KEYWORD_ONLY}
         extra = any(v.kind is v.VAR_KEYWORD for v in params.values())
         assert keys <= takes or extra and keys - takes <= {"unfreeze_after", "unfreeze_lr"}, (name, keys - takes)
         assert all(params[k].default is inspect.Parameter.empty for k in keys & takes), name
+
+
+def test_an_options_name_is_stated_once_its_registry_key():
+    """A built-in option's name is its key in schema.OPTIONS, which its YAML's file name matches: its schema has no
+    name default (register() gives it), its YAML no `name:`, its builder no name of its own (it names the keras.Model
+    what it is handed). A backbone's name is the network it tunes, its schema's one default."""
+    import dataclasses
+
+    from omegaconf import MISSING
+
+    for group, options in schema.OPTIONS.items():
+        files = {p.stem for p in (CONF / group).glob("*.yaml")}
+        assert set(options) <= files, (group, set(options) - files)
+        for name, option in options.items():
+            default = next(f.default for f in dataclasses.fields(option.schema) if f.name == "name")
+            assert (default is MISSING) == (name != "backbone"), (group, name)
+            if name != "custom":  # model=custom has no schema while composing: its YAML says its keys
+                assert "name" not in (yaml.safe_load((CONF / group / f"{name}.yaml").read_text()) or {}), name
+            if group == "optimizer" or name in ("custom", "backbone", "vgg16"):
+                continue
+            cfg = make_config(f"{group}={name}")
+            if group == "model":  # the keras.Model is called what the option is (resnet with its depth: resnet20)
+                assert build_model(cfg.model, (28, 28, 1), 3).name.startswith(name), name
+            else:
+                assert cfg.dataset.name == name

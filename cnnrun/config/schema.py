@@ -14,7 +14,7 @@ code it runs, named by import path exactly as a user's own `_target_` is (cnnrun
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Callable, Optional
 
@@ -211,7 +211,6 @@ class Adam(Optimizer):
         beta_2: decay of the second-moment estimate
         epsilon: numerical stability term (Keras' default)
     """
-    name: str = "adam"
     beta_1: float = rule(0.9, *FRACTION)
     beta_2: float = rule(0.999, *FRACTION)
     epsilon: float = rule(1e-7, *POSITIVE, "1e-7")
@@ -226,36 +225,44 @@ class SGD(Optimizer):
         momentum: heavy-ball momentum; 0.9 is a common stronger choice
         nesterov: Nesterov momentum (only matters when momentum > 0)
     """
-    name: str = "sgd"
     lr: float = rule(0.01, *POSITIVE)
     momentum: float = rule(0.0, *FRACTION, "0.9")
     nesterov: bool = False
 
 
 @dataclass
-class Dense:
+class Model:
+    """The field every model has. A built-in's name is its key in OPTIONS (its YAML's file name), set when its
+    schema is stored (register): stated nowhere else, its builder is handed it to name the keras.Model.
+
+    Attributes:
+        name: the option (cnn4, resnet ...), or the network a backbone fine-tunes
+    """
+    name: str = MISSING
+
+
+@dataclass
+class Dense(Model):
     """Flatten -> Dense -> classes (article 001's dense net).
 
     Attributes:
         units: hidden units (article 003 used 64)
     """
-    name: str = "dense"
     units: int = rule(128, *AT_LEAST_1)
 
 
 @dataclass
-class MnistCnn:
+class MnistCnn(Model):
     """Keras' mnist_cnn example.
 
     Attributes:
         dropout: true = the 0.25 / 0.5 dropout layers, false = none, a rate r = r in the head, r/2 after pooling
     """
-    name: str = "mnist_cnn"
     dropout: Any = rule(True, *DROPOUT, "0.4")
 
 
 @dataclass
-class Cnn3:
+class Cnn3(Model):
     """Article 001's three-convolution net and its variants.
 
     Attributes:
@@ -264,7 +271,6 @@ class Cnn3:
         dropout: true = the 0.25 / 0.5 dropout layers, false = none, a rate r = r in the head, r/2 after pooling
         extra_dense: add a second Dense 128 layer
     """
-    name: str = "cnn3"
     pad: int = rule(0, lambda v: _int(v) and 0 <= v <= 64, "a whole number of pixels in [0, 64]", "2")
     extra_conv: bool = False
     dropout: Any = rule(True, *DROPOUT, "0.4")
@@ -272,24 +278,23 @@ class Cnn3:
 
 
 @dataclass
-class Cnn4:
+class Cnn4(Model):
     """Article 000's four-convolution net with BatchNorm.
 
     Attributes:
         dropout: true = 0.25 after conv blocks and 0.5 in the head, false = none, a rate r = r in the head, r/2
             elsewhere
     """
-    name: str = "cnn4"
     dropout: Any = rule(True, *DROPOUT, "0.4")
 
 
 @dataclass
-class TfCnn:
-    name: str = "tf_cnn"
+class TfCnn(Model):
+    """TensorFlow's CNN tutorial (article 003): no keys of its own."""
 
 
 @dataclass
-class Vgg16:
+class Vgg16(Model):
     """VGG16 fine-tuned as article 004 does: a backbone (model=backbone) with the article's head.
 
     Attributes:
@@ -298,7 +303,6 @@ class Vgg16:
         dense: units of the new hidden layer
         dropout: dropout before the classifier
     """
-    name: str = "vgg16"
     weights: Optional[str] = "imagenet"
     freeze: int = rule(0, lambda v: _int(v) and 0 <= v <= 19, "a number of VGG16 layers in [0, 19]", "15")
     dense: int = rule(512, *AT_LEAST_1)
@@ -317,6 +321,7 @@ class Backbone:
     preset, with a new head; fed exactly the input it was trained on.
 
     Attributes:
+        name: a keras.applications image classifier: EfficientNetV2B0, ConvNeXtTiny, ResNet50V2, VGG16 ...
         preset: or a KerasHub preset (in its cache, or a folder): takes the place of name
         weights: imagenet (Keras' cache or download) | null (random init) | PATH to a .weights.h5 file
         freeze: leading layers of the backbone kept fixed, or all (only the new head trains)
@@ -346,7 +351,7 @@ class Backbone:
 
 
 @dataclass
-class ResNet:
+class ResNet(Model):
     """CIFAR-style ResNet (He et al. 2016): 3 stages of basic blocks, global average pooling.
 
     Attributes:
@@ -355,7 +360,6 @@ class ResNet:
         dropout: dropout rate before the classifier
         l2: L2 penalty on convolution kernels (or use optimizer.weight_decay)
     """
-    name: str = "resnet"
     depth: int = rule(20, lambda v: _int(v) and v >= 8 and (v - 2) % 6 == 0, "6n + 2 with n >= 1: 8, 14, 20, 32 ...")
     width: int = rule(16, *_whole_at_least(1, "a whole number of filters"))
     dropout: float = rule(0.0, FRACTION[0], "a rate in [0, 1)", "0.2")
@@ -363,14 +367,13 @@ class ResNet:
 
 
 @dataclass
-class CustomModel:
+class CustomModel(Model):
     """Your own network: `_target_` names a function called as f(input_shape=..., num_classes=..., **other keys)
     that returns a keras.Model (models.build_custom). Other keys are the function's own (`+model.width=64`).
 
     Attributes:
         _target_: a dotted import path (my_pkg.nets.build) or FILE.py:FUNCTION (required)
     """
-    name: str = "custom"
     _target_: str = MISSING
 
 
@@ -406,7 +409,6 @@ class Digits(Dataset):
         test_split: fraction held out as the test set, stratified
         split_seed: seed of that split (fixed, so the test set does not move with trainer.seed)
     """
-    name: str = "digits"
     image_size: int = rule(28, *SIZE)
     test_split: float = rule(0.2, *SPLIT)
     split_seed: int = rule(0, *AT_LEAST_0)
@@ -430,7 +432,6 @@ class Folder(Dataset):
         cache: decode into memory: auto (when it fits cache_max_mb) | true | false (stream from disk)
         cache_max_mb: size limit for cache=auto, in MB of decoded pixels
     """
-    name: str = "folder"
     path: str = rule(MISSING, lambda v: isinstance(v, str) and v.strip() != "",
                      "a folder (with one sub-folder of images per class) or a file", "photos")
     image_size: Any = rule(128, *SIZE)  # a side in pixels or [height, width]
@@ -454,7 +455,6 @@ class Csv(Folder):
         label_column: the column of labels: class names (or numbers); classes are ordered by name
         split_column: train | test per row; without this column, test_split holds out the test set
     """
-    name: str = "csv"
     path_column: str = "path"
     label_column: str = "label"
     split_column: str = "split"        # train | test per row; a manifest without the column is split by test_split
@@ -468,7 +468,6 @@ class CustomDataset(Folder):
     Attributes:
         _target_: a dotted import path (my_pkg.data.load) or FILE.py:FUNCTION (required)
     """
-    name: str = "custom"
     path: Optional[str] = None
     _target_: str = MISSING
 
@@ -784,7 +783,8 @@ def register() -> None:
     cs.store(group="schema", name="config", node=Config)
     for group, options in SCHEMAS.items():
         for name, schema in options.items():
-            cs.store(group=f"schema/{group}", name=name, node=schema(name=name))
+            own = next(f.default for f in fields(schema) if f.name == "name")  # a backbone's: the network it tunes
+            cs.store(group=f"schema/{group}", name=name, node=schema() if own is not MISSING else schema(name=name))
 
 
 def register_resolvers() -> None:

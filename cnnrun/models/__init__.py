@@ -39,24 +39,25 @@ def _drop(x, rate, name):
     return layers.Dropout(rate, name=name)(x) if rate > 0 else x
 
 
-def dense(input_shape, num_classes, *, units):
+def dense(input_shape, num_classes, *, name, units):
     """Flatten -> Dense(units) -> softmax (TensorFlow's basic classification tutorial; article 003: 64 units)."""
     inputs = keras.Input(input_shape, name="image")
     x = layers.Flatten(name="flatten")(inputs)
     x = layers.Dense(units, activation="relu", name="fc1")(x)
-    return keras.Model(inputs, classifier_head(x, num_classes), name="dense")
+    return keras.Model(inputs, classifier_head(x, num_classes), name=name)
 
 
-def mnist_cnn(input_shape, num_classes, *, dropout):
+def mnist_cnn(input_shape, num_classes, *, name, dropout):
     """Keras' mnist_cnn example: Conv 32 -> Conv 64 -> MaxPool -> Dropout .25 -> Dense 128 -> Dropout .5."""
-    return cnn3(input_shape, num_classes, pad=0, extra_conv=False, dropout=dropout, extra_dense=False, third_conv=False,
-                name="mnist_cnn")
+    return cnn3(input_shape, num_classes, name=name, pad=0, extra_conv=False, dropout=dropout, extra_dense=False,
+                third_conv=False)
 
 
-def cnn3(input_shape, num_classes, *, pad, extra_conv, dropout, extra_dense, third_conv=True, name="cnn3"):
+def cnn3(input_shape, num_classes, *, name, pad, extra_conv, dropout, extra_dense, third_conv=True):
     """Article 001's three-convolution net (Conv 32 -> 64 -> 128 -> MaxPool -> Dense 128) and its variants.
 
     Args:
+        name: the keras.Model's name (the option's: cnn3, or mnist_cnn, which is cnn3 without its third convolution).
         pad: pixels of ZeroPadding2D before the first convolution (2 = the "padded 3-conv").
         extra_conv: add a fourth convolution with 256 filters.
         dropout: True keeps Dropout(0.25) after pooling and Dropout(0.5) before the classifier;
@@ -83,7 +84,7 @@ def cnn3(input_shape, num_classes, *, pad, extra_conv, dropout, extra_dense, thi
     return keras.Model(inputs, classifier_head(x, num_classes), name=name)
 
 
-def cnn4(input_shape, num_classes, *, dropout):
+def cnn4(input_shape, num_classes, *, name, dropout):
     """Article 000's four-convolution net with BatchNorm after every layer and a Dense 512 -> 128 head.
 
     `dropout` as in cnn3: True = 0.25 after the convolution blocks and 0.5 in the head.
@@ -114,10 +115,10 @@ def cnn4(input_shape, num_classes, *, dropout):
     x = layers.Dense(128, activation="relu", name="fc2")(x)
     x = BatchNorm(name="bn6")(x)
     x = drop(x, 0.5, "drop5")
-    return keras.Model(inputs, classifier_head(x, num_classes), name="cnn4")
+    return keras.Model(inputs, classifier_head(x, num_classes), name=name)
 
 
-def tf_cnn(input_shape, num_classes):
+def tf_cnn(input_shape, num_classes, *, name):
     """TensorFlow's CNN tutorial (article 003): Conv 32 -> pool -> Conv 64 -> pool -> Conv 64 -> Dense 64."""
     inputs = keras.Input(input_shape, name="image")
     x = _conv(inputs, 32, "conv1")
@@ -127,7 +128,7 @@ def tf_cnn(input_shape, num_classes):
     x = _conv(x, 64, "conv3")
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(64, activation="relu", name="fc1")(x)
-    return keras.Model(inputs, classifier_head(x, num_classes), name="tf_cnn")
+    return keras.Model(inputs, classifier_head(x, num_classes), name=name)
 
 
 def build_model(cfg, input_shape, num_classes) -> keras.Model:
@@ -137,9 +138,7 @@ def build_model(cfg, input_shape, num_classes) -> keras.Model:
     if cfg.get("_target_") is not None:
         return build_custom(cfg, tuple(input_shape), int(num_classes))
     builder = plugins.locate(schema.option("model", cfg).target, "model.name")
-    keys = {k: (str(v) if isinstance(v, Enum) else v) for k, v in cfg.items() if k != "name"}
-    if schema.option_name("model", cfg) == "backbone":  # its name is the network it builds
-        keys["name"] = cfg.name
+    keys = {k: (str(v) if isinstance(v, Enum) else v) for k, v in cfg.items()}  # name: the option's, or a backbone's network
     return builder(tuple(input_shape), int(num_classes), **keys)
 
 

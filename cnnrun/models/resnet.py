@@ -31,10 +31,11 @@ def _block(x, filters, stride, name, l2):
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([x, y]))
 
 
-def resnet(input_shape, num_classes, *, depth, width, dropout, l2):
+def resnet(input_shape, num_classes, *, name, depth, width, dropout, l2):
     """A CIFAR-style ResNet of `depth` = 6n + 2 layers.
 
     Args:
+        name: the start of the keras.Model's name, the depth appended (resnet20).
         depth: 20, 32, 44, 56 ... (6n + 2).
         width: filters of the first stage; the next two have 2x and 4x.
         dropout: rate before the classifier (0 = none).
@@ -50,4 +51,4 @@ def resnet(input_shape, num_classes, *, depth, width, dropout, l2):
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout:
         x = layers.Dropout(float(dropout), name="drop_fc")(x)
-    return keras.Model(inputs, classifier_head(x, num_classes), name=f"resnet{depth}")
+    return keras.Model(inputs, classifier_head(x, num_classes), name=f"{name}{depth}")

@@ -18,11 +18,12 @@ class VGGPreprocess(layers.Layer):
         return x - ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype=self.compute_dtype)
 
 
-def vgg16(input_shape, num_classes, *, weights, freeze, dense, dropout):
+def vgg16(input_shape, num_classes, *, name, weights, freeze, dense, dropout):
     """VGG16 (include_top=False) -> Flatten -> Dense 512 -> Dropout 0.5 -> softmax (article 004): one backbone among
     them (cnnrun/models/backbone.py), with article 004's head; images under 32x32 (Fashion-MNIST) are resized up.
 
     Args:
+        name: the option's name, vgg16: keras.applications' VGG16 (its spelling is matched without case).
         weights: "imagenet" (Keras' cache or download), None for random initialisation, or a file path.
         freeze: how many leading layers of VGG16 (its input layer counted, as in the article's
             `model.layers[:15]`) are frozen.
@@ -32,5 +33,5 @@ def vgg16(input_shape, num_classes, *, weights, freeze, dense, dropout):
     from cnnrun.models.backbone import backbone
 
     h, w, _ = input_shape
-    return backbone(input_shape, num_classes, name="VGG16", preset=None, weights=weights, freeze=freeze, pooling="flatten",
+    return backbone(input_shape, num_classes, name=name, preset=None, weights=weights, freeze=freeze, pooling="flatten",
                     dense=dense, dropout=dropout, input_size=32 if min(h, w) < 32 else None, logits=False)
