@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import re
 import sys
 from pathlib import Path
@@ -113,23 +112,21 @@ def _ended_early(e: BaseException, cfg, hc, run_dir: Path, multirun: bool) -> No
     """A job that raised: its record says how it ended (made here when train() did not get that far), one line
     (a traceback for a bug) says why; a sweep goes on unless the user asked to stop."""
     from cnnrun import console
+    from cnnrun.config.cluster import process
     from cnnrun.record import mark_failed, outcome
 
-    ended, text = outcome.of(e), outcome.message(e, run_dir)
-    if ended.status and not _follower(cfg):
+    me, ended, text = process(cfg), outcome.of(e), outcome.message(e, run_dir)
+    if ended.status and me.writes:
         mark_failed(run_dir, text, status=ended.status)
     if ended is outcome.CRASHED:  # a bug: its traceback is what helps
-        if not multirun and not _several(cfg):
-            raise e
-        log.exception("job %s failed", hc.job.num if multirun else "", exc_info=e)
+        me.crashed(e, multirun, lambda: log.exception("job %s failed", hc.job.num if multirun else "", exc_info=e))
     else:
         console.error(text)
     if ended is outcome.REFUSED and multirun:  # the sweep's summary counts it, and its exit code says so
         from cnnrun.commands.sweep import note_refused
 
         note_refused(Path(hc.sweep.dir), run_dir.name, text)
-    if _several(cfg):  # the other processes must hear of it now, not after JAX's shutdown barrier times out
-        _leave(outcome.exit_code(ended))
+    me.leave(outcome.exit_code(ended))  # one of several: now, so that the others hear of it (cluster.OneOfSeveral)
     if multirun and ended is not outcome.INTERRUPTED:
         return None  # the sweep goes on; its summary shows this job as failed or refused
     raise SystemExit(outcome.exit_code(ended)) from None
@@ -138,20 +135,18 @@ def _ended_early(e: BaseException, cfg, hc, run_dir: Path, multirun: bool) -> No
 def _ended(metrics: dict, cfg, hc, run_dir: Path, multirun: bool) -> float | None:
     """A job that ran to an end: what the console and train.log say of it, and the exit code where not ok."""
     from cnnrun import console
+    from cnnrun.config.cluster import process
 
-    status = metrics["status"]
+    status, me = metrics["status"], process(cfg)
+    code = metrics.get("exit_code", 130) if status == "interrupted" else EXIT_FAILED  # when not ok
     _stop_watchdog()  # the run has ended: process 0 going away now is its normal end
-    if metrics.get("follower") is not None:  # a process other than 0 of a distributed run: it wrote nothing
-        log.info("process %s: the run ended %s; its record is %s", metrics["follower"], status, run_dir)
-        if status != "ok":
-            _leave(EXIT_FAILED if status != "interrupted" else metrics.get("exit_code", 130))
+    if me.ends_here(metrics, run_dir, code):  # a process other than 0 of a distributed run: it wrote nothing
         return None
     if status == "interrupted":
         console.error(metrics["error"] if not multirun else
                       f"{metrics['error'].split(';')[0]}; continue the sweep with: cnnrun resume {run_dir.parent}")
-        if _several(cfg):  # the others stop at their next collective, rather than this one waiting for them at exit
-            _leave(metrics.get("exit_code", 130))
-        raise SystemExit(metrics.get("exit_code", 130))  # stop the sweep too: the user asked to stop
+        me.leave(code)  # one of several: the others stop at their next collective, not waiting for this one at exit
+        raise SystemExit(code)  # stop the sweep too: the user asked to stop
     if metrics.get("skipped"):
         log.info("job %s: already finished in %s, skipped", hc.job.num if multirun else "", run_dir)
     acc = metrics.get("test_accuracy")
@@ -164,7 +159,7 @@ def _ended(metrics: dict, cfg, hc, run_dir: Path, multirun: bool) -> float | Non
                  run_dir, extra={"log_only": True})  # the console has the table; train.log this line
         if status != "ok":
             console.error(metrics.get("error", status))
-            raise SystemExit(EXIT_FAILED)
+            raise SystemExit(code)
     # What a sweeper that optimises (Optuna) reads: validation accuracy only, never the test set's (preflight
     # refuses such a search without a validation split).
     return metrics.get("best_val_accuracy")
@@ -257,26 +252,10 @@ def _follower(config) -> bool:
     return follower(config)
 
 
-def _several(config) -> bool:
-    """Whether this run is one of several processes (distribute=data_parallel over hosts)."""
-    from cnnrun.config.cluster import several
-
-    return several(config.get("distribute"))
-
-
 def _stop_watchdog() -> None:
     distribute = sys.modules.get("cnnrun.training.distribute")
     if distribute is not None and distribute.watchdog is not None:
         distribute.watchdog.stop()
-
-
-def _leave(code: int) -> None:
-    """Ends a process of a distributed run that failed, at once: JAX's exit would first wait at its shutdown
-    barrier for processes that may be gone. The others learn of it from their next collective or heartbeat."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def own_sweep(sweep_dir: Path, config) -> None:
@@ -330,6 +309,7 @@ def preflight(args: list[str]) -> None:
             or ns.config_name or ns.config_path:
         return  # Hydra's own business: it prints, or refuses, in its own way
     try:
+        from cnnrun.config.cluster import several
         from cnnrun.console import quiet_backend
         from cnnrun.data import check_source
 
@@ -341,7 +321,7 @@ def preflight(args: list[str]) -> None:
             if elsewhere:
                 return
             check_source(cfg.dataset)
-            if (cfg.model.get("_target_") or cfg.dataset.get("_target_")) and not _several(cfg):
+            if (cfg.model.get("_target_") or cfg.dataset.get("_target_")) and not several(cfg.get("distribute")):
                 from cnnrun.models import check_user_code  # Keras: only for a config naming the user's own code
 
                 check_user_code(cfg)  # their loader's result and their model (saved and loaded), before any directory

@@ -15,9 +15,12 @@ than 0 write neither Hydra's copies of the config nor train.log into the run dir
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
 
+log = logging.getLogger("cnnrun")
 _SUBMITIT_TASKS, _SUBMITIT_RANK, _SUBMITIT_JOB = "SUBMITIT_LOCAL_NTASKS", "SUBMITIT_LOCAL_GLOBALID", "SUBMITIT_LOCAL_JOB_ID"
 
 
@@ -79,5 +82,61 @@ def process_index(d) -> int:
 
 def follower(cfg) -> bool:
     """Whether this process is one of a distributed run's others (not process 0): it writes nothing there."""
+    return not process(cfg).writes
+
+
+def process(cfg) -> Alone:
+    """This process's part in the run `cfg` describes: Alone, or OneOfSeveral (distribute=data_parallel over
+    several processes). The task function's endings (commands/train.py) and Hydra's callback ask it, never which
+    it is, as train() and the loop ask the training's Placement (training/distribute.py)."""
     d = cfg.get("distribute")
-    return several(d) and process_index(d) != 0
+    return OneOfSeveral(process_index(d)) if several(d) else Alone()
+
+
+class Alone:
+    """A run in one process: it writes the run directory, a bug's traceback is Python's, its ending is the usual."""
+    writes = True  # the run directory is this process's: its record, Hydra's copies, train.log
+
+    def crashed(self, error: BaseException, multirun: bool, say) -> None:
+        """A bug: outside a sweep, Python's own traceback and exit status; in one, `say` logs it and the sweep
+        goes on."""
+        if not multirun:
+            raise error
+        say()
+
+    def ends_here(self, metrics: dict, run_dir, code: int) -> bool:
+        """Whether a run that ended (`code`: its exit status when not ok) ends here, with a line, as a process
+        that wrote nothing does: alone, no; the usual ending follows."""
+        return False
+
+    def leave(self, code: int) -> None:
+        """A failed or stopped run: one process ends as usual (the caller's SystemExit)."""
+
+
+@dataclass(frozen=True)
+class OneOfSeveral(Alone):
+    """Process `index` of a run of several: process 0 writes the run directory; every process ends at once
+    when its part fails, so the others hear of it from their next collective rather than after JAX's
+    shutdown barrier has waited for a process that is gone."""
+    index: int
+
+    @property
+    def writes(self) -> bool:
+        return self.index == 0
+
+    def crashed(self, error: BaseException, multirun: bool, say) -> None:
+        say()  # its traceback in the log; leave() ends the process
+
+    def ends_here(self, metrics: dict, run_dir, code: int) -> bool:
+        if self.writes:
+            return False
+        log.info("process %s: the run ended %s; its record is %s", self.index, metrics["status"], run_dir)
+        if metrics["status"] != "ok":
+            self.leave(code)
+        return True
+
+    def leave(self, code: int) -> None:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
