@@ -68,7 +68,10 @@ class Run:
     """
 
     def __init__(self, run_dir, cfg: DictConfig, keep_hydra: bool = True, hooks=None):
-        self.dir, self.cfg, self.keep_hydra = Path(run_dir), cfg, keep_hydra
+        # home: the run's directory as the user names it (its checkpoint, its messages); dir: where this process
+        # writes. The same directory, but on a process other than 0 of a distributed run (a scratch folder there).
+        self.home = self.dir = Path(run_dir)
+        self.cfg, self.keep_hydra = cfg, keep_hydra
         self.hooks = hooks
         self.fingerprint = fingerprint(cfg)
         self.action = ""

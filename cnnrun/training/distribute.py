@@ -81,7 +81,7 @@ class Placement:
         return None, batch
 
     @contextmanager
-    def together(self, run_dir):
+    def together(self, run: record.Run):
         """Training, and what a failure during it means: on one device, what it is."""
         yield
 
@@ -99,9 +99,9 @@ class Placement:
 
         return hooks.build(cfg)
 
-    def checkpoints(self, run_dir: Path) -> Path | None:
+    def checkpoints(self, run: record.Run) -> Path | None:
         """Where this process writes its checkpoints (None: nowhere)."""
-        return Path(run_dir)
+        return run.dir
 
     def trained(self, run: record.Run, fitted) -> dict | None:
         """Training has ended: None goes on to the evaluation; a record ends this process's part here."""
@@ -149,7 +149,7 @@ class DataParallel(Placement):
         return idx, max(local, batch // self.processes // local * local)
 
     @contextmanager
-    def together(self, run_dir):
+    def together(self, run: record.Run):
         """The error a lost process causes in this one (a collective that fails, the coordination service gone)
         is said as what it is, a failed run that can be resumed."""
         try:
@@ -160,7 +160,7 @@ class DataParallel(Placement):
             first = (str(e).splitlines() or [type(e).__name__])[0]
             reason = first.rsplit("Error dispatching computation: ", 1)[-1][:200]
             raise record.RunFailed(f"distribute: another process of the run stopped during training ({reason}); "
-                                   f"its log says why; continue from the last epoch with: cnnrun resume {run_dir}") from e
+                                   f"its log says why; continue from the last epoch with: cnnrun resume {run.home}") from e
 
     def end(self, *models) -> None:
         """The weights come off the distribution onto one device of this process, where evaluation and saving
@@ -178,8 +178,8 @@ class DataParallel(Placement):
 
         return hooks.build(cfg) if self.owner else hooks.Hooks([])
 
-    def checkpoints(self, run_dir: Path) -> Path | None:
-        return Path(run_dir) if self.owner else None
+    def checkpoints(self, run: record.Run) -> Path | None:
+        return run.dir if self.owner else None
 
     def trained(self, run: record.Run, fitted) -> dict | None:
         if self.owner or fitted.signum is not None:
@@ -288,7 +288,7 @@ WAIT = 7 * 24 * 3600.0  # waiting for process 0's word: bounded by its heartbeat
 
 
 def _key(run: record.Run, what: str) -> str:
-    where = getattr(run, "shared", run.dir).name  # one run dir, one config: the same key in every process
+    where = run.home.name  # one run dir, one config: the same key in every process
     return f"cnnrun/{run.fingerprint}/{where}/{what}"
 
 
@@ -320,7 +320,6 @@ class Follower(record.Run):
 
     def __init__(self, run_dir, cfg, keep_hydra: bool = True, hooks=None):
         super().__init__(run_dir, cfg)
-        self.shared = Path(run_dir)
 
     def __enter__(self) -> Follower:
         self.dir = Path(tempfile.mkdtemp(prefix="cnnrun-process-"))
@@ -328,7 +327,7 @@ class Follower(record.Run):
         if action.startswith("refused:"):
             shutil.rmtree(self.dir, ignore_errors=True)
             raise record.RunRefused(f"process 0 refused the run: {action[len('refused:'):]}")
-        self.action, self.earlier = action, record.read(self.shared)
+        self.action, self.earlier = action, record.read(self.home)
         return self
 
     def __exit__(self, kind, error, tb) -> bool:
@@ -346,10 +345,10 @@ class Follower(record.Run):
         fields.setdefault("process", backend.processes()[1])
         if status == "ok" and fields.get("trained"):
             log.info("distribute: process %s trained its share; process 0 evaluates and writes %s",
-                     fields.get("process"), self.shared)
+                     fields.get("process"), self.home)
             status = backend.wait_for(_key(self, "status"), WAIT)
         self.metrics.update(status=status, follower=fields.get("process"),
                             **{k: v for k, v in fields.items() if k not in ("trained", "process")})
         if status != "ok":
-            self.metrics.setdefault("error", f"process 0 ended the run as {status}; its record: {self.shared}")
+            self.metrics.setdefault("error", f"process 0 ended the run as {status}; its record: {self.home}")
         return self.metrics

@@ -143,10 +143,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     record.refuse_inside_data(run_dir, cfg)  # a run directory inside the image folder would become a class
     placement = distribute.plan(cfg.distribute, t.batch_size)  # one device, or several (distribute=data_parallel)
     attached = placement.hooks(cfg)  # trackers, probes, explain, the smoke check, yours: where the record is written
+    # From here the run names its directories: run.dir, where this process writes; run.home, the run's own (the same
+    # but on a process other than 0 of a distributed run), read for a checkpoint and named in messages.
     with placement.run(run_dir, cfg, attached) as run:  # the lock; an earlier run skipped, continued or set aside
         if run.action == "skip":
             log.info("%s already holds a finished run of this config; nothing to do (trainer.resume=false reruns it)",
-                     run_dir)
+                     run.home)
             return {**run.earlier, "skipped": True}
         run.start(**{g: schema.display_name(g, cfg[g]) for g in ("dataset", "model")}, backend=backend.name())
 
@@ -173,13 +175,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             classifier, trainer, compile_trainer = make_models(cfg, run, data, augment, images, mix, placement)
 
             # Fit, an epoch per fit() call, a checkpoint after each (loop.py): a stopped run resumes exactly.
-            checkpoint = resume.load(run_dir) if run.action == "continue" else None
+            checkpoint = resume.load(run.home) if run.action == "continue" else None
             if checkpoint is not None:
                 run.update(resumed_from_epoch=checkpoint["meta"]["epoch"])
-                log.info("resuming %s after epoch %d of %d", run_dir, checkpoint["meta"]["epoch"], t.epochs)
+                log.info("resuming %s after epoch %d of %d", run.home, checkpoint["meta"]["epoch"], t.epochs)
             run.begin_work()  # data and model are in place: what fails from here is a failed run, not a refusal
-            with placement.together(run_dir):  # a lost process: a failed run to resume, said so
-                fitted = loop.fit(trainer, data, t, placement.checkpoints(run_dir), run.fingerprint, augment,
+            with placement.together(run):  # a lost process: a failed run to resume, said so
+                fitted = loop.fit(trainer, data, t, placement.checkpoints(run), run.fingerprint, augment,
                                   images, checkpoint, on_epoch=run.epoch, placement=placement,
                                   unfreeze=unfreezing(cfg, trainer, compile_trainer),
                                   extend=lambda callbacks: attached.callbacks(run, data, callbacks),
@@ -196,7 +198,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             if fitted.signum is not None:
                 return run.end("interrupted", exit_code=fitted.exit_code, error=(
                     f"{signal.Signals(fitted.signum).name} after {len(fitted.history)} of {t.epochs} epochs; "
-                    f"continue with: cnnrun resume {run_dir}"))
+                    f"continue with: cnnrun resume {run.home}"))
 
             status = attached.fitted(run, fitted)  # debug=overfit / profile judge here; a status ends the run
             if status is not None:
@@ -208,7 +210,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 return run.end(status)
             if fitted.nan_epoch is not None:
                 return run.end("nan", error=f"loss became NaN or inf in epoch {fitted.nan_epoch}; lower optimizer.lr")
-            (run_dir / resume.CHECKPOINT).unlink(missing_ok=True)  # model.keras is the result; the checkpoint is spent
+            (run.dir / resume.CHECKPOINT).unlink(missing_ok=True)  # model.keras is the result; the checkpoint is spent
             return run.end("ok")
         finally:
             keras.config.set_dtype_policy("float32")  # the next job in this process starts from the default
