@@ -4,6 +4,16 @@ Each epoch's shuffle comes from (seed, epoch) and the checkpoint after each epoc
 optimizer and RNG state, so an interrupted run resumes exactly. A signal stops training after the
 current batch; an epoch whose every batch ran is kept (history and checkpoint) even when the signal
 came during its last batch or its validation, and only an epoch that was broken off is dropped.
+
+Why not one fit() for every epoch, with Keras' own callbacks (measured: bench/loop.py, docs/BENCHMARKS.md)? One
+fit() per epoch is within this machine's noise of Keras running the epochs itself with shuffle=True (1.00 and 1.07
+of its time for cnn4 at batch 256 and mnist_cnn at 32), a one-fit() feed in (seed, epoch) order gains nothing
+beyond that noise either, and a backbone's two stages compile again between epochs. Each epoch's order comes from
+(seed, epoch), not from the backend's global RNG, which no checkpoint holds. Over
+per-epoch calls Keras' EarlyStopping would start afresh each epoch (on_train_begin resets it), and its state is not
+in the checkpoint; TerminateOnNaN adds a batch hook, which makes JAX's loop wait for every step, and does not say
+which epoch failed; SwapEMAWeights swaps by adding and subtracting on TensorFlow, which rounds the weights training
+goes on from. So Best, EpochLog and ValidateTheAverage below do those jobs, exactly and resumably.
 """
 
 from __future__ import annotations
@@ -262,6 +272,24 @@ def _validation(data, t, placement, images):
     return _one(feed(data.x_val, data.y_val, batch, order=idx)), batch
 
 
+def _resume(trainer, checkpoint: dict, out: Fitted, epoch_log: EpochLog, best: Best, unfreeze) -> bool:
+    """Puts a run back as its checkpoint left it: weights, optimizer and RNG state, the best epoch, the history and
+    the training time so far (a checkpoint of a backbone's second stage restored into that stage's model and
+    optimizer). Returns whether the second stage is on."""
+    staged = unfreeze is not None and checkpoint["meta"]["epoch"] >= unfreeze[0]
+    if staged:
+        unfreeze[1]()  # the checkpoint is of the second stage: its variables and optimizer
+    resume.restore(trainer, checkpoint)
+    best.restore_from(checkpoint)
+    out.first_epoch, out.seconds = checkpoint["meta"]["epoch"], checkpoint["meta"].get("train_seconds", 0.0)
+    epoch_log.rows = list(checkpoint["meta"]["history"])
+    if checkpoint["meta"].get("trained"):  # training had ended when the run stopped (during its evaluation)
+        out.stopped_early = checkpoint["meta"].get("stopped_early")
+        out.history, out.first_epoch = epoch_log.rows, len(epoch_log.rows)
+        log.info("training had ended after epoch %d: evaluating its weights, nothing is trained again", out.first_epoch)
+    return staged
+
+
 def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, images=None,
         checkpoint: dict | None = None, on_epoch=None, extend=None, stop_when=None,
         placement: distribute.Placement | None = None, unfreeze=None) -> Fitted:
@@ -277,21 +305,9 @@ def fit(trainer: keras.Model, data, t, run_dir, config_hash: str, augment=None, 
     epoch_log = EpochLog()
     best = Best(t)
     out.best = best if best.active else None
-    staged = False
-    if checkpoint is not None:
-        if unfreeze is not None and checkpoint["meta"]["epoch"] >= unfreeze[0]:
-            unfreeze[1]()  # the checkpoint is of the second stage: its variables and optimizer
-            staged = True
-        resume.restore(trainer, checkpoint)
-        best.restore_from(checkpoint)
-        out.first_epoch, out.seconds = checkpoint["meta"]["epoch"], checkpoint["meta"].get("train_seconds", 0.0)
-        epoch_log.rows = list(checkpoint["meta"]["history"])
-        if checkpoint["meta"].get("trained"):  # training had ended when the run stopped (during its evaluation)
-            out.stopped_early = checkpoint["meta"].get("stopped_early")
-            out.history, out.first_epoch = epoch_log.rows, len(epoch_log.rows)
-            log.info("training had ended after epoch %d: evaluating its weights, nothing is trained again",
-                     out.first_epoch)
-            return out
+    staged = checkpoint is not None and _resume(trainer, checkpoint, out, epoch_log, best, unfreeze)
+    if checkpoint is not None and checkpoint["meta"].get("trained"):  # it stopped during its evaluation
+        return out
     steps = placement.steps(len(data.x_train))
     has_val = len(data.x_val) > 0
     validation, val_batch = _validation(data, t, placement, images) if has_val else (None, None)
