@@ -7,9 +7,9 @@ CORE    := $(VENV)/.installed-core-$(CK)
 DEV     := $(VENV)/.installed-dev-$(CK)
 ARGS    ?=
 # Test processes: pytest-xdist spreads the suite over the cores, each test module's tests in one process
-# (its module-scoped runs are made once) unless a test is a group of its own; the longest go first (conftest.py).
+# (its module-scoped runs are made once) but each README command alone; the longest go first (tests/conftest.py).
 TEST_WORKERS ?= auto
-PYTEST  := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+PYTEST  := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-dev data train test test-jax test-full bench reproduce demo-folder clean

@@ -189,12 +189,29 @@ def make_mnist_like(folder: Path, n_train=120, n_test=40, classes=10, gz=True, s
     return out
 
 
+# Tests that are each a unit of work of their own for pytest-xdist (every other test goes with its module's): the
+# README's commands, each a run or a sweep, the longest tests of the suite.
+UNITS_OF_THEIR_OWN = ("tests/test_readme.py::",)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """How pytest-xdist shares the suite out under the Makefile's `--dist loadscope --no-loadscope-reorder`: a test
+    module's tests go to one process, so its module-scoped runs are made once, but each test of UNITS_OF_THEIR_OWN goes
+    alone; units are handed out in collection order, the longest first (pytest_collection_modifyitems). Scheduling
+    by `xdist_group` marks cannot do this under pytest 9: pytest-xdist 3.8 writes the group into a test id pytest
+    no longer reads, so every test was a unit of its own and a module's fixtures were made again in each process."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid if nodeid.startswith(UNITS_OF_THEIR_OWN) else nodeid.split("::", 1)[0]
+
+    return ByModule(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """How pytest-xdist shares the suite out (`--dist loadgroup --no-loadscope-reorder`, the Makefile's): a test
-    module's tests stay together in one process (its module-scoped runs are made once), but a test marked with an
-    `xdist_group` of its own is a unit of its own, and the longest units (the README's commands, marked `long`) are
-    handed out first so that no worker is left with one at the end while the other idles."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    """The longest tests (marked `long`: the README's commands) come first, so that xdist hands them out first and no
+    worker is left with one at the end while the other idles."""
     items.sort(key=lambda item: item.get_closest_marker("long") is None)  # stable: the rest keep their order

@@ -189,8 +189,7 @@ def _run(command: str, folder: Path, *extra: str):
 
 @FASHION
 @pytest.mark.long
-@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.xdist_group(f"readme-{i}"))
-                                     for i, c in enumerate(ON_THEIR_OWN)], ids=lambda c: c.removeprefix("cnnrun ")[:60])
+@pytest.mark.parametrize("command", ON_THEIR_OWN, ids=lambda c: c.removeprefix("cnnrun ")[:60])
 def test_a_readme_command_runs(readers_folder, command):
     """Each README line that names no earlier run, on its own: the smoke sweep over every preset included, whose
     rows are checked as the README promises them."""
@@ -208,7 +207,6 @@ def test_a_readme_command_runs(readers_folder, command):
 
 @FASHION
 @pytest.mark.long
-@pytest.mark.xdist_group("readme-chain")
 def test_the_readme_commands_that_name_a_run_run_in_order(readers_folder):
     """The README's first run and first sweep, then every line that names them (compare, export, explain, resume)."""
     for command in CHAIN:
