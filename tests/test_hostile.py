@@ -259,7 +259,9 @@ def test_a_swallowed_signal_is_not_lost():
 def test_sigterm_reaches_the_training_child_of_reproduce(tmp_path):
     from conftest import make_mnist_like
 
-    make_mnist_like(tmp_path / "data" / "mnist", n_train=2000, n_test=100)
+    # 8 000 images: the four epochs left after the first one's row take seconds, so the signal lands in training
+    # even on a loaded machine (with 2 000 the run could end before it arrived: status ok, the test lost its race)
+    make_mnist_like(tmp_path / "data" / "mnist", n_train=8000, n_test=100)
     out = tmp_path / "reproduce"
     env = {**os.environ, "CNNRUN_DATA": str(tmp_path / "data")}
     proc = subprocess.Popen([sys.executable, "-m", "cnnrun.commands.reproduce", "--only", "article003_dense_mnist", "--seeds", "1",
