@@ -331,3 +331,41 @@ def test_an_options_name_is_stated_once_its_registry_key():
                 assert build_model(cfg.model, (28, 28, 1), 3).name.startswith(name), name
             else:
                 assert cfg.dataset.name == name
+
+
+def _another(f):
+    """A valid value of schema field `f` other than its default."""
+    from enum import Enum
+
+    d = f.default
+    if isinstance(d, bool):
+        return not d
+    if isinstance(d, Enum):
+        return next(m.value for m in type(d) if m is not d)
+    if d == "auto":
+        return True
+    if f.metadata.get("example") is not None:
+        return yaml.safe_load(f.metadata["example"])
+    return d + 1
+
+
+def test_a_runs_identity_is_each_fields_flag():
+    """What makes two configs the same run is stated once, as each schema field's `identity` flag: changing a trainer
+    key changes the fingerprint exactly when its field says it is part of the identity, and a data set's location,
+    feeding and bad-file policy never do (its data's digest is recorded beside)."""
+    import dataclasses
+
+    from cnnrun import record
+
+    base = make_config(tiny=False)
+    before = record.fingerprint(base)
+    flags = {}
+    for f in dataclasses.fields(schema.Trainer):
+        changed = OmegaConf.merge(base, {"trainer": {f.name: _another(f)}})
+        flags[f.name] = record.fingerprint(changed) != before
+        assert flags[f.name] == bool(f.metadata.get("identity", True)), f.name
+    assert not flags["epochs"] and not flags["verbose"] and flags["seed"] and flags["ema"]  # the flags as meant
+    folder = make_config("dataset=folder", "dataset.path=/photos", tiny=False)
+    for k, v in (("path", "/elsewhere"), ("cache", False), ("cache_max_mb", 1), ("bad_files", "error")):
+        assert record.fingerprint(OmegaConf.merge(folder, {"dataset": {k: v}})) == record.fingerprint(folder), k
+    assert record.fingerprint(OmegaConf.merge(folder, {"dataset": {"image_size": 64}})) != record.fingerprint(folder)

@@ -134,11 +134,11 @@ def _ended_early(e: BaseException, cfg, hc, run_dir: Path, multirun: bool) -> No
 
 def _ended(metrics: dict, cfg, hc, run_dir: Path, multirun: bool) -> float | None:
     """A job that ran to an end: what the console and train.log say of it, and the exit code where not ok."""
-    from cnnrun import console
+    from cnnrun import console, signals
     from cnnrun.config.cluster import process
 
     status, me = metrics["status"], process(cfg)
-    code = metrics.get("exit_code", 130) if status == "interrupted" else EXIT_FAILED  # when not ok
+    code = metrics.get("exit_code") or signals.exit_code() if status == "interrupted" else EXIT_FAILED  # when not ok
     _stop_watchdog()  # the run has ended: process 0 going away now is its normal end
     if me.ends_here(metrics, run_dir, code):  # a process other than 0 of a distributed run: it wrote nothing
         return None
@@ -261,7 +261,7 @@ def _stop_watchdog() -> None:
 def own_sweep(sweep_dir: Path, config) -> None:
     """A sweep directory holds one sweep: relaunching the same one (or `cnnrun resume`) continues it; a sweep whose
     jobs are other runs is refused before anything is written there, job by job, by each job's identity (the run's
-    own, record.IDENTITY: the one definition of "the same run") against what its finished run recorded;
+    own, record.identity(): the one definition of "the same run") against what its finished run recorded;
     trainer.resume=false sets the earlier sweep aside whole."""
     from cnnrun import record
 

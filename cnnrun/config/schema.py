@@ -33,13 +33,25 @@ def _num(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def rule(default, ok: Callable[[Any], bool], expected: str, example: str | None = None, *, factory=None):
+# A key's part in a run's identity (record/fingerprints.py: what decides a run's numbers, so two runs that differ in
+# it are two runs): every key is part of it unless its field says otherwise, with `identity=`
+NOT_IDENTITY = False      # the same run whatever its value: where the data lies, how it is fed, printed, checkpointed
+WHEN_SET = "when set"     # part of it only when not its default: a key added after runs were recorded without it
+
+
+def rule(default, ok: Callable[[Any], bool], expected: str, example: str | None = None, *, factory=None,
+         identity: bool | str = True):
     """A dataclass field whose value must pass `ok`; else "KEY=VALUE must be EXPECTED, e.g. KEY=EXAMPLE"
-    (the example is the default unless given)."""
-    meta = {"ok": ok, "expected": expected, "example": example}
+    (the example is the default unless given). `identity`: the key's part in a run's identity (above)."""
+    meta = {"ok": ok, "expected": expected, "example": example, "identity": identity}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def key(default, *, identity: bool | str):
+    """A dataclass field with no rule beyond its type, whose part in a run's identity is not the usual (above)."""
+    return field(default=default, metadata={"identity": identity})
 
 
 def _whole_at_least(lo: int, what: str = "a whole number"):
@@ -151,37 +163,39 @@ class Trainer:
         precise_bn: batch-norm statistics recomputed over training batches before evaluating: auto (short runs, ema)
             | true | false
     """
-    epochs: int = rule(5, *AT_LEAST_1)
+    epochs: int = rule(5, *AT_LEAST_1, identity=NOT_IDENTITY)  # more epochs continue the same run (resume)
     batch_size: int = rule(32, *AT_LEAST_1)
     seed: int = rule(0, lambda v: _int(v) and 0 <= v < 2**32, "a whole number in [0, 2**32)")
     val_split: float = rule(0.0, FRACTION[0], "in [0, 1): 0.2 holds out 20 %, 0 none", "0.2")
-    eval_batch_size: int = rule(1024, *AT_LEAST_1)
-    verbose: int = rule(1, lambda v: _int(v) and v in (0, 1, 2), "0 (quiet), 1 (progress bars) or 2 (a line per epoch)")
-    threads: Any = rule("auto", lambda v: v == "auto" or (_int(v) and v >= 1), "auto or a whole number >= 1", "2")
+    eval_batch_size: int = rule(1024, *AT_LEAST_1, identity=NOT_IDENTITY)
+    verbose: int = rule(1, lambda v: _int(v) and v in (0, 1, 2), "0 (quiet), 1 (progress bars) or 2 (a line per epoch)",
+                        identity=NOT_IDENTITY)
+    threads: Any = rule("auto", lambda v: v == "auto" or (_int(v) and v >= 1), "auto or a whole number >= 1", "2",
+                        identity=NOT_IDENTITY)
     precision: Precision = Precision.float32
-    device_data: bool = False
+    device_data: bool = key(False, identity=NOT_IDENTITY)
     steps_per_execution: Any = rule("auto", lambda v: v == "auto" or (_int(v) and v >= 1),
-                                    "auto or a whole number of steps >= 1", "8")
+                                    "auto or a whole number of steps >= 1", "8", identity=NOT_IDENTITY)
     jit: Any = rule("auto", *AUTO_OR_BOOL)
     deterministic: bool = False
-    checkpoint: bool = True
+    checkpoint: bool = key(True, identity=NOT_IDENTITY)
     resume: Any = rule("auto", AUTO_OR_BOOL[0], "auto (continue or skip a run of this config), true (must continue) "
-                       "or false (set the earlier run aside)")
+                       "or false (set the earlier run aside)", identity=NOT_IDENTITY)
     augment_after: int = rule(0, *_whole_at_least(0, "a whole number of plain epochs"), "10")
     label_smoothing: float = rule(0.0, *FRACTION, "0.1")
     tta: TTA = TTA.none
-    fresh_process: bool = False
+    fresh_process: bool = key(False, identity=NOT_IDENTITY)
     # decay of an exponential moving average of the weights; null: off
     ema: Optional[float] = rule(None, lambda v: v is None or (_num(v) and 0 < v < 1), "null (off) or a decay in (0, 1)",
-                                "0.999")
+                                "0.999", identity=WHEN_SET)
     # stop after this many epochs without a better `monitor`; null: off
     patience: Optional[int] = rule(None, lambda v: v is None or (_int(v) and v >= 1),
-                                   "null (off) or a whole number of epochs >= 1", "5")
-    monitor: Monitor = Monitor.val_accuracy
-    restore_best: bool = False         # evaluate and save the weights of the best epoch by `monitor`
+                                   "null (off) or a whole number of epochs >= 1", "5", identity=WHEN_SET)
+    monitor: Monitor = key(Monitor.val_accuracy, identity=WHEN_SET)
+    restore_best: bool = key(False, identity=WHEN_SET)  # evaluate and save the weights of the best epoch by `monitor`
     # recompute batch-norm statistics before evaluating
     precise_bn: Any = rule("auto", AUTO_OR_BOOL[0], "auto (when the run is too short for batch-norm statistics to "
-                           "settle, or with trainer.ema), true or false")
+                           "settle, or with trainer.ema), true or false", identity=WHEN_SET)
 
 
 @dataclass
@@ -390,7 +404,7 @@ class Dataset:
             its images ship inside scikit-learn)
     """
     name: str = MISSING
-    path: Optional[str] = None
+    path: Optional[str] = key(None, identity=NOT_IDENTITY)  # the data's digest is its identity, not where it lies
     limit: Optional[int] = rule(None, lambda v: v is None or (_int(v) and v >= 1), "null (all) or a whole number >= 1",
                                 "1000")
     mirror: bool = False
@@ -433,17 +447,17 @@ class Folder(Dataset):
         cache_max_mb: size limit for cache=auto, in MB of decoded pixels
     """
     path: str = rule(MISSING, lambda v: isinstance(v, str) and v.strip() != "",
-                     "a folder (with one sub-folder of images per class) or a file", "photos")
+                     "a folder (with one sub-folder of images per class) or a file", "photos", identity=NOT_IDENTITY)
     image_size: Any = rule(128, *SIZE)  # a side in pixels or [height, width]
     color: Color = Color.rgb
     test_split: float = rule(0.33, *SPLIT)
     split_seed: int = rule(3, *AT_LEAST_0)
     balance: Balance = Balance.none
-    bad_files: BadFiles = BadFiles.warn
+    bad_files: BadFiles = key(BadFiles.warn, identity=NOT_IDENTITY)
     min_side: int = rule(8, *_whole_at_least(1, "a whole number of pixels"))
     max_pixels: int = rule(50_000_000, *_whole_at_least(64, "a whole number of pixels"))
-    cache: Any = rule("auto", *AUTO_OR_BOOL)
-    cache_max_mb: int = rule(2048, *_whole_at_least(0, "a whole number of MB"))
+    cache: Any = rule("auto", *AUTO_OR_BOOL, identity=NOT_IDENTITY)
+    cache_max_mb: int = rule(2048, *_whole_at_least(0, "a whole number of MB"), identity=NOT_IDENTITY)
 
 
 @dataclass
@@ -773,6 +787,20 @@ def option(group: str, node) -> Option:
     if found is None:
         raise CnnrunError(f"{group}.name={node.get('name')} is unknown; expected one of {', '.join(OPTIONS[group])}")
     return found
+
+
+IDENTITY_GROUPS = ("model", "optimizer", "augment", "dataset", "trainer")  # the config's parts a run's identity reads
+
+
+def identity_flags(group: str) -> dict[str, tuple[bool | str, Any]]:
+    """{key: (its identity flag, its default)} over the schemas of a group's options (the first option's, where
+    two state a key): a key not named here (the user's own code's arguments) is part of the identity."""
+    classes = {"trainer": [Trainer], "augment": [Augment]}.get(group) or list(dict.fromkeys(SCHEMAS[group].values()))
+    flags: dict[str, tuple[bool | str, Any]] = {}
+    for cls in classes:
+        for f in fields(cls):
+            flags.setdefault(f.name, (f.metadata.get("identity", True), f.default))
+    return flags
 
 
 def register() -> None:

@@ -39,7 +39,7 @@ from cnnrun.record.decision import (  # noqa: E402, F401 - _decided: the tests f
     _decided, decide, differences, has_run, mark_failed, set_aside, settled, shortened,
 )
 from cnnrun.record.fingerprints import (  # noqa: E402
-    IDENTITY, code_digests, data_digest, fingerprint, identity, same_data,
+    code_digests, data_digest, fingerprint, identity, same_data,
 )
 from cnnrun.record.folders import (  # noqa: E402
     foreign_entries, own_folder, refuse_foreign, refuse_inside_data, writable_folder,
@@ -47,7 +47,7 @@ from cnnrun.record.folders import (  # noqa: E402
 from cnnrun.record.lock import claim, holds, live, release, release_all  # noqa: E402
 from cnnrun.record.metrics import FIELDS, TYPES, Metrics, _typed, read, write  # noqa: E402, F401
 
-__all__ = ["CHECKPOINT", "FIELDS", "IDENTITY", "LOCK", "TYPES", "Metrics", "Run", "RunFailed", "RunRefused", "claim", "code_digests",
+__all__ = ["CHECKPOINT", "FIELDS", "LOCK", "TYPES", "Metrics", "Run", "RunFailed", "RunRefused", "claim", "code_digests",
            "data_digest", "decide", "differences", "fingerprint", "foreign_entries", "has_run", "holds", "identity",
            "live", "mark_failed", "own_folder", "read", "refuse_foreign", "refuse_inside_data", "release",
            "release_all", "same_data", "set_aside", "settled", "shortened", "write", "writable_folder"]

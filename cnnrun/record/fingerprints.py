@@ -1,4 +1,5 @@
-"""A run's identity: what decides its numbers (IDENTITY), its fingerprint, and the digests of its code and data."""
+"""A run's identity: what decides its numbers (each schema field's `identity` flag), its fingerprint, and the digests of
+its code and data."""
 
 from __future__ import annotations
 
@@ -8,42 +9,29 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
+from cnnrun.config import schema
 from cnnrun.config.plugins import source_digest
 
 log = logging.getLogger("cnnrun")
 
 
-IDENTITY = {
-    "model": None,       # every key
-    "optimizer": None,
-    "augment": None,
-    "dataset": {"exclude": ("path", "cache", "cache_max_mb", "bad_files")},
-    "trainer": {"include": ("seed", "batch_size", "val_split", "precision", "jit", "deterministic",
-                            "augment_after", "label_smoothing", "tta", "ema", "patience", "monitor",
-                            "restore_best", "precise_bn"),
-                # keys added after runs were recorded: left out while off, so those runs keep their identity
-                "omit_when": {"ema": None, "patience": None, "monitor": "val_accuracy", "restore_best": False,
-                              "precise_bn": "auto"}},
-}
-
-
 def identity(cfg: DictConfig, sources: dict | None = None, saved: bool = False) -> dict:
-    """The whitelisted part of `cfg` that decides a run's numbers (plain containers). A group naming the user's
-    own code (`_target_`) adds a digest of its source: `sources` (a run's record of them), else read now from the
-    code. A `saved` config (read from a run directory) never has its code read: a directory names code, it does
-    not get it run, so a digest it did not record is "unknown"."""
+    """The part of `cfg` that decides a run's numbers (plain containers), as each schema field's `identity` flag
+    says (config/schema.py: every key but those NOT_IDENTITY; a WHEN_SET key only when not its default). The
+    trainer's schema is closed: its identity keys are read even where a recorded config lacks one. A group naming
+    the user's own code (`_target_`) adds a digest of its source: `sources` (a run's record of them), else read now
+    from the code. A `saved` config (read from a run directory) never has its code read: a directory names code, it
+    does not get it run, so a digest it did not record is "unknown"."""
     out = {}
-    for group, rule in IDENTITY.items():
-        node = cfg.get(group)
+    for group in schema.IDENTITY_GROUPS:
+        node, flags = cfg.get(group), schema.identity_flags(group)
         data = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
         if group == "augment":
             data = {k: v for k, v in data.items() if v is not None}
-        if rule and "include" in rule:
-            data = {k: data.get(k) for k in rule["include"]}
-        if rule and "omit_when" in rule:
-            data = {k: v for k, v in data.items() if k not in rule["omit_when"] or v != rule["omit_when"][k]}
-        if rule and "exclude" in rule:
-            data = {k: v for k, v in data.items() if k not in rule["exclude"]}
+        if group == "trainer":
+            data = {k: data.get(k) for k, (flag, _) in flags.items() if flag}
+        data = {k: v for k, v in data.items() if flags.get(k, (True, None))[0] is True
+                or (flags[k][0] == schema.WHEN_SET and v != flags[k][1])}
         if isinstance(data.get("_target_"), str):  # the user's own code: its source is part of what it does
             data["_source"] = (sources or {}).get(group) or \
                 ("unknown" if saved else source_digest(data["_target_"], f"{group}._target_"))
@@ -57,7 +45,7 @@ def code_digests(cfg: DictConfig) -> dict:
 
 
 def fingerprint(cfg: DictConfig) -> str:
-    """A short hash of the run's identity (see IDENTITY)."""
+    """A short hash of the run's identity (identity())."""
     return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

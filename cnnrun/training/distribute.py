@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnrun import CnnrunError, backend, record
+from cnnrun.record import outcome
 from cnnrun.config import cluster
 from cnnrun.config.extras import pip
 from cnnrun.config.cluster import process_index, several  # noqa: F401 - what the CLI asks of a run
@@ -246,7 +247,7 @@ class Watchdog:
                 self.say(f"distribute: process 0 (the coordinator at {self.address}) is gone, so this process stops too; "
                          f"process 0's log says why{where}")
                 logging.shutdown()
-                os._exit(1)  # EXIT_FAILED (record/outcome.py): JAX would abort the process at its next heartbeat
+                os._exit(outcome.EXIT_FAILED)  # now: JAX would abort the process at its next heartbeat
 
 
 watchdog: Watchdog | None = None

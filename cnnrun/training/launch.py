@@ -106,7 +106,7 @@ def train_in_fresh_process(cfg, run_dir: Path) -> dict:
 
     from omegaconf import OmegaConf  # noqa: PLC0415
 
-    from cnnrun import record  # noqa: PLC0415
+    from cnnrun import record, signals  # noqa: PLC0415
     from cnnrun.record import outcome
 
     child = multiprocessing.get_context("spawn").Process(
@@ -128,6 +128,7 @@ def train_in_fresh_process(cfg, run_dir: Path) -> dict:
         outcome.raise_as(ended, f"{run_dir} is not this job's to write (see the job's output)")
     if ended is not None:
         outcome.raise_as(ended, metrics.get("error", "the job failed"))
-    if child.exitcode not in (0, 130, 143) and metrics.get("status") in ("failed", "running"):  # killed (-9 ...)
+    stopped = {outcome.EXIT_OK, signals.exit_code(signal.SIGINT), signals.exit_code(signal.SIGTERM)}
+    if child.exitcode not in stopped and metrics.get("status") in ("failed", "running"):  # killed (-9 ...)
         raise RuntimeError(metrics.get("error", f"the job's process exited with {child.exitcode}"))
     return metrics
