@@ -95,9 +95,10 @@ def write_confusion(out: Path, cm: np.ndarray, class_names: list[str]) -> None:
         im = ax.imshow(data, cmap="Blues")
         ax.set_title(title)
         ax.set_xticks(range(n), class_names, rotation=45, ha="right")
-        ax.set_yticks(range(n), class_names)
+        ax.set_yticks(range(n), class_names if ax is axes[0] else [])  # the same rows: named once, on the left
         ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        if ax is axes[0]:
+            ax.set_ylabel("true")
         if n <= 20:
             hi = data.max() if data.size else 0
             for i in range(n):
