@@ -161,7 +161,7 @@ def test_article001_presets_match_the_article(cfg_factory):
 # What an option states on purpose, unlike its schema's default: the option's own facts. Every other value an
 # option's YAML restates (with its comment) must equal the schema's, so the two can never drift apart.
 OWN_FACTS = {("dataset/digits", "class_names"), ("dataset/fashion", "class_names"), ("dataset/mnist", "class_names"),
-             ("model/custom", "name"), ("dataset/custom", "name"), ("model/cnn3pad", "pad"),  # custom: no schema
+             ("model/cnn3pad", "pad"),
              ("augment/article000", "rotate.degrees"), ("augment/article000", "shift.width"),
              ("augment/article000", "shift.height"), ("augment/article000", "zoom.amount"),
              ("augment/article004", "erasing.area")}
@@ -321,7 +321,8 @@ def test_an_options_name_is_stated_once_its_registry_key():
         assert set(options) <= files, (group, set(options) - files)
         for name, option in options.items():
             default = next(f.default for f in dataclasses.fields(option.schema) if f.name == "name")
-            assert (default is MISSING) == (name != "backbone"), (group, name)
+            # a backbone's default is the network it tunes; custom's types any node with a _target_, named or not
+            assert (default is MISSING) == (name not in ("backbone", "custom")), (group, name)
             if name != "custom":  # model=custom has no schema while composing: its YAML says its keys
                 assert "name" not in (yaml.safe_load((CONF / group / f"{name}.yaml").read_text()) or {}), name
             if group == "optimizer" or name in ("custom", "backbone", "vgg16"):
@@ -369,3 +370,16 @@ def test_a_runs_identity_is_each_fields_flag():
     for k, v in (("path", "/elsewhere"), ("cache", False), ("cache_max_mb", 1), ("bad_files", "error")):
         assert record.fingerprint(OmegaConf.merge(folder, {"dataset": {k: v}})) == record.fingerprint(folder), k
     assert record.fingerprint(OmegaConf.merge(folder, {"dataset": {"image_size": 64}})) != record.fingerprint(folder)
+
+
+def test_a_users_own_model_node_without_a_name_is_called_by_its_function(tmp_path, monkeypatch):
+    """A model YAML of the user's that names only its `_target_` is typed by the custom schema, whose name ("custom")
+    makes the run show the function's name, as before names left the built-in schemas."""
+    (tmp_path / "my_nets.py").write_text("import keras\n\ndef build(input_shape, num_classes):\n"
+                                         "    i = keras.Input(input_shape)\n"
+                                         "    return keras.Model(i, keras.layers.Dense(num_classes)(keras.layers.Flatten()(i)))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = make_config()
+    cfg.model = OmegaConf.create({"_target_": "my_nets.build"})
+    checked = checks.validate(cfg)
+    assert checked.model.name == "custom" and schema.display_name("model", checked.model) == "build"

@@ -388,6 +388,7 @@ class CustomModel(Model):
     Attributes:
         _target_: a dotted import path (my_pkg.nets.build) or FILE.py:FUNCTION (required)
     """
+    name: str = "custom"  # a node of the user's naming no name (their own YAML): shown by its function's name
     _target_: str = MISSING
 
 
@@ -482,6 +483,7 @@ class CustomDataset(Folder):
     Attributes:
         _target_: a dotted import path (my_pkg.data.load) or FILE.py:FUNCTION (required)
     """
+    name: str = "custom"  # a node of the user's naming no name (their own YAML): shown by its function's name
     path: Optional[str] = None
     _target_: str = MISSING
 
@@ -811,7 +813,7 @@ def register() -> None:
     cs.store(group="schema", name="config", node=Config)
     for group, options in SCHEMAS.items():
         for name, schema in options.items():
-            own = next(f.default for f in fields(schema) if f.name == "name")  # a backbone's: the network it tunes
+            own = next(f.default for f in fields(schema) if f.name == "name")  # a backbone's network, custom's "custom"
             cs.store(group=f"schema/{group}", name=name, node=schema() if own is not MISSING else schema(name=name))
 
 
