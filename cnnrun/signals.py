@@ -44,5 +44,10 @@ def check() -> None:
 
 
 def exit_code(default: int = signal.SIGINT) -> int:
-    """128 + the signal: 130 for Ctrl-C, 143 for SIGTERM."""
-    return 128 + int(received() or default)
+    """128 + the signal received (else `default`): 130 for Ctrl-C, 143 for SIGTERM."""
+    return code_of(received() or default)
+
+
+def code_of(signum: int) -> int:
+    """The exit status of a process that stopped on `signum`, as a shell reports it: 128 + the signal."""
+    return 128 + int(signum)

@@ -319,9 +319,6 @@ class Follower(record.Run):
     continue from the checkpoint there, or start), trains its share, and ends with process 0's status; what
     train() writes on the way goes to a scratch directory, removed at the end."""
 
-    def __init__(self, run_dir, cfg, keep_hydra: bool = True, hooks=None):
-        super().__init__(run_dir, cfg)
-
     def __enter__(self) -> Follower:
         self.dir = Path(tempfile.mkdtemp(prefix="cnnrun-process-"))
         action = backend.wait_for(_key(self, "action"), WAIT)

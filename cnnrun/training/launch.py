@@ -128,7 +128,8 @@ def train_in_fresh_process(cfg, run_dir: Path) -> dict:
         outcome.raise_as(ended, f"{run_dir} is not this job's to write (see the job's output)")
     if ended is not None:
         outcome.raise_as(ended, metrics.get("error", "the job failed"))
-    stopped = {outcome.EXIT_OK, signals.exit_code(signal.SIGINT), signals.exit_code(signal.SIGTERM)}
+    # ok, or stopped by Ctrl-C or SIGTERM (either, whatever signal this process itself received)
+    stopped = {outcome.EXIT_OK, signals.code_of(signal.SIGINT), signals.code_of(signal.SIGTERM)}
     if child.exitcode not in stopped and metrics.get("status") in ("failed", "running"):  # killed (-9 ...)
         raise RuntimeError(metrics.get("error", f"the job's process exited with {child.exitcode}"))
     return metrics
