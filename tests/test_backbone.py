@@ -61,26 +61,44 @@ def folder(tmp_path_factory):
     return photos(tmp_path_factory.mktemp("photos") / "images")
 
 
-@pytest.mark.parametrize("name", ["MobileNetV3Small", "MobileNetV2"])  # modes raw and tf
-def test_a_short_fine_tune_learns_and_its_model_keras_takes_raw_pixels(folder, tmp_path, name):
-    r = cli("train", *FINE_TUNE, f"model.name={name}", f"dataset.path={folder}", "hydra.run.dir=run", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    m = read_metrics(tmp_path / "run")
-    assert m["model"] == name.lower() and m["status"] == "ok"
-    losses = [float(line.split(",")[2]) for line in (tmp_path / "run" / "history.csv").read_text().splitlines()[1:]]
-    assert losses[-1] < losses[0], losses  # random weights: the pipeline trains, nothing more is claimed
-    summary = (tmp_path / "run" / "summary.txt").read_text()
-    assert summary.count("Rescaling") == 2  # cnnrun's 1/255, then the family's own scaling: once each
-    # model.keras in plain Keras (no cnnrun imported) on raw pixels gives cnnrun predict's answer
+TUNED = ["MobileNetV3Small", "MobileNetV2"]  # preprocessing modes raw and tf
+
+# model.keras in plain Keras (no cnnrun imported) on raw pixels: one process loads every fine-tuned model
+PLAIN_KERAS = ("import sys, json, numpy as np, keras; x = np.load(sys.argv[1])[None]; "
+               "print(json.dumps([keras.models.load_model(p).predict(x, verbose=0)[0].tolist() for p in sys.argv[2:]]))")
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(folder, tmp_path_factory):
+    """Each of TUNED fine-tuned by `cnnrun train` (its result, its run directory), and what plain Keras predicts
+    with its model.keras for one raw photo."""
+    where = tmp_path_factory.mktemp("fine_tuned")
+    results = {name: cli("train", *FINE_TUNE, f"model.name={name}", f"dataset.path={folder}", f"hydra.run.dir={name}",
+                         cwd=where) for name in TUNED}
     image = np.asarray(Image.open(next((folder / "bright").glob("*.jpg"))).convert("RGB").resize((32, 32),
                                                                                                   Image.BILINEAR))
-    code = ("import sys, numpy as np, keras; m = keras.models.load_model(sys.argv[1]); "
-            "print(m.predict(np.load(sys.argv[2])[None], verbose=0)[0].tolist())")
-    np.save(tmp_path / "x.npy", image)
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run" / "model.keras"), str(tmp_path / "x.npy")],
+    np.save(where / "x.npy", image)
+    done = [name for name in TUNED if results[name].returncode == 0]
+    out = subprocess.run([sys.executable, "-c", PLAIN_KERAS, str(where / "x.npy"),
+                          *(str(where / name / "model.keras") for name in done)],
                          capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    probs = json.loads(out.stdout.strip().splitlines()[-1])
+    predicted = dict(zip(done, json.loads(out.stdout.strip().splitlines()[-1]))) if out.returncode == 0 else out.stderr
+    return where, results, predicted
+
+
+@pytest.mark.parametrize("name", TUNED)
+def test_a_short_fine_tune_learns_and_its_model_keras_takes_raw_pixels(fine_tuned, name):
+    where, results, predicted = fine_tuned
+    r = results[name]
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = read_metrics(where / name)
+    assert m["model"] == name.lower() and m["status"] == "ok"
+    losses = [float(line.split(",")[2]) for line in (where / name / "history.csv").read_text().splitlines()[1:]]
+    assert losses[-1] < losses[0], losses  # random weights: the pipeline trains, nothing more is claimed
+    summary = (where / name / "summary.txt").read_text()
+    assert summary.count("Rescaling") == 2  # cnnrun's 1/255, then the family's own scaling: once each
+    assert isinstance(predicted, dict), predicted[-2000:]  # plain Keras loaded every model.keras
+    probs = predicted[name]
     assert abs(sum(probs) - 1) < 1e-4 and len(probs) == 2
 
 

@@ -195,24 +195,31 @@ print(keras.backend.backend(), sorted({type(l).__module__.split(".")[0] for l in
 """
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-def test_model_keras_loads_without_cnnrun_and_predicts_the_same(tmp_path, backend):
-    cfg = make_config("model=cnn4", "trainer.epochs=1", "dataset.limit=200")  # cnn4: BatchNorm in training
-    m = train(cfg, tmp_path / "run")
+@pytest.fixture(scope="module")
+def cnn4_run(tmp_path_factory):
+    """A finished cnn4 run (BatchNorm in training), its metrics and its test images: one for both backends."""
+    cfg = make_config("model=cnn4", "trainer.epochs=1", "dataset.limit=200")
+    run = tmp_path_factory.mktemp("cnn4") / "run"
+    m = train(cfg, run)
     from cnnrun.data import load_dataset
 
-    data = load_dataset(cfg.dataset, seed=cfg.trainer.seed)
+    return run, m, load_dataset(cfg.dataset, seed=cfg.trainer.seed)
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_model_keras_loads_without_cnnrun_and_predicts_the_same(tmp_path, backend, cnn4_run):
+    run, m, data = cnn4_run
     np.save(tmp_path / "x.npy", data.x_test)
     (tmp_path / "load.py").write_text(LOAD_WITHOUT_CNNRUN)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"KERAS_BACKEND": backend}
-    out = subprocess.run([sys.executable, str(tmp_path / "load.py"), str(tmp_path / "run" / "model.keras"),
+    out = subprocess.run([sys.executable, str(tmp_path / "load.py"), str(run / "model.keras"),
                           str(tmp_path / "x.npy"), str(tmp_path / "p.npy")], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == f"{backend} ['keras']"
     predicted = np.load(tmp_path / "p.npy").argmax(axis=1)
     assert np.mean(predicted == data.y_test) == m["test_accuracy"]
-    wrong = {int(r["index"]): r["predicted"] for r in csv.DictReader(open(tmp_path / "run" / "misclassified.csv"))}
+    wrong = {int(r["index"]): r["predicted"] for r in csv.DictReader(open(run / "misclassified.csv"))}
     assert {i for i in range(len(predicted)) if predicted[i] != data.y_test[i]} == set(wrong)
 
 
