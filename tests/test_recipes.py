@@ -154,10 +154,13 @@ def test_mix_is_the_identity_outside_training_and_beta_draws_are_right():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(targets), np.eye(4)[y])
     from cnnrun.data.augment import beta_sample
 
+    from scipy import stats
+
     generator = keras.random.SeedGenerator(0)
-    draws = np.array([float(beta_sample(0.5, generator)) for _ in range(2000)])
+    draws = np.array([float(beta_sample(0.5, generator)) for _ in range(500)])  # eager draws: ~7 ms each
     assert draws.min() >= 0 and draws.max() <= 1
-    assert draws.mean() == pytest.approx(0.5, abs=0.03) and draws.var() == pytest.approx(1 / 8, abs=0.015)
+    assert draws.mean() == pytest.approx(0.5, abs=0.05) and draws.var() == pytest.approx(1 / 8, abs=0.015)
+    assert stats.kstest(draws, "beta", args=(0.5, 0.5)).pvalue > 0.01  # the whole distribution, not two moments
 
 
 def test_a_mixup_cutmix_run_stays_compiled_and_saves_a_plain_classifier(tmp_path):
