@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from cnnrun.config import plugins, schema
 
@@ -93,3 +94,19 @@ def accuracy(num_classes: int, mixed: bool = False):
         return keras.metrics.sparse_categorical_accuracy(y_true, y_pred[:, :num_classes])
 
     return keras.metrics.MeanMetricWrapper(mixed_accuracy, name="accuracy")
+
+
+def build_before_tracing(model: keras.Model) -> None:
+    """Builds, on a one-image batch of symbolic tensors, what a compiled model's first training step would build:
+    the optimizer's slots and the compiled metrics' and loss's state.
+
+    On TensorFlow (with no distribution strategy) Keras leaves that to the first trace of the train step, and a
+    tf.function whose first trace creates variables is traced a second time: half of the first fit()'s seconds (a
+    small CNN 0.52 -> 0.24 s, MobileNetV3Small 11.3 -> 5.8 s; docs/BENCHMARKS.md). JAX's fit() builds this way itself
+    before tracing; here it comes first on every backend. Keras' own step (`Trainer._symbolic_build`, what its JAX
+    and PyTorch fit() call); without it (another Keras) the first step builds, as before."""
+    build = getattr(model, "_symbolic_build", None)
+    if build is None:
+        return
+    x = [np.zeros((1, *tensor.shape[1:]), tensor.dtype) for tensor in model.inputs]
+    build(data_batch=(x[0] if len(x) == 1 else x, np.zeros((1,), "int32"), None))  # y: the labels, as fit() gets them

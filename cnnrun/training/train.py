@@ -21,7 +21,7 @@ from cnnrun.models import build_model, ends_in_logits
 from cnnrun.record import artifacts
 from cnnrun.record import layout as files
 from cnnrun.training import distribute, loop, resume
-from cnnrun.training.optim import accuracy, build_loss, build_optimizer
+from cnnrun.training.optim import accuracy, build_before_tracing, build_loss, build_optimizer
 
 log = logging.getLogger("cnnrun")
 
@@ -90,6 +90,7 @@ def make_models(cfg, run, data: Dataset, augment, images, mix, placement):
             metrics=[accuracy(data.num_classes, mixed=mix is not None)], jit_compile=t.jit,
             steps_per_execution=per_call,  # >1: several steps per call, less Python per step, the same numbers
         )
+        build_before_tracing(trainer)  # the optimizer's and metrics' variables now: the first step is traced once
 
     compile_trainer(build_optimizer(cfg.optimizer, total_steps=steps * t.epochs, ema=t.ema))
     artifacts.write_summary(run.dir / files.SUMMARY, classifier)
