@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cnnrun.record import layout  # noqa: E402
@@ -101,9 +102,10 @@ def write_confusion(out: Path, cm: np.ndarray, class_names: list[str]) -> None:
             ax.set_ylabel("true")
         if n <= 20:
             hi = data.max() if data.size else 0
+            small = FontProperties(size=7)  # one font for all n*n numbers: matplotlib looks it up once, not per number
             for i in range(n):
                 for j in range(n):
-                    ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=7,
+                    ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontproperties=small,
                             color="white" if data[i, j] > hi / 2 else "black")
         fig.colorbar(im, ax=ax, fraction=0.046)
     if max(map(len, class_names)) > 12:  # long names: spaced by their measured size (a layout pass, ~0.1 s)
