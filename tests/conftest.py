@@ -130,9 +130,11 @@ def cli(*args, cwd=None) -> Ran:
         forget_digests()
         _preloaded.clear()
         plugins._located.clear()  # the user's code of this command: the next one imports its own afresh
+        installed = (str(ROOT), sys.prefix, sys.base_prefix)  # a checkout or venv under /tmp is not a test's own
         for name in set(sys.modules) - modules:
             file = str(getattr(sys.modules[name], "__file__", None) or "")
-            if name.startswith("cnnrun_user_") or file.startswith(tempfile.gettempdir()):  # a test's own modules
+            if name.startswith("cnnrun_user_") or (file.startswith(tempfile.gettempdir())
+                                                   and not file.startswith(installed)):  # a test's own modules
                 del sys.modules[name]
     return Ran(code, out.getvalue(), err.getvalue())
 
