@@ -6,14 +6,6 @@ CK      := $(shell cksum pyproject.toml | cut -d' ' -f1)
 CORE    := $(VENV)/.installed-core-$(CK)
 DEV     := $(VENV)/.installed-dev-$(CK)
 ARGS    ?=
-# What installs the packages: pip, or uv (`make test INSTALLER=uv`: about 5x faster, as CI uses it; it reads no pip.conf)
-INSTALLER ?= pip
-ifeq ($(INSTALLER),uv)
-INSTALL := $(VENV)/bin/uv pip install -q --python $(PY)
-INSTALLER_TOOL := $(VENV)/bin/uv
-else
-INSTALL := PYTHONWARNINGS=ignore $(PY) -m pip install -q  # no setuptools banner about editable installs
-endif
 # Test processes: pytest-xdist spreads the suite over the cores, each test module's tests in one process
 # (its module-scoped runs are made once) but each README command alone; the longest go first (tests/conftest.py).
 TEST_WORKERS ?= auto
@@ -30,18 +22,15 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/bin/uv: | $(PY)
-	$(PY) -m pip install -q uv
-
 # What training needs, no more: each extra comes with the target that needs it (`make test`: the dev tools).
-$(CORE): pyproject.toml | $(PY) $(INSTALLER_TOOL)
+$(CORE): pyproject.toml | $(PY)
 	@echo "installing cnnrun and what training needs (TensorFlow, Keras, Hydra, scikit-learn, matplotlib; about 2 GB, a few minutes) ..."
-	$(INSTALL) -e .
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e .  # no setuptools banner about editable installs
 	rm -f $(VENV)/.installed-core-* && touch $(CORE)
 
 $(DEV): $(CORE)
 	@echo "installing the test tools and every extra (pytest, JAX, Optuna, submitit, MLflow, TensorBoard, the exporters) ..."
-	$(INSTALL) -e ".[dev]"
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e ".[dev]"
 	rm -f $(VENV)/.installed-dev-* && touch $(DEV)
 
 setup: $(CORE) ## create .venv and install cnnrun with what training needs
@@ -70,7 +59,7 @@ test-full: setup-dev ## every test, slow ones included
 
 bench: setup-dev ## benchmarks: cnnrun vs Keras 2 / plain Keras 3, the photo feed vs tf.data, augmentation cost
 	@echo "installing the articles' Keras 2 (tf-keras), the speed baseline ..."
-	$(INSTALL) -e ".[dev,bench]"
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e ".[dev,bench]"
 	$(PY) bench/speed.py
 	$(PY) bench/feed.py
 	$(PY) bench/throughput.py
