@@ -62,8 +62,34 @@ class Dataset:
 # Readers
 
 
+_decoded: dict[tuple, np.ndarray] = {}  # IDX files read in this process, by what each file is now (_as_it_is)
+
+
+def _as_it_is(path: Path) -> tuple:
+    """A file as it is now: its place, size, modification time and inode (a file written anew has others)."""
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Reads one IDX file of unsigned bytes (optionally .gz), checking its header against its size."""
+    """Reads one IDX file of unsigned bytes (optionally .gz), checking its header against its size. The (read-only)
+    array is kept for this process while the file stays as it is: a sweep's jobs and a notebook's runs decode
+    Fashion-MNIST once (0.3 s a job), and a file changed in between is read again."""
+    try:
+        key = _as_it_is(path)
+    except OSError:
+        key = None  # not there: the read below says so
+    if key in _decoded:
+        return _decoded[key]
+    array = _decode_idx(path)
+    if len(_decoded) >= 8:  # two data sets' four files at most
+        _decoded.clear()
+    if key is not None:
+        _decoded[key] = array
+    return array
+
+
+def _decode_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
@@ -311,16 +337,29 @@ def load_digits(cfg, batch_size: int = 32):
     return arrays, "sklearn.datasets.load_digits", [], None, []
 
 
+DIGITS = 1797  # images in scikit-learn's bundled digits
+_digits: dict[tuple, dict[str, np.ndarray]] = {}  # load_digits_arrays' results in this process (read-only arrays)
+
+
 def load_digits_arrays(image_size: int, test_split: float, split_seed: int, batch_size: int = 32) -> dict[str, np.ndarray]:
-    """scikit-learn's 8x8 digits, upscaled to image_size and split into train / test."""
+    """scikit-learn's 8x8 digits, upscaled to image_size and split into train / test; kept for this process (the
+    data never changes: a sweep's jobs upscale them once)."""
+    from cnnrun.data.memory import check_fits
+
+    check_fits(DIGITS, (int(image_size), int(image_size)), 1, batch_size, in_memory=True)  # before any upscaling
+    key = (int(image_size), float(test_split), int(split_seed))
+    if key not in _digits:
+        _digits.clear()  # one size kept
+        _digits[key] = _upscaled_digits(*key)
+    return dict(_digits[key])
+
+
+def _upscaled_digits(image_size: int, test_split: float, split_seed: int) -> dict[str, np.ndarray]:
     from PIL import Image
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from cnnrun.data.memory import check_fits
-
     digits = load_digits()
-    check_fits(len(digits.images), (int(image_size), int(image_size)), 1, batch_size, in_memory=True)
     small = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     big = np.stack(
         [np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.BILINEAR)) for im in small]
@@ -329,7 +368,10 @@ def load_digits_arrays(image_size: int, test_split: float, split_seed: int, batc
     tr, te = train_test_split(
         np.arange(len(labels)), test_size=float(test_split), stratify=labels, random_state=int(split_seed)
     )
-    return {"x_train": big[tr], "y_train": labels[tr], "x_test": big[te], "y_test": labels[te]}
+    arrays = {"x_train": big[tr], "y_train": labels[tr], "x_test": big[te], "y_test": labels[te]}
+    for array in arrays.values():
+        array.setflags(write=False)  # shared by the runs of this process: none may change another's
+    return arrays
 
 
 # ---------------------------------------------------------------------------------------------
