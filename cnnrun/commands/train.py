@@ -6,6 +6,7 @@ of a data-parallel run, joined here."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import re
@@ -284,6 +285,7 @@ def own_sweep(sweep_dir: Path, config) -> None:
 
 
 PLANNED: list = []  # each job's validated config, in Hydra's order (preflight): own_sweep
+MODE: list = []  # the hydra.mode the config sets, as preflight read it (empty when preflight left it to Hydra)
 RESUMING = "CNNRUN_RESUMING"  # set by `cnnrun resume`: the sweep's own overrides, plus whatever it was given
 
 
@@ -295,6 +297,7 @@ def preflight(args: list[str]) -> None:
     from cnnrun import CnnrunError, console
     from cnnrun.config import checks
 
+    MODE.clear()
     ns, unknown = get_args_parser().parse_known_args(args)  # -m, --cfg ... as Hydra reads them
     chdir = [o for o in ns.overrides if re.fullmatch(r"\+*hydra\.job\.chdir=(?i:true|yes|on|1)", o)]
     if chdir:  # the run's files, relative dataset paths and the trackers all assume the working directory stays
@@ -327,9 +330,10 @@ def preflight(args: list[str]) -> None:
                 check_user_code(cfg)  # their loader's result and their model (saved and loaded), before any directory
 
         plan: list = []
+        mode: list = []
         with quiet_backend():  # a config naming the user's own code imports it, and it may import Keras
-            checks.check_jobs(ns.overrides, ns.multirun, config_dir=ns.config_dir, each=each, plan=plan)
-            PLANNED[:] = plan
+            checks.check_jobs(ns.overrides, ns.multirun, config_dir=ns.config_dir, each=each, plan=plan, mode=mode)
+            PLANNED[:], MODE[:] = plan, mode
     except CnnrunError as e:
         console.error(str(e))
         raise SystemExit(EXIT_CONFIG) from None
@@ -346,6 +350,24 @@ def _hide_schema_groups() -> None:
                                                             if g.split("/")[0] != "schema"]
 
 
+@contextlib.contextmanager
+def _mode_known():
+    """Hydra composes the config once only to read hydra.mode (Hydra.get_mode), then again to run it; preflight has
+    read it already (MODE), so that first compose, 0.1 s of every command, is skipped. Hydra's own flags, which
+    preflight leaves alone, keep Hydra's way."""
+    from hydra._internal.hydra import Hydra
+
+    if not MODE:
+        yield
+        return
+    get_mode = Hydra.get_mode
+    Hydra.get_mode = lambda self, config_name, overrides: MODE[0]
+    try:
+        yield
+    finally:
+        Hydra.get_mode = get_mode
+
+
 def train_main(args: list[str]) -> None:
     import hydra
 
@@ -357,7 +379,8 @@ def train_main(args: list[str]) -> None:
 
     SweepSummary.not_ok = 0  # this command's sweep only (the CLI called again in one process: tests, notebooks)
     sys.argv = ["cnnrun train", *args]
-    hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(run_job)()
+    with _mode_known():
+        hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(run_job)()
 
     if SweepSummary.not_ok:  # a sweep ran to its end, but not every job ended ok: say so to scripts
         raise SystemExit(EXIT_FAILED)

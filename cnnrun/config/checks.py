@@ -367,13 +367,15 @@ def _without_hydra(base: DictConfig) -> DictConfig:
 
 
 def check_jobs(overrides: list[str], multirun: bool = False, config_dir: str | None = None,
-               each: Callable[[DictConfig], None] | None = None, plan: list | None = None) -> int:
+               each: Callable[[DictConfig], None] | None = None, plan: list | None = None,
+               mode: list | None = None) -> int:
     """Composes the config of every job that `cnnrun train [-m] OVERRIDES` would run and validates each,
     before any runs; returns the number of jobs. The first bad one raises CnnrunError, naming the job's
     overrides when it is one of a sweep. `config_dir` (--config-dir) adds the user's own options, found
     after cnnrun's as Hydra finds them. `each(cfg)`, when given, checks each validated job config further
     (the command line: that its data is there). `plan`, when given, gets each job's validated config in the order
-    Hydra numbers the jobs (left empty for a sweeper that draws its jobs, Optuna's)."""
+    Hydra numbers the jobs (left empty for a sweeper that draws its jobs, Optuna's). `mode`, when given, gets the
+    hydra.mode the config sets (None where it sets none), which Hydra would compose the config once more to read."""
     from hydra import compose, initialize_config_module
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
@@ -406,6 +408,8 @@ def check_jobs(overrides: list[str], multirun: bool = False, config_dir: str | N
             raise composition_error(e) from None
         sweeper = str(OmegaConf.select(base, "hydra.sweeper._target_", default="") or "")
         searching = bool(sweeper) and not sweeper.endswith("BasicSweeper")  # Optuna & co: they optimise what jobs return
+        if mode is not None:
+            mode.append(OmegaConf.select(base, "hydra.mode", default=None))
         multirun = multirun or str(OmegaConf.select(base, "hydra.mode", default="")) == "RunMode.MULTIRUN"
         if sweeps and not multirun:
             raise CnnrunError(f"{sweeps[0].input_line} gives several values: add -m to run one job per value "
