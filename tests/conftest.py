@@ -23,8 +23,10 @@ jax_compilation_cache()  # in-process runs share compiled programs as the CLI's 
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-# Small and fast, but every real code path: sklearn's digits, one epoch, a few hundred images.
-TINY = ["dataset=digits", "trainer.epochs=1", "trainer.batch_size=64", "trainer.verbose=0", "dataset.limit=300"]
+# Small and fast, but every real code path: sklearn's digits, one epoch, a few hundred images. Without the plots (a
+# second of each tiny run's two): the tests of the plots, the README's commands and the smoke sweep draw them.
+TINY = ["dataset=digits", "trainer.epochs=1", "trainer.batch_size=64", "trainer.verbose=0", "dataset.limit=300",
+        "output.plots=false"]
 
 
 def make_config(*overrides, tiny=True, hydra=False):
@@ -144,7 +146,7 @@ def finished(tmp_path_factory) -> Path:
     """One tiny finished run (mnist_cnn on digits), made by the command line as a user makes it, shared by every
     module of this test process that reads a finished run (a test that changes one copies it first: copy_run)."""
     run = tmp_path_factory.mktemp("finished") / "run"
-    r = cli("train", *TINY, "model=mnist_cnn", f"hydra.run.dir={run}")
+    r = cli("train", *TINY, "model=mnist_cnn", "output.plots=true", f"hydra.run.dir={run}")
     assert r.returncode == 0, r.stderr[-2000:]
     return run
 

@@ -157,7 +157,7 @@ def test_augment_after_trains_plain_epochs_first(cfg_factory, tmp_path):
     plain = tmp_path / "plain"
     train(cfg_factory(*base, "augment=none"), plain)
     gated = tmp_path / "gated"
-    m = train(cfg_factory(*base, "augment=[shift,rotate]", "trainer.augment_after=1"), gated)
+    m = train(cfg_factory(*base, "augment=[shift,rotate]", "trainer.augment_after=1", "output.plots=true"), gated)
     always = tmp_path / "always"
     train(cfg_factory(*base, "augment=[shift,rotate]"), always)
     assert m["status"] == "ok"

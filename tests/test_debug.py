@@ -35,7 +35,7 @@ def check_smoke_sweep(sweep: Path, r) -> None:
 
 
 def test_the_artifact_check_finds_a_broken_file(tmp_path):
-    cfg = make_config("model=dense", "debug=smoke")
+    cfg = make_config("model=dense", "debug=smoke", "output.plots=true")  # TINY's plots=false came after smoke's
     m = train(cfg, tmp_path / "run")
     assert m["status"] == "ok" and "smoke" in cfg.hooks
     assert artifacts.verify(tmp_path / "run", m, cfg.output, augmented=False) == []

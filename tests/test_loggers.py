@@ -157,7 +157,7 @@ def test_a_failing_logger_warns_once_and_the_run_is_complete(tmp_path, caplog, m
     assert any(w.startswith("logger tensorboard failed") for w in warnings)
     assert all("\n" not in w for w in warnings)
     files = {p.name for p in (tmp_path / "run").iterdir()}
-    assert RUN_FILES <= files and len(history(tmp_path / "run")) == 2
+    assert {f for f in RUN_FILES if not f.endswith(".png")} <= files and len(history(tmp_path / "run")) == 2  # TINY: no plots
 
 
 def _free_port() -> int:
@@ -218,7 +218,7 @@ def test_a_team_server_over_its_rest_api_and_a_server_that_goes_away(tmp_path, m
                     f"{url}/api/2.0/mlflow/metrics/get-history?run_id={m['mlflow_run_id']}&metric_key=loss")["metrics"]
     assert sorted(p["step"] for p in history_) == [1, 2]
     listed = _get(f"{url}/api/2.0/mlflow/artifacts/list?run_id={m['mlflow_run_id']}")["files"]
-    assert {"metrics.json", "curves.png"} <= {f["path"] for f in listed}  # model.keras: the MLflow model
+    assert {"metrics.json", "history.csv"} <= {f["path"] for f in listed}  # model.keras: the MLflow model
     assert (store / "server-artifacts").is_dir()  # the files went through the server, to its store
 
     gone = f"http://127.0.0.1:{_free_port()}"  # a server gone away: nothing listens on its port any more

@@ -19,7 +19,8 @@ from cnnrun.training.train import train
 def finished_run(tmp_path_factory):
     from conftest import make_config
 
-    cfg = make_config("model=mnist_cnn", "trainer.epochs=2", "trainer.val_split=0.2", "output.misclassified_max=5")
+    cfg = make_config("model=mnist_cnn", "trainer.epochs=2", "trainer.val_split=0.2", "output.misclassified_max=5",
+                      "output.plots=true")
     run_dir = tmp_path_factory.mktemp("run")
     metrics = train(cfg, run_dir)
     return cfg, run_dir, metrics
@@ -108,6 +109,19 @@ def test_summary_and_prediction_grid(finished_run):
     summary = (run_dir / "summary.txt").read_text()
     assert "conv1" in summary and f"{metrics['params']:,}" in summary
     assert Image.open(run_dir / "predictions.png").size[1] > 300
+
+
+def test_plots_are_left_out_when_asked_and_the_tables_stay(cfg_factory, tmp_path):
+    from cnnrun.record.artifacts import verify
+
+    metrics = train(cfg_factory("model=dense", "augment=flip"), tmp_path / "none")  # TINY: output.plots=false
+    assert not list((tmp_path / "none").glob("*.png"))
+    for table in ("history.csv", "confusion_matrix.csv", "classification_report.json", "misclassified.csv"):
+        assert (tmp_path / "none" / table).stat().st_size > 0, table
+    cfg = cfg_factory("model=dense", "output.plots=true", "output.predictions_grid=0")
+    assert verify(tmp_path / "none", metrics, cfg_factory("output.plots=false").output, augmented=True) == []
+    train(cfg, tmp_path / "no_grid")
+    assert sorted(p.name for p in (tmp_path / "no_grid").glob("*.png")) == ["confusion_matrix.png", "curves.png"]
 
 
 def test_same_seed_same_metrics(cfg_factory, tmp_path):

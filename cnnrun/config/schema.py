@@ -615,7 +615,9 @@ class Output:
 
     Attributes:
         misclassified_max: cap on misclassified test images written to misclassified/ (0 = none)
-        predictions_grid: test images shown in predictions.png
+        predictions_grid: test images shown in predictions.png (0 = no predictions.png)
+        plots: the PNG plots (curves, confusion matrix, predictions, augmentation preview); false keeps their CSVs
+            only, for searches of many short jobs, where the plots take about a second a job
         save_model: write model.keras
         explain: at the end: Grad-CAM of misclassified test images and an embedding map (explain/)
         explain_max: misclassified test images explained with Grad-CAM
@@ -624,6 +626,7 @@ class Output:
     """
     misclassified_max: int = rule(100, *AT_LEAST_0)
     predictions_grid: int = rule(30, *AT_LEAST_0)
+    plots: bool = True
     save_model: bool = True
     explain: bool = False
     explain_max: int = rule(16, *_whole_at_least(0, "a whole number of images"))

@@ -40,9 +40,12 @@ _cjk_fonts()
 from cnnrun.record.files import atomic_write, write_csv, write_json, write_text  # noqa: E402,F401 - also theirs here
 
 
-def save_figure(fig, path: Path) -> Path:
+def save_figure(fig, path: Path, tight: bool = True) -> Path:
+    """The figure as a PNG, trimmed to what it draws (`tight`: one more layout pass, measured text) or, for a figure
+    laid out by its maker, as it is."""
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110,
+                                                          bbox_inches="tight" if tight else None))
     finally:
         plt.close(fig)
 
@@ -63,6 +66,7 @@ def write_history(path: Path, history: list[dict]) -> Path:
 def plot_curves(path: Path, history: list[dict], title: str) -> Path:
     """Accuracy and loss per epoch, train vs validation."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.13, top=0.87, wspace=0.22)  # numbers only: no layout pass
     epochs = [row["epoch"] for row in history]
     for ax, metric in zip(axes, ("accuracy", "loss")):
         ax.plot(epochs, [row.get(metric) for row in history], "o-", label="train")
@@ -74,7 +78,7 @@ def plot_curves(path: Path, history: list[dict], title: str) -> Path:
         ax.legend()
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
-    return save_figure(fig, path)
+    return save_figure(fig, path, tight=False)
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -84,9 +88,11 @@ def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     return cm
 
 
-def write_confusion(out: Path, cm: np.ndarray, class_names: list[str]) -> None:
+def write_confusion(out: Path, cm: np.ndarray, class_names: list[str], plot: bool = True) -> None:
     write_csv(out / layout.CONFUSION_CSV, ["true\\predicted"] + class_names,
               ([name] + row.tolist() for name, row in zip(class_names, cm)))
+    if not plot:
+        return
     n = len(class_names)
     size = max(5.0, 0.55 * n + 2)
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
@@ -234,10 +240,11 @@ def write_evaluation(out: Path, data, probs: np.ndarray, cfg_output, classifier)
     y_true, y_pred, names = data.y_test, probs.argmax(axis=1), data.class_names
     p_true = np.clip(probs[np.arange(len(y_true)), y_true], 1e-7, 1.0)
     report = write_classification_report(out, y_true, y_pred, names)
-    write_confusion(out, confusion_matrix(y_true, y_pred, len(names)), names)
+    write_confusion(out, confusion_matrix(y_true, y_pred, len(names)), names, plot=cfg_output.plots)
     wrong = write_misclassified(out, data.x_test, y_true, y_pred, probs, names, cfg_output.misclassified_max,
                                 data.test_files)
-    plot_predictions(out / layout.PREDICTIONS_PNG, data.x_test, y_true, y_pred, names, cfg_output.predictions_grid)
+    if cfg_output.plots and cfg_output.predictions_grid:
+        plot_predictions(out / layout.PREDICTIONS_PNG, data.x_test, y_true, y_pred, names, cfg_output.predictions_grid)
     if cfg_output.save_model:
         from cnnrun.models import portable  # Keras: only here
 
@@ -290,8 +297,9 @@ def verify(out: Path, metrics: dict, cfg_output, augmented: bool) -> list[str]:
           lambda p: sum(int(v) for r in rows(p) for k, v in r.items() if k != "true\\predicted") == metrics["test_images"])
     check(layout.MISCLASSIFIED_CSV, lambda p: len(rows(p)) == metrics["misclassified"]
           and all((out / r["file"]).is_file() for r in rows(p) if r["file"]))
-    for name in [layout.CURVES, layout.CONFUSION_PNG] + ([layout.PREDICTIONS_PNG] if cfg_output.predictions_grid else []) \
-            + ([layout.AUGMENT_PREVIEW] if augmented else []):
+    plots = [layout.CURVES, layout.CONFUSION_PNG] + ([layout.PREDICTIONS_PNG] if cfg_output.predictions_grid else []) \
+        + ([layout.AUGMENT_PREVIEW] if augmented else [])
+    for name in plots if cfg_output.plots else []:
         check(name, png)
     if cfg_output.save_model:
         import keras  # noqa: PLC0415

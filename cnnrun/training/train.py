@@ -109,7 +109,8 @@ def evaluate(cfg, run, data: Dataset, classifier, trainer, fitted) -> np.ndarray
     run.update(precise_bn=loop.precise_batch_norm(classifier, data, t, loop.steps_done(trainer)))
     log.info("evaluating %d test images%s", len(data.x_test), " and their mirror images" if t.tta == "flip" else "")
     probs = loop.evaluate(classifier, data, t)
-    log.info("writing the reports, plots%s", " and the model" if cfg.output.save_model else "")
+    what = ["the reports"] + ["plots"] * cfg.output.plots + ["the model"] * cfg.output.save_model
+    log.info("writing %s", " and ".join([", ".join(what[:-1]), what[-1]] if len(what) > 1 else what))
     run.update(**artifacts.write_evaluation(run.dir, data, probs, cfg.output, classifier))
     warning = artifacts.near_chance(run.metrics["test_accuracy"], run.metrics["final_train_accuracy"], data.y_test)
     if warning:
@@ -166,7 +167,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             # trainer.augment_after > 0: plain images first, then augmented ones (article 000's schedule).
             augment = build_augment(cfg.augment, seed=t.seed, gated=t.augment_after > 0)
             mix = build_mix(cfg.augment, data.num_classes, seed=t.seed)  # mixup / cutmix: labels mixed in the step
-            if augment is not None:
+            if augment is not None and cfg.output.plots:
                 sample = np.asarray(data.x_train[:8])
                 with quiet_backend():  # the first integer op may print oneDNN's "DT_INT64 ... AVX-512" line
                     artifacts.plot_augment_preview(run.dir / files.AUGMENT_PREVIEW, sample, preview(augment, sample))
@@ -194,7 +195,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 return ended
             run.update(**loop.history_metrics(fitted, data))
             artifacts.write_history(run.dir / files.HISTORY, fitted.history)
-            if fitted.history:
+            if fitted.history and cfg.output.plots:
                 artifacts.plot_curves(run.dir / files.CURVES, fitted.history, f"{run.metrics['dataset']} · {run.metrics['model']}")
             if fitted.signum is not None:
                 return run.end("interrupted", exit_code=fitted.exit_code, error=(
