@@ -42,6 +42,19 @@ def test_idx_files_read_back_exactly(tmp_path, gz):
     assert ds.x_train.dtype == np.uint8 and ds.input_shape == (28, 28, 1) and ds.num_classes == 10
 
 
+def test_a_data_file_changed_between_runs_is_read_again(tmp_path):
+    """Decoded files are kept per process (a sweep's jobs decode Fashion-MNIST once), while each file is as it was."""
+    first = make_mnist_like(tmp_path / "f", gz=False, seed=0)
+    a = data.load_dataset(cfg(path=str(tmp_path / "f")))
+    assert data.load_dataset(cfg(path=str(tmp_path / "f"))).x_train.base is a.x_train.base  # the same bytes, kept
+    second = make_mnist_like(tmp_path / "f", gz=False, seed=1)  # the same sizes, other images and labels
+    b = data.load_dataset(cfg(path=str(tmp_path / "f")))
+    np.testing.assert_array_equal(a.x_train[..., 0], first["train"][0])
+    np.testing.assert_array_equal(b.x_train[..., 0], second["train"][0])
+    np.testing.assert_array_equal(b.y_test, second["t10k"][1])
+    assert not b.x_train.flags.writeable  # shared by this process's runs: none can change another's
+
+
 def test_npz_in_keras_format(tmp_path):
     written = make_mnist_like(tmp_path / "f")
     np.savez(tmp_path / "mnist.npz", x_train=written["train"][0], y_train=written["train"][1],
@@ -184,6 +197,7 @@ def test_digits_are_upscaled_and_split():
                                              "class_names": [str(i) for i in range(10)]}))
     assert ds.input_shape == (28, 28, 1) and len(ds.x_train) + len(ds.x_test) == 1797
     assert ds.x_train.max() > 200  # scaled to the full 0-255 range
+    assert not ds.x_train.flags.writeable  # kept for the process's later runs: read-only
 
 
 def test_val_split_is_stratified_and_seeded(tmp_path):
