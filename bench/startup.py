@@ -1,8 +1,9 @@
 """How long the command line takes to start: `cnnrun --help`, `cnnrun train --cfg job` (compose and print
 the config, no training) and a refusal (a bad value: one line, before any work), this checkout against another,
 alternated, as whole processes. With --runs also a run's fixed costs: a tiny run (sklearn's digits, 300 images, one
-epoch: start-up, tracing, evaluation, reports and plots, the model saved) and a sweep of four such jobs in one
-process, each into a new directory under a temporary folder.
+epoch: start-up, tracing, evaluation, reports and plots, the model saved), a sweep of four such jobs in one
+process and one of four on Fashion-MNIST (needs it: apt-get install dataset-fashion-mnist), each into a new
+directory under a temporary folder.
 
     python bench/startup.py --checkout /tmp/before      # e.g. a git worktree of the commit before a change
     python bench/startup.py --checkout /tmp/before -n 9 --runs
@@ -29,7 +30,9 @@ COMMANDS = {"cnnrun --help": ["--help"], "cnnrun train --cfg job": ["train", "--
 TINY = ["dataset=digits", "dataset.limit=300", "trainer.epochs=1", "trainer.verbose=0"]
 RUNS = {"cnnrun train (a tiny run)": ["train", *TINY],
         "cnnrun train -m model=dense,mnist_cnn,cnn3,cnn4 (four tiny jobs)": ["train", "-m", "model=dense,mnist_cnn,cnn3,cnn4",
-                                                                             *TINY]}
+                                                                             *TINY],
+        "cnnrun train -m dataset=fashion trainer.seed=0,1,2,3 (four tiny Fashion-MNIST jobs)":
+            ["train", "-m", "dataset=fashion", "model=dense", "trainer.seed=0,1,2,3", *TINY[1:]]}
 
 
 def once(checkout: Path, args: list[str], refused: bool = False) -> float:

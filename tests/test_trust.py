@@ -341,18 +341,19 @@ def test_how_a_run_ends_has_one_table():
     assert outcome.from_child(0) is None and outcome.from_child(130) is None  # read from the record instead
 
 
-def test_a_run_decides_about_its_directory_once(tmp_path):
+def test_a_run_decides_about_its_directory_once(tmp_path, monkeypatch):
     """The decision about an earlier run is made before Hydra writes (the callback) and taken by the run."""
-    import subprocess
-    import sys
+    from cnnrun.record import decision
 
-    script = ("import atexit, sys\nimport cnnrun.record.decision as r\ncalls = []\nreal = r._decide\n"
-              "r._decide = lambda *a, **k: calls.append(1) or real(*a, **k)\n"
-              "atexit.register(lambda: print('decided', len(calls), file=sys.stderr))\n"
-              "from cnnrun.cli import main\nsys.argv = ['cnnrun', *sys.argv[1:]]\nmain()\n")
+    from tests.conftest import cli
+
+    calls, real = [], decision._decide
+    monkeypatch.setattr(decision, "_decide", lambda *a, **k: calls.append(1) or real(*a, **k))
     args = ["train", *CLI_TINY, f"hydra.run.dir={tmp_path / 'run'}"]
     for expected in ("ok", "skip"):  # a new run, then the same command again: skipped, still one decision
-        r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
+        calls.clear()
+        r = cli(*args)
         assert r.returncode == 0, r.stderr[-2000:]
-        assert "decided 1" in r.stderr, (expected, r.stderr[-2000:])
+        assert len(calls) == 1, (expected, r.stderr[-2000:])
         assert not (tmp_path / "run" / record.LOCK).exists()  # the lock lives as long as the run, no longer
+    assert "already holds a finished run of this config" in r.stdout + r.stderr  # the second was skipped
