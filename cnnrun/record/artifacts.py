@@ -40,12 +40,9 @@ _cjk_fonts()
 from cnnrun.record.files import atomic_write, write_csv, write_json, write_text  # noqa: E402,F401 - also theirs here
 
 
-def save_figure(fig, path: Path, tight: bool = True) -> Path:
-    """The figure as a PNG, trimmed to what it draws (`tight`: one more layout pass, measured text) or, for a figure
-    laid out by its maker, as it is."""
+def save_figure(fig, path: Path) -> Path:
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110,
-                                                          bbox_inches="tight" if tight else None))
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     finally:
         plt.close(fig)
 
@@ -65,8 +62,7 @@ def write_history(path: Path, history: list[dict]) -> Path:
 
 def plot_curves(path: Path, history: list[dict], title: str) -> Path:
     """Accuracy and loss per epoch, train vs validation."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.13, top=0.87, wspace=0.22)  # numbers only: no layout pass
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")  # room for long tick labels between
     epochs = [row["epoch"] for row in history]
     for ax, metric in zip(axes, ("accuracy", "loss")):
         ax.plot(epochs, [row.get(metric) for row in history], "o-", label="train")
@@ -78,7 +74,7 @@ def plot_curves(path: Path, history: list[dict], title: str) -> Path:
         ax.legend()
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
-    return save_figure(fig, path, tight=False)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
