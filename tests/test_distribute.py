@@ -76,16 +76,36 @@ def test_other_backends_are_refused_in_one_line(monkeypatch):
                                      "start with KERAS_BACKEND=jax")
 
 
+# Commands run one after another by one process (cnnrun.cli.main, as the console script calls it): each's exit code
+# and what it wrote to stderr after a line of its own. For refusals, which end before Hydra or a run starts.
+COMMANDS_IN_ONE_PROCESS = (
+    "import json, sys\nfrom cnnrun.cli import main\n"
+    "for argv in json.loads(sys.argv[1]):\n"
+    "    try:\n        main(argv)\n        code = 0\n"
+    "    except SystemExit as e:\n        code = e.code\n"
+    "    print(f'=== exit {code}', file=sys.stderr, flush=True)\n")
+
+
+def refusals_in_one_process(*commands: list[str], env: dict) -> list[tuple[int, str]]:
+    import json
+
+    done = subprocess.run([sys.executable, "-c", COMMANDS_IN_ONE_PROCESS, json.dumps(commands)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **env})
+    parts = done.stderr.split("=== exit ")
+    assert done.returncode == 0 and len(parts) == len(commands) + 1, done.stderr[-3000:]
+    return [(int(part.split("\n", 1)[0]), before) for before, part in zip(parts, parts[1:])]
+
+
 def test_a_batch_the_devices_cannot_split_is_refused_before_any_work(tmp_path):
-    r = run_cli("train", *RUN, "distribute=data_parallel", "trainer.batch_size=33", f"hydra.run.dir={tmp_path / 'r'}",
-                env=TWO_DEVICES)
-    assert r.returncode == 2, r.stderr[-2000:]
+    (code, said), (code2, said2) = refusals_in_one_process(
+        ["train", *RUN, "distribute=data_parallel", "trainer.batch_size=33", f"hydra.run.dir={tmp_path / 'r'}"],
+        ["train", *RUN, "distribute=data_parallel", "distribute.devices=3", f"hydra.run.dir={tmp_path / 's'}"],
+        env=TWO_DEVICES)
+    assert code == 2, said[-2000:]
     assert ("trainer.batch_size=33 does not split evenly over 2 devices; choose a multiple of 2, "
-            "e.g. trainer.batch_size=34 or 32") in r.stderr
-    assert "data:" not in r.stdout + r.stderr  # refused before the data was read
-    r = run_cli("train", *RUN, "distribute=data_parallel", "distribute.devices=3", f"hydra.run.dir={tmp_path / 's'}",
-                env=TWO_DEVICES)
-    assert r.returncode == 2 and "distribute.devices=3 but this process has 2 device(s)" in r.stderr
+            "e.g. trainer.batch_size=34 or 32") in said
+    assert "data:" not in said  # refused before the data was read
+    assert code2 == 2 and "distribute.devices=3 but this process has 2 device(s)" in said2, said2[-2000:]
 
 
 # --- the same training --------------------------------------------------------------------------------
