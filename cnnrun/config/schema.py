@@ -617,7 +617,7 @@ class Output:
         misclassified_max: cap on misclassified test images written to misclassified/ (0 = none)
         predictions_grid: test images shown in predictions.png (0 = no predictions.png)
         plots: the PNG plots (curves, confusion matrix, predictions, augmentation preview); false keeps their CSVs
-            only, for searches of many short jobs, where the plots take about a second a job
+            only, for searches of many short jobs, where the plots take most of a second a job
         save_model: write model.keras
         explain: at the end: Grad-CAM of misclassified test images and an embedding map (explain/)
         explain_max: misclassified test images explained with Grad-CAM
