@@ -164,7 +164,7 @@ def test_mix_is_the_identity_outside_training_and_beta_draws_are_right():
 
 
 def test_a_mixup_cutmix_run_stays_compiled_and_saves_a_plain_classifier(tmp_path):
-    m = train(make_config("model=mnist_cnn", "augment=[flip,mixup,cutmix]", "trainer.jit=true",
+    m = train(make_config("model=dense", "augment=[flip,mixup,cutmix]", "trainer.jit=true",
                           "trainer.val_split=0.2", "trainer.label_smoothing=0.1", "trainer.epochs=2"), tmp_path / "run")
     assert m["status"] == "ok" and m["jit"] is True and m["test_accuracy"] > 0.3
     rows = history(tmp_path / "run")
