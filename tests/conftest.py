@@ -24,7 +24,7 @@ jax_compilation_cache()  # in-process runs share compiled programs as the CLI's 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 # Small and fast, but every real code path: sklearn's digits, one epoch, a few hundred images. Without the plots (0.7 s
-# of a tiny run's 2 s): the tests of the plots, the README's commands and the smoke sweep draw and check them.
+# of a tiny run's 2 s): the tests of the plots, the README's first run and the smoke sweep draw and check them.
 TINY = ["dataset=digits", "trainer.epochs=1", "trainer.batch_size=64", "trainer.verbose=0", "dataset.limit=300",
         "output.plots=false"]
 
