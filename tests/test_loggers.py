@@ -206,8 +206,8 @@ def mlflow_server(tmp_path_factory):
 
 def test_a_team_server_over_its_rest_api_and_a_server_that_goes_away(tmp_path, mlflow_server, caplog):
     url, store = mlflow_server
-    m = train(make_config("model=dense", "trainer.epochs=2", "logger=mlflow", f"logger.mlflow.tracking_uri={url}",
-                          "logger.mlflow.experiment=team"), tmp_path / "run")
+    m = train(make_config("model=dense", "trainer.epochs=2", "logger=[tensorboard,mlflow]", "output.plots=true",
+                          f"logger.mlflow.tracking_uri={url}", "logger.mlflow.experiment=team"), tmp_path / "run")
     assert m["status"] == "ok"
     experiment = _get(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=team")["experiment"]
     found = _get(f"{url}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
@@ -218,8 +218,10 @@ def test_a_team_server_over_its_rest_api_and_a_server_that_goes_away(tmp_path, m
                     f"{url}/api/2.0/mlflow/metrics/get-history?run_id={m['mlflow_run_id']}&metric_key=loss")["metrics"]
     assert sorted(p["step"] for p in history_) == [1, 2]
     listed = _get(f"{url}/api/2.0/mlflow/artifacts/list?run_id={m['mlflow_run_id']}")["files"]
-    assert {"metrics.json", "history.csv"} <= {f["path"] for f in listed}  # model.keras: the MLflow model
-    assert (store / "server-artifacts").is_dir()  # the files went through the server, to its store
+    assert {"metrics.json", "history.csv", "curves.png", "confusion_matrix.png"} <= {f["path"] for f in listed}
+    assert (store / "server-artifacts").is_dir()  # the files went through the server, to its store (model.keras: the MLflow model)
+    tb = tensorboard_runs(tmp_path / "run" / "tensorboard" / "run")  # the plots as TensorBoard images too
+    assert {"plots/curves", "plots/confusion_matrix"} <= set(tb.Runs()["."]["images"])
 
     gone = f"http://127.0.0.1:{_free_port()}"  # a server gone away: nothing listens on its port any more
     with caplog.at_level(logging.WARNING, logger="cnnrun"):
